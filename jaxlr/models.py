@@ -17,6 +17,7 @@ Init schemes (``init_scheme=``):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -96,7 +97,7 @@ def layer_sizes(in_features: int, hidden: Sequence[int], num_classes: int) -> li
 def param_count(in_features: int, hidden: Sequence[int], num_classes: int) -> int:
     """Number of parameters, equal to PyTorch's for the same ``nn.Linear`` stack."""
     sizes = layer_sizes(in_features, hidden, num_classes)
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
 def init_mlp(
@@ -115,7 +116,9 @@ def init_mlp(
       ``(model, params)`` where ``params`` is the ``{"Dense_i": {"kernel", "bias"}}`` tree
       (without the ``"params"`` collection wrapper).
     """
-    model = MLP(tuple(hidden), num_classes, init_scheme=init, readout_mult=readout_mult, dtype=dtype)
+    model = MLP(
+        tuple(hidden), num_classes, init_scheme=init, readout_mult=readout_mult, dtype=dtype
+    )
     params = model.init(key, jnp.zeros((1, in_features), dtype))["params"]
     return model, params
 

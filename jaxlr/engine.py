@@ -1,0 +1,346 @@
+"""The training engine: one jitted, vmapped program per bucket chunk.
+
+``make_trainer(spec)`` returns a :class:`Trainer` whose ``init`` and ``epoch`` are pure jitted
+functions over a :class:`TrainState` with leading lane axes ``(seeds, lrs)``:
+
+* **Common random numbers.** Lane ``(s, lr)`` initializes from ``fold_in(PRNGKey(s), 0)`` and
+  orders batches with ``fold_in(PRNGKey(s), 1)``, so lanes of one seed that differ only in lr
+  start from the same weights and see the same batches. The inner vmap (over lrs) therefore
+  takes the batch unbatched, and XLA runs the first layer as one matmul for all lrs.
+* **Steps in ``lax.scan``, epochs on the host.** One call per epoch; the state buffers are
+  donated. Each epoch draws ``perm = permutation(fold_in(data_key, epoch), n_train)`` on the
+  device and gathers the batches inside the scan; the last ``n_train mod batch_size`` examples
+  of the permutation are dropped (a different remainder each epoch).
+* **Divergence.** A sticky per-lane ``alive`` flag:
+  ``alive &= isfinite(loss) & (loss < divergence_loss)``, checked on every batch loss. A dead
+  lane keeps its last parameters (``where(alive, new, old)``) and the epoch it died in is
+  recorded. Lanes never interact, so a NaN lane cannot change any other lane.
+* **Metrics.** Per epoch: the mean batch loss of the epoch (``train_loss``), and the loss and
+  accuracy on the full test set, evaluated in chunks of ``EVAL_CHUNK`` examples.
+
+The learning rate is a per-lane array argument, never a Python constant: one compilation serves
+every lr, and a chunk with the same shapes reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxlr.models import MLP
+from jaxlr.plan import EVAL_CHUNK
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Static (hashable) description of one bucket's program: shapes and optimizer structure."""
+
+    in_features: int
+    hidden: tuple[int, ...]
+    num_classes: int
+    optimizer: str  # "sgd" | "adam"
+    batch_size: int
+    steps_per_epoch: int
+    n_train: int
+    n_test: int
+    init: str = "torch"
+    lr_rule: str = "none"
+    layer_lr_mults: tuple[float, ...] | None = None
+    weight_norm_factor: float = 0.01
+    adagrad_eps: float = 1e-8
+    parametrization: str = "sp"
+    base_width: int | None = None
+    divergence_loss: float = 100.0
+    data_mean: float = 0.0
+    data_std: float = 1.0
+
+    @property
+    def readout_mult(self) -> float:
+        """muP's output multiplier ``base_width / width`` (1 for SP)."""
+        if self.parametrization == "mup":
+            assert self.base_width is not None
+            return self.base_width / self.hidden[-1]
+        return 1.0
+
+    @property
+    def base_hidden(self) -> tuple[int, ...]:
+        """The muP base architecture: every hidden width set to ``base_width``."""
+        assert self.base_width is not None
+        return (self.base_width,) * len(self.hidden)
+
+    def model(self) -> MLP:
+        init = "mup" if self.parametrization == "mup" else self.init
+        return MLP(self.hidden, self.num_classes, init_scheme=init, readout_mult=self.readout_mult)
+
+
+class TrainState(NamedTuple):
+    """Per-lane training state; every leaf has leading axes ``(seeds, lrs)``."""
+
+    params: Any
+    opt_state: Any
+    alive: jax.Array  # bool, shape (S, L)
+    diverged_epoch: jax.Array  # int32, shape (S, L); -1 while alive
+
+
+class EpochMetrics(NamedTuple):
+    """Per-lane metrics of one epoch, each of shape ``(S, L)``."""
+
+    train_loss: jax.Array  # float32: mean batch loss; NaN if the lane died by this epoch
+    test_loss: jax.Array  # float32: mean cross-entropy on the test set
+    test_accuracy: jax.Array  # float32
+
+
+class DeviceData(NamedTuple):
+    """The dataset on the device; raw dtype (uint8 images) is normalized inside the step."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_test: jax.Array  # (chunks, EVAL_CHUNK, d), zero-padded
+    y_test: jax.Array  # (chunks, EVAL_CHUNK)
+    test_mask: jax.Array  # (chunks, EVAL_CHUNK) float32, 0 on padding
+
+
+def device_data(dataset: Any, eval_chunk: int = EVAL_CHUNK, sharding: Any = None) -> DeviceData:
+    """Puts a :class:`jaxlr.data.Dataset` on the device, test set padded into eval chunks."""
+    x_test, y_test = np.asarray(dataset.x_test), np.asarray(dataset.y_test)
+    n_test = len(y_test)
+    chunk = min(eval_chunk, n_test)
+    n_chunks = -(-n_test // chunk)
+    pad = n_chunks * chunk - n_test
+    mask = np.concatenate([np.ones(n_test, np.float32), np.zeros(pad, np.float32)])
+    x_test = np.concatenate([x_test, np.zeros((pad, *x_test.shape[1:]), x_test.dtype)])
+    y_test = np.concatenate([y_test, np.zeros(pad, y_test.dtype)])
+    arrays = DeviceData(
+        np.asarray(dataset.x_train),
+        np.asarray(dataset.y_train, np.int32),
+        x_test.reshape(n_chunks, chunk, -1),
+        y_test.reshape(n_chunks, chunk).astype(np.int32),
+        mask.reshape(n_chunks, chunk),
+    )
+    return jax.device_put(arrays, sharding)
+
+
+def make_optimizer(spec: RunSpec, lr: jax.Array | float) -> optax.GradientTransformation:
+    """The update rule of ``spec`` with (base) learning rate ``lr`` (may be traced).
+
+    SGD is ``-lr * g``; Adam is ``-lr * adam(g)`` (torch defaults b1=0.9, b2=0.999, eps=1e-8).
+    ``lr_rule`` replaces the scalar rate by a per-layer / per-neuron / per-parameter rate from
+    :mod:`jaxlr.transforms`, with Adam's direction as ``inner`` when the optimizer is Adam.
+    Under muP the updates are then multiplied by :func:`jaxlr.mup.mup_lr_scales`.
+    """
+    inner = optax.scale_by_adam() if spec.optimizer == "adam" else None
+    rule = spec.lr_rule
+    if rule == "none":
+        base = optax.chain(inner or optax.identity(), optax.scale(-1.0 * lr))
+    else:
+        from jaxlr import transforms
+
+        if rule == "per-layer":
+            assert spec.layer_lr_mults is not None
+            lrs = {f"Dense_{i}": lr * m for i, m in enumerate(spec.layer_lr_mults)}
+            base = transforms.per_layer_lr(lrs, inner=inner)
+        elif rule == "weight-norm":
+            base = transforms.weight_norm_lr(
+                lr, scaling_factor=spec.weight_norm_factor, inner=inner
+            )
+        elif rule in ("adagrad-param", "adagrad-neuron"):
+            gran = "parameter" if rule == "adagrad-param" else "neuron"
+            base = transforms.adagrad_lr(lr, eps=spec.adagrad_eps, granularity=gran, inner=inner)
+        else:
+            raise ValueError(f"unknown lr rule {rule!r}")
+    if spec.parametrization != "mup":
+        return base
+
+    scales = mup_scales(spec)
+    return optax.chain(base, _scale_by_tree(scales))
+
+
+@functools.cache
+def mup_scales(spec: RunSpec) -> Any:
+    """muP per-parameter lr multipliers for ``spec`` (a tree of floats)."""
+    from jaxlr import mup
+
+    model = spec.model()
+    x = jnp.zeros((1, spec.in_features))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
+    base_model = MLP(spec.base_hidden, spec.num_classes)
+    base_shapes = jax.eval_shape(base_model.init, jax.random.PRNGKey(0), x)["params"]
+    return mup.mup_lr_scales(shapes, base_shapes, optimizer=spec.optimizer)
+
+
+def _scale_by_tree(scales: Any) -> optax.GradientTransformation:
+    """Multiplies each update leaf by the matching (constant) leaf of ``scales``."""
+
+    def init_fn(params: Any) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+        return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy, ``torch.nn.CrossEntropyLoss``'s default."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+class Trainer(NamedTuple):
+    """The compiled program of one bucket chunk."""
+
+    spec: RunSpec
+    init: Callable[[jax.Array, jax.Array], TrainState]  # (seeds (S,), lrs (L,)) -> state
+    epoch: Callable[..., tuple[TrainState, EpochMetrics]]  # (state, seeds, lrs, epoch, data)
+
+
+def seed_keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(init_key, data_key)`` of a seed; they depend on the seed only (common random numbers)."""
+    key = jax.random.PRNGKey(seed)
+    return jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+
+
+def epoch_batches(seed: jax.Array, epoch: jax.Array, n: int, batch: int, steps: int) -> jax.Array:
+    """Example indices of each step of an epoch: ``(steps, batch)`` int32."""
+    _, data_key = seed_keys(seed)
+    perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+    return perm[: steps * batch].reshape(steps, batch)
+
+
+def make_trainer(spec: RunSpec) -> Trainer:
+    """Builds the jitted ``init`` and ``epoch`` functions of a bucket (see the module doc)."""
+    model = spec.model()
+    mean, std = spec.data_mean, spec.data_std
+
+    def normalize(raw: jax.Array) -> jax.Array:
+        return (raw.astype(jnp.float32) - mean) / std
+
+    def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        return cross_entropy(model.apply({"params": params}, x), y)
+
+    def lane_init(init_key: jax.Array, lr: jax.Array) -> tuple[Any, Any]:
+        params = model.init(init_key, jnp.zeros((1, spec.in_features)))["params"]
+        return params, make_optimizer(spec, lr).init(params)
+
+    def init(seeds: jax.Array, lrs: jax.Array) -> TrainState:
+        init_keys = jax.vmap(lambda s: seed_keys(s)[0])(seeds)
+        per_seed = jax.vmap(lambda k: jax.vmap(lambda lr: lane_init(k, lr))(lrs))
+        params, opt_state = per_seed(init_keys)
+        shape = (seeds.shape[0], lrs.shape[0])
+        return TrainState(params, opt_state, jnp.ones(shape, bool), jnp.full(shape, -1, jnp.int32))
+
+    def lane_step(params, opt_state, alive, lr, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        updates, new_opt = make_optimizer(spec, lr).update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        ok = alive & jnp.isfinite(loss) & (loss < spec.divergence_loss)
+        keep = lambda new, old: jnp.where(ok, new, old)
+        return (
+            jax.tree.map(keep, new_params, params),
+            jax.tree.map(keep, new_opt, opt_state),
+            ok,
+            jnp.where(ok, loss, 0.0),
+        )
+
+    # inner vmap over lrs shares the batch; outer vmap over seeds has its own batch
+    step = jax.vmap(
+        jax.vmap(lane_step, in_axes=(0, 0, 0, 0, None, None)),
+        in_axes=(0, 0, 0, None, 0, 0),
+    )
+
+    def lane_eval(params: Any, x: jax.Array, y: jax.Array, m: jax.Array) -> jax.Array:
+        logits = model.apply({"params": params}, x)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+        return jnp.stack([jnp.sum(ce * m), jnp.sum(correct * m)])
+
+    def evaluate(params: Any, data: DeviceData) -> tuple[jax.Array, jax.Array]:
+        def chunk(c):
+            x, y, m = c
+            return jax.vmap(jax.vmap(lane_eval, (0, None, None, None)), (0, None, None, None))(
+                params, normalize(x), y, m
+            )
+
+        sums = jax.lax.map(chunk, (data.x_test, data.y_test, data.test_mask)).sum(0)
+        return sums[..., 0] / spec.n_test, sums[..., 1] / spec.n_test
+
+    def epoch(state: TrainState, seeds: jax.Array, lrs: jax.Array, epoch: jax.Array, data):
+        idx = jax.vmap(
+            lambda s: epoch_batches(s, epoch, spec.n_train, spec.batch_size, spec.steps_per_epoch)
+        )(seeds)
+        idx = jnp.swapaxes(idx, 0, 1)  # (steps, S, B)
+
+        def body(carry, idx_t):
+            params, opt_state, alive = carry
+            x = normalize(data.x_train[idx_t])
+            y = data.y_train[idx_t]
+            params, opt_state, alive, loss = step(params, opt_state, alive, lrs, x, y)
+            return (params, opt_state, alive), loss
+
+        was_alive = state.alive
+        (params, opt_state, alive), losses = jax.lax.scan(
+            body, (state.params, state.opt_state, state.alive), idx
+        )
+        train_loss = losses.sum(0) / spec.steps_per_epoch
+        train_loss = jnp.where(alive, train_loss, jnp.nan)
+        test_loss, test_acc = evaluate(params, data)
+        dead = ~alive
+        metrics = EpochMetrics(
+            train_loss,
+            jnp.where(dead, jnp.nan, test_loss),
+            jnp.where(dead, jnp.nan, test_acc),
+        )
+        died_now = was_alive & ~alive
+        div_epoch = jnp.where(died_now, epoch.astype(jnp.int32), state.diverged_epoch)
+        return TrainState(params, opt_state, alive, div_epoch), metrics
+
+    return Trainer(spec, jax.jit(init), jax.jit(epoch, donate_argnums=(0,)))
+
+
+@functools.lru_cache(maxsize=64)
+def cached_trainer(spec: RunSpec) -> Trainer:
+    """:func:`make_trainer`, memoized so that chunks of one bucket share the compiled program."""
+    return make_trainer(spec)
+
+
+def train_lanes(
+    spec: RunSpec,
+    data: DeviceData,
+    seeds: Any,
+    lrs: Any,
+    epochs: int,
+    *,
+    on_epoch: Callable[[int, TrainState, EpochMetrics], None] | None = None,
+    state: TrainState | None = None,
+    start_epoch: int = 0,
+) -> tuple[TrainState, dict[str, np.ndarray]]:
+    """Trains the lanes ``seeds x lrs`` for ``epochs`` epochs; returns the final state and
+    metrics stacked as numpy arrays of shape ``(epochs - start_epoch, S, L)``.
+
+    ``on_epoch(epoch, state, metrics)`` is called after each epoch (progress, checkpoints).
+    """
+    trainer = cached_trainer(spec)
+    seeds = jnp.asarray(seeds, jnp.int32)
+    lrs = jnp.asarray(lrs, jnp.float32)
+    if state is None:
+        state = trainer.init(seeds, lrs)
+    history: list[EpochMetrics] = []
+    for e in range(start_epoch, epochs):
+        state, metrics = trainer.epoch(state, seeds, lrs, jnp.int32(e), data)
+        metrics = jax.device_get(metrics)  # one host sync per epoch
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(e, state, metrics)
+    stacked = {
+        k: np.stack([getattr(m, k) for m in history]) if history else np.zeros((0,))
+        for k in EpochMetrics._fields
+    }
+    return state, stacked

@@ -1,0 +1,157 @@
+"""From a config to the units of work: buckets, grid shards and lane chunks.
+
+* A **lane** is one run: (architecture, optimizer, lr, seed).
+* A **bucket** holds all lanes that share shapes and optimizer structure: one architecture and
+  one optimizer, every lr x seed. It compiles to one program.
+* A **chunk** is a rectangle ``seeds x lrs`` of a bucket small enough for the device; chunks of
+  the same bucket and shape reuse the compiled program. Lanes are vmapped as ``seeds`` (outer)
+  x ``lrs`` (inner), so lanes that differ only in lr share their batch, and the first layer's
+  matmul runs once for all of them.
+* A **grid shard** ``i/n`` (for spreading a sweep over hosts) takes every n-th (bucket, lr)
+  pair; all seeds of a chosen lr stay together, so the shards' results are exactly the rows of
+  the unsharded sweep.
+
+Memory per lane is estimated from the shapes (float32):
+
+``bytes ≈ 4 * [P * (4 + s) + B * A * 3 + E * A]``
+
+where ``P`` is the parameter count, ``s`` the optimizer's state slots per parameter (0 for SGD,
+2 for Adam, +1 for AdaGrad rules), ``A`` the sum of layer sizes, ``B`` the batch size and ``E``
+the evaluation chunk. The factor 4 on ``P`` covers params, gradients, updates and the
+divergence-select copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from jaxlr.config import SweepConfig
+from jaxlr.models import layer_sizes, param_count
+
+EVAL_CHUNK = 2000  # test examples evaluated at once (bounds activation memory)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """All lanes of one architecture and optimizer that this grid shard runs."""
+
+    hidden: tuple[int, ...]
+    optimizer: str
+    lrs: tuple[float, ...]
+    seeds: tuple[int, ...]
+
+    @property
+    def n_lanes(self) -> int:
+        return len(self.lrs) * len(self.seeds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """A ``seeds x lrs`` rectangle of a bucket, run as one vmapped program."""
+
+    bucket: Bucket
+    seeds: tuple[int, ...]
+    lrs: tuple[float, ...]
+
+    @property
+    def n_lanes(self) -> int:
+        return len(self.lrs) * len(self.seeds)
+
+
+def optimizer_slots(optimizer: str, lr_rule: str) -> int:
+    """Optimizer-state arrays per parameter (for the memory estimate)."""
+    slots = 2 if optimizer == "adam" else 0
+    if lr_rule.startswith("adagrad"):
+        slots += 1
+    return slots
+
+
+def lane_bytes(
+    in_features: int,
+    hidden: tuple[int, ...],
+    num_classes: int,
+    *,
+    batch_size: int,
+    slots: int,
+    eval_chunk: int = EVAL_CHUNK,
+) -> int:
+    """Estimated device bytes one lane needs (see the module docstring)."""
+    p = param_count(in_features, hidden, num_classes)
+    a = sum(layer_sizes(in_features, hidden, num_classes))
+    return 4 * (p * (4 + slots) + batch_size * a * 3 + eval_chunk * a)
+
+
+def make_buckets(cfg: SweepConfig) -> list[Bucket]:
+    """The buckets of ``cfg``'s grid shard ``cfg.shard``, in a stable order."""
+    i, n = cfg.shard
+    buckets = []
+    unit = 0
+    for hidden in cfg.architectures:
+        for opt in cfg.optimizers:
+            lrs = []
+            for lr in cfg.lrs:
+                if unit % n == i:
+                    lrs.append(lr)
+                unit += 1
+            if lrs:
+                buckets.append(Bucket(tuple(hidden), opt, tuple(lrs), tuple(cfg.seeds)))
+    return buckets
+
+
+def split_bucket(bucket: Bucket, max_lanes: int, multiple: int = 1) -> list[Chunk]:
+    """Splits a bucket into ``seeds x lrs`` chunks of at most ``max_lanes`` lanes.
+
+    All seeds stay together when they fit (so lrs share batches); otherwise each chunk holds one
+    lr and a slice of the seeds. ``multiple`` rounds the lr count per chunk down to a multiple of
+    the device count where possible, so chunks shard evenly.
+    """
+    max_lanes = max(1, max_lanes)
+    n_s = len(bucket.seeds)
+    if n_s <= max_lanes:
+        per = max(1, max_lanes // n_s)
+        if per >= multiple:
+            per -= per % multiple
+        per = min(per, len(bucket.lrs))
+        n_chunks = math.ceil(len(bucket.lrs) / per)
+        per = math.ceil(len(bucket.lrs) / n_chunks)  # balance chunk sizes
+        if multiple > 1 and per % multiple and per + (multiple - per % multiple) <= max_lanes:
+            per += multiple - per % multiple
+        return [
+            Chunk(bucket, bucket.seeds, bucket.lrs[k : k + per])
+            for k in range(0, len(bucket.lrs), per)
+        ]
+    return [
+        Chunk(bucket, bucket.seeds[k : k + max_lanes], (lr,))
+        for lr in bucket.lrs
+        for k in range(0, n_s, max_lanes)
+    ]
+
+
+def make_plan(
+    cfg: SweepConfig,
+    in_features: int,
+    num_classes: int,
+    *,
+    memory_bytes: int,
+    multiple: int = 1,
+) -> list[Chunk]:
+    """All chunks of the sweep, sized so that each fits in ``memory_bytes``.
+
+    ``cfg.max_lanes``, when set, overrides the estimate.
+    """
+    chunks = []
+    for b in make_buckets(cfg):
+        if cfg.max_lanes is not None:
+            max_lanes = cfg.max_lanes
+        else:
+            per_lane = lane_bytes(
+                in_features,
+                b.hidden,
+                num_classes,
+                batch_size=cfg.batch_size,
+                slots=optimizer_slots(b.optimizer, cfg.lr_rule),
+            )
+            max_lanes = max(1, memory_bytes // per_lane)
+        chunks.extend(split_bucket(b, max_lanes, multiple))
+    return chunks

@@ -1,0 +1,214 @@
+"""Results: the long-format table, the per-width summary, and atomic files on disk.
+
+``results.csv`` has one row per run x epoch:
+
+=================  =====================================================================
+column             meaning
+=================  =====================================================================
+width              first hidden width (the swept width for uniform MLPs)
+depth              number of hidden layers
+hidden             all hidden widths, ``-``-joined (``64-16``)
+optimizer          ``sgd`` or ``adam``
+lr_rule            ``none``, ``per-layer``, ``weight-norm``, ``adagrad-param``, ``adagrad-neuron``
+parametrization    ``sp`` or ``mup``
+lr                 the swept (base) learning rate
+seed               init and batch-order seed
+epoch              1-based epoch
+train_loss         mean batch loss over the epoch (NaN once diverged)
+test_loss          cross-entropy on the full test set (NaN once diverged)
+test_accuracy      accuracy on the full test set (NaN once diverged)
+diverged           ``True`` from the epoch the run diverged in onwards
+diverged_epoch     1-based epoch the run diverged in (empty if it never did)
+=================  =====================================================================
+
+``summary.csv`` has one row per (architecture, optimizer): the best lr by final test loss
+(mean over seeds; an lr is eligible only if no seed diverged), that loss's mean and std over
+seeds, the test accuracy there, and the lowest lr at which any seed diverged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RUN_KEYS = ["width", "depth", "hidden", "optimizer", "lr_rule", "parametrization", "lr", "seed"]
+GROUP_KEYS = ["width", "depth", "hidden", "optimizer", "lr_rule", "parametrization"]
+COLUMNS = [
+    *RUN_KEYS,
+    "epoch",
+    "train_loss",
+    "test_loss",
+    "test_accuracy",
+    "diverged",
+    "diverged_epoch",
+]
+
+
+def chunk_frame(
+    hidden: Sequence[int],
+    optimizer: str,
+    lr_rule: str,
+    parametrization: str,
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    metrics: dict[str, np.ndarray],
+    diverged_epoch: np.ndarray,
+    start_epoch: int = 0,
+) -> pd.DataFrame:
+    """Long-format rows of one chunk; ``metrics[k]`` has shape ``(epochs, S, L)``.
+
+    ``diverged_epoch`` is ``(S, L)``, 0-based, -1 for runs that never diverged.
+    """
+    n_e, n_s, n_l = metrics["train_loss"].shape
+    e, s, lr_i = np.meshgrid(np.arange(n_e), np.arange(n_s), np.arange(n_l), indexing="ij")
+    e, s, lr_i = e.ravel(), s.ravel(), lr_i.ravel()
+    epoch = e + start_epoch + 1
+    div = np.asarray(diverged_epoch)[s, lr_i]
+    div_1 = np.where(div >= 0, div + 1, 0)
+    frame = pd.DataFrame(
+        {
+            "width": hidden[0],
+            "depth": len(hidden),
+            "hidden": "-".join(map(str, hidden)),
+            "optimizer": optimizer,
+            "lr_rule": lr_rule,
+            "parametrization": parametrization,
+            "lr": np.asarray(lrs, np.float64)[lr_i],
+            "seed": np.asarray(seeds, np.int64)[s],
+            "epoch": epoch,
+            "train_loss": metrics["train_loss"].ravel().astype(np.float64),
+            "test_loss": metrics["test_loss"].ravel().astype(np.float64),
+            "test_accuracy": metrics["test_accuracy"].ravel().astype(np.float64),
+            "diverged": (div >= 0) & (epoch >= div_1),
+            "diverged_epoch": pd.array(np.where(div >= 0, div_1, 0), dtype="Int64"),
+        }
+    )
+    frame.loc[div < 0, "diverged_epoch"] = pd.NA
+    return frame[COLUMNS]
+
+
+def sort_results(df: pd.DataFrame) -> pd.DataFrame:
+    """Canonical row order (independent of chunking and sharding)."""
+    keys = ["depth", "hidden", "optimizer", "lr_rule", "parametrization", "lr", "seed", "epoch"]
+    df = df.copy()
+    df["_w"] = df["hidden"].map(lambda h: tuple(int(x) for x in str(h).split("-")))
+    df = df.sort_values(["_w", *keys], kind="stable").drop(columns="_w")
+    return df.reset_index(drop=True)
+
+
+def final_epoch(df: pd.DataFrame) -> pd.DataFrame:
+    """The last epoch's row of every run."""
+    return df[df["epoch"] == df["epoch"].max()]
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (architecture, optimizer): the best lr and the lowest diverging lr."""
+    last = final_epoch(df)
+    rows = []
+    for key, g in last.groupby(GROUP_KEYS, sort=False):
+        per_lr = g.groupby("lr").agg(
+            loss_mean=("test_loss", "mean"),
+            loss_std=("test_loss", "std"),
+            acc_mean=("test_accuracy", "mean"),
+            any_div=("diverged", "any"),
+            n_seeds=("seed", "nunique"),
+        )
+        ok = per_lr[~per_lr["any_div"] & np.isfinite(per_lr["loss_mean"])]
+        div_lrs = per_lr.index[per_lr["any_div"]]
+        row = dict(zip(GROUP_KEYS, key, strict=True))
+        if len(ok):
+            best = ok["loss_mean"].idxmin()
+            row.update(
+                best_lr=float(best),
+                best_test_loss=float(ok.loc[best, "loss_mean"]),
+                best_test_loss_std=float(np.nan_to_num(ok.loc[best, "loss_std"])),
+                best_test_accuracy=float(ok.loc[best, "acc_mean"]),
+            )
+        else:
+            row.update(
+                best_lr=np.nan,
+                best_test_loss=np.nan,
+                best_test_loss_std=np.nan,
+                best_test_accuracy=np.nan,
+            )
+        row.update(
+            min_diverged_lr=float(div_lrs.min()) if len(div_lrs) else np.nan,
+            n_lrs=len(per_lr),
+            n_seeds=int(per_lr["n_seeds"].max()),
+            n_diverged_runs=int(g["diverged"].sum()),
+        )
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    return out
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+    """Calls ``write(tmp_path)`` then renames onto ``path``: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> None:
+    """Atomically writes ``df`` as CSV (floats round-trip exactly)."""
+    atomic_write(path, lambda p: df.to_csv(p, index=False, float_format="%.10g"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically writes ``obj`` as indented JSON."""
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that affect results."""
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("jaxlr", "jax", "jaxlib", "flax", "optax", "numpy", "pandas"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """The summary as a plain-text table for the terminal."""
+    if summary.empty:
+        return "(no runs)"
+    cols = {
+        "hidden": "hidden",
+        "optimizer": "opt",
+        "best_lr": "best lr",
+        "best_test_loss": "test loss",
+        "best_test_loss_std": "± std",
+        "best_test_accuracy": "test acc",
+        "min_diverged_lr": "lowest diverged lr",
+        "n_seeds": "seeds",
+    }
+    extra = [c for c in ("lr_rule", "parametrization") if summary[c].nunique() > 1]
+    t = summary[[*extra, *cols]].rename(columns=cols).copy()
+    fmt = {
+        "best lr": lambda v: "-" if not np.isfinite(v) else f"{v:.4g}",
+        "test loss": lambda v: "-" if not np.isfinite(v) else f"{v:.4f}",
+        "± std": lambda v: "-" if not np.isfinite(v) else f"{v:.4f}",
+        "test acc": lambda v: "-" if not np.isfinite(v) else f"{v:.3f}",
+        "lowest diverged lr": lambda v: "none" if not np.isfinite(v) else f"{v:.4g}",
+    }
+    for col, f in fmt.items():
+        t[col] = [f(float(v)) for v in t[col]]
+    return t.to_string(index=False)
