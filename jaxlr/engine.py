@@ -226,15 +226,17 @@ def make_trainer(spec: RunSpec) -> Trainer:
     def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
         return cross_entropy(model.apply({"params": params}, x), y)
 
-    def lane_init(init_key: jax.Array, lr: jax.Array) -> tuple[Any, Any]:
-        params = model.init(init_key, jnp.zeros((1, spec.in_features)))["params"]
-        return params, make_optimizer(spec, lr).init(params)
-
     def init(seeds: jax.Array, lrs: jax.Array) -> TrainState:
+        n_s, n_l = seeds.shape[0], lrs.shape[0]
         init_keys = jax.vmap(lambda s: seed_keys(s)[0])(seeds)
-        per_seed = jax.vmap(lambda k: jax.vmap(lambda lr: lane_init(k, lr))(lrs))
-        params, opt_state = per_seed(init_keys)
-        shape = (seeds.shape[0], lrs.shape[0])
+        x0 = jnp.zeros((1, spec.in_features))
+        params = jax.vmap(lambda k: model.init(k, x0)["params"])(init_keys)  # one per seed
+        params = jax.tree.map(
+            lambda p: jnp.broadcast_to(p[:, None], (n_s, n_l, *p.shape[1:])), params
+        )
+        opt_init = lambda p, lr: make_optimizer(spec, lr).init(p)
+        opt_state = jax.vmap(jax.vmap(opt_init), in_axes=(0, None))(params, lrs)
+        shape = (n_s, n_l)
         return TrainState(params, opt_state, jnp.ones(shape, bool), jnp.full(shape, -1, jnp.int32))
 
     def lane_step(params, opt_state, alive, lr, x, y):
@@ -302,7 +304,28 @@ def make_trainer(spec: RunSpec) -> Trainer:
         div_epoch = jnp.where(died_now, epoch.astype(jnp.int32), state.diverged_epoch)
         return TrainState(params, opt_state, alive, div_epoch), metrics
 
-    return Trainer(spec, jax.jit(init), jax.jit(epoch, donate_argnums=(0,)))
+    return Trainer(spec, _compiled_cheaply(jax.jit(init)), jax.jit(epoch, donate_argnums=(0,)))
+
+
+def _compiled_cheaply(fn: Any) -> Callable[..., Any]:
+    """``fn`` (jitted) compiled at XLA backend optimization level 0, once per input shape.
+
+    For run-once functions (initialization: mostly threefry PRNG code) this cuts the compile
+    time several-fold on the CPU, and their run time is negligible either way.
+    """
+    compiled: dict[Any, Any] = {}
+
+    def call(*args: Any) -> Any:
+        key = tuple((a.shape, a.dtype) for a in args)
+        if key not in compiled:
+            lowered = fn.lower(*args)
+            try:
+                compiled[key] = lowered.compile({"xla_backend_optimization_level": 0})
+            except Exception:  # a backend that rejects the option
+                compiled[key] = lowered.compile()
+        return compiled[key](*args)
+
+    return call
 
 
 @functools.lru_cache(maxsize=64)

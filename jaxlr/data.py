@@ -1,0 +1,653 @@
+"""Datasets as arrays: ``digits`` (embedded), ``fashion_mnist``, ``mnist`` and ``synthetic``.
+
+Every dataset comes back as a :class:`Dataset` of four host arrays (``x`` of shape
+``(n, in_features)``, ``y`` of shape ``(n,)`` and dtype ``int32``) plus the scalar normalization
+constants; :meth:`Dataset.to_device` puts the arrays on the accelerator in their raw dtype, and the
+training step calls :meth:`Dataset.normalize` inside ``jit``.
+
+Datasets (``load_dataset(name)``):
+
+* ``"digits"`` -- the embedded default: scikit-learn's bundled 8x8 handwritten digits
+  (``sklearn.datasets.load_digits``: 1,797 images, 10 classes, 64 features, pixel values 0..16
+  stored as ``uint8``). A deterministic stratified split (``train_test_split(test_size=0.2,
+  stratify=y, random_state=0)``) gives **1,437 train / 360 test** images. Never touches the network.
+* ``"fashion_mnist"``, ``"mnist"`` -- 60,000 train / 10,000 test images of 28x28 (784 features,
+  raw ``uint8`` pixels 0..255, 10 classes), read from the four standard IDX files
+  (:data:`IDX_FILES`, gzipped or not) with a validating numpy reader (:func:`read_idx`), or, with
+  ``source="tfds"``, from a TFDS dataset prepared in ``array_record`` format (no TensorFlow needed).
+* ``"synthetic"`` -- Gaussian inputs ``x ~ N(0, 1)`` (``float32``) and uniformly random labels, as
+  in seed 000. Default shape 60,000 train / 10,000 test, 784 features, 10 classes (the benchmark
+  stand-in); ``n_train``, ``n_test``, ``features`` and ``num_classes`` override it (seed 000 is
+  ``n_train=100, features=10, num_classes=2``). Seeded by ``data_seed`` (a numpy ``Generator``).
+
+For the image datasets ``n_train`` / ``n_test`` keep the **first** ``n`` rows of each split (a
+quick run on a subset); ``features`` / ``num_classes`` apply to ``synthetic`` only.
+
+Normalization: inputs are standardized with one scalar mean/std computed on the training set,
+
+    x = (raw - mean) / std,   mean = mean(x_train_raw),   std = std(x_train_raw)   (all pixels),
+
+computed exactly in float64 on the (possibly subsampled) training split and applied to both splits.
+``synthetic`` is already standardized: ``mean = 0``, ``std = 1``. The arrays keep their raw dtype
+(``uint8`` for images: 4x less device memory than float32); :meth:`Dataset.normalize` converts.
+
+Where the IDX files are looked for, in order (the first directory holding all four files wins):
+
+1. the ``data_dir`` argument (``--data-dir``),
+2. ``$JAXLR_DATA_DIR``,
+3. the cache directory ``$XDG_CACHE_HOME/jaxlr`` (default ``~/.cache/jaxlr``);
+
+in each root both ``<root>/<name>/<file>`` and ``<root>/<file>`` are accepted (``<name>`` is
+``fashion_mnist`` or ``mnist``). When they are absent and ``download=True``, the missing files are
+downloaded once into ``<data_dir>/<name>/`` if ``data_dir`` was given, else into
+``<cache>/<name>/``, from the dataset's public mirror (:data:`IDX_SOURCES`; override it with
+``$JAXLR_FASHION_MNIST_MIRROR`` / ``$JAXLR_MNIST_MIRROR``), each verified against its sha256 and
+written atomically. Offline, :class:`DataError` says which files are missing, where to put them
+and where to get them.
+
+Example:
+
+  >>> ds = load_dataset("digits")
+  >>> (ds.n_train, ds.n_test, ds.in_features, ds.num_classes, ds.x_train.dtype)
+  (1437, 360, 64, 10, dtype('uint8'))
+  >>> x = ds.normalize(ds.x_train)
+  >>> bool(abs(x.mean()) < 1e-5), bool(abs(x.std() - 1) < 1e-5)
+  (True, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import http.client
+import os
+import pathlib
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DatasetName = Literal["digits", "fashion_mnist", "mnist", "synthetic"]
+DataSource = Literal["idx", "tfds"]
+
+DATASETS: tuple[str, ...] = ("digits", "fashion_mnist", "mnist", "synthetic")
+SOURCES: tuple[str, ...] = ("idx", "tfds")
+
+IDX_FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+DATA_DIR_ENV = "JAXLR_DATA_DIR"
+DIGITS_TEST_FRACTION = 0.2  # 1,797 digits -> 1,437 train / 360 test
+DIGITS_SPLIT_SEED = 0  # random_state of the stratified split
+SYNTHETIC_SHAPE = {"n_train": 60_000, "n_test": 10_000, "features": 784, "num_classes": 10}
+
+
+class DataError(ValueError):
+    """A data problem the user can fix; the message says what was wrong and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IdxSource:
+    """Where the four IDX files of one dataset are downloaded from, and their sha256 digests."""
+
+    url: str  # base URL; file URLs are url + file name
+    mirror_env: str  # environment variable that overrides ``url``
+    sha256: Mapping[str, str]  # file name -> expected hex digest
+
+
+# Digests from tensorflow_datasets/url_checksums/{fashion_mnist,mnist}.tsv (the original files;
+# the MNIST digests are those of the files every MNIST mirror serves).
+IDX_SOURCES: Mapping[str, IdxSource] = {
+    "fashion_mnist": IdxSource(
+        url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        mirror_env="JAXLR_FASHION_MNIST_MIRROR",
+        sha256={
+            "train-images-idx3-ubyte.gz": (
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"
+            ),
+            "train-labels-idx1-ubyte.gz": (
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"
+            ),
+            "t10k-images-idx3-ubyte.gz": (
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"
+            ),
+            "t10k-labels-idx1-ubyte.gz": (
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"
+            ),
+        },
+    ),
+    "mnist": IdxSource(
+        url="https://ossci-datasets.s3.amazonaws.com/mnist/",
+        mirror_env="JAXLR_MNIST_MIRROR",
+        sha256={
+            "train-images-idx3-ubyte.gz": (
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+            ),
+            "train-labels-idx1-ubyte.gz": (
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"
+            ),
+            "t10k-images-idx3-ubyte.gz": (
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"
+            ),
+            "t10k-labels-idx1-ubyte.gz": (
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"
+            ),
+        },
+    ),
+}
+
+# IDX type codes (third magic byte) -> big-endian numpy dtype.
+IDX_DTYPES: Mapping[int, np.dtype] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A train/test split as arrays, in raw units, with its normalization constants.
+
+    Equality is identity (arrays have no single truth value); compare fields explicitly. A
+    ``Dataset`` is a pytree whose leaves are the four arrays (``name``, ``num_classes``, ``mean``
+    and ``std`` are static), so it can be passed through ``jax.jit`` or ``jax.device_put``.
+    """
+
+    name: str  # canonical dataset name, one of DATASETS
+    x_train: Any  # (n_train, in_features); uint8 raw pixels (images) or float32 (synthetic)
+    y_train: Any  # (n_train,) int32 labels in [0, num_classes)
+    x_test: Any  # (n_test, in_features), same dtype as x_train
+    y_test: Any  # (n_test,) int32
+    num_classes: int  # number of classes
+    mean: float  # normalization in raw units: x = (raw - mean) / std
+    std: float  # > 0
+
+    def __post_init__(self) -> None:
+        arrays = (self.x_train, self.y_train, self.x_test, self.y_test)
+        if not all(hasattr(a, "ndim") and hasattr(a, "dtype") for a in arrays):
+            return  # jax.tree_util placeholders while (un)flattening: nothing to check
+        xs, ys = (self.x_train, self.x_test), (self.y_train, self.y_test)
+        if any(x.ndim != 2 for x in xs) or any(y.ndim != 1 for y in ys):
+            raise DataError(f"{self.name}: x must be 2-D (n, features) and y 1-D (n,)")
+        if self.x_train.shape[1] != self.x_test.shape[1] or self.x_train.dtype != self.x_test.dtype:
+            raise DataError(f"{self.name}: train and test inputs differ in features or dtype")
+        for x, y, split in zip(xs, ys, ("train", "test"), strict=True):
+            if x.shape[0] != y.shape[0]:
+                raise DataError(f"{self.name}: {x.shape[0]} {split} inputs but {y.shape[0]} labels")
+            if y.dtype != np.int32:
+                raise DataError(f"{self.name}: {split} labels must be int32, got {y.dtype}")
+        if not self.std > 0:
+            raise DataError(f"{self.name}: std must be > 0, got {self.std}")
+
+    @property
+    def in_features(self) -> int:
+        """Number of input features (64 for digits, 784 for 28x28 images)."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_train(self) -> int:
+        """Number of training examples."""
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        """Number of test examples."""
+        return int(self.x_test.shape[0])
+
+    def normalize(self, raw: Any, dtype: Any = jnp.float32) -> Any:
+        """``(raw - mean) / std`` in ``dtype``; numpy in, numpy out; jax (or traced) in, jax out.
+
+        Meant to run inside the jitted step on raw device batches (``mean``/``std`` are constants).
+        """
+        xp = np if isinstance(raw, np.ndarray) else jnp
+        x = xp.asarray(raw).astype(dtype)
+        return (x - xp.asarray(self.mean, dtype)) / xp.asarray(self.std, dtype)
+
+    def to_device(self, device: Any = None) -> Dataset:
+        """The same dataset with its arrays as ``jax.Array`` on ``device``, raw dtypes kept."""
+        put = lambda a: jax.device_put(a, device)
+        return dataclasses.replace(
+            self,
+            x_train=put(self.x_train),
+            y_train=put(self.y_train),
+            x_test=put(self.x_test),
+            y_test=put(self.y_test),
+        )
+
+    def __repr__(self) -> str:
+        def arr(a: Any) -> str:
+            return f"{tuple(a.shape)} {a.dtype}" if hasattr(a, "dtype") else repr(a)
+
+        return (
+            f"Dataset(name={self.name!r}, x_train={arr(self.x_train)}, x_test={arr(self.x_test)},"
+            f" num_classes={self.num_classes}, mean={self.mean:.6g}, std={self.std:.6g})"
+        )
+
+
+jax.tree_util.register_dataclass(
+    Dataset,
+    data_fields=["x_train", "y_train", "x_test", "y_test"],
+    meta_fields=["name", "num_classes", "mean", "std"],
+)
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    source: DataSource = "idx",
+    download: bool = True,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    features: int | None = None,
+    num_classes: int | None = None,
+    data_seed: int = 0,
+) -> Dataset:
+    """Loads ``name`` (one of :data:`DATASETS`) as a host :class:`Dataset`; see the module doc.
+
+    Args:
+      name: ``"digits"``, ``"fashion_mnist"``, ``"mnist"`` or ``"synthetic"`` (``-`` is read as
+        ``_``, case is ignored).
+      data_dir: first directory searched for IDX files, and where they are downloaded (under
+        ``<data_dir>/<name>/``); for ``source="tfds"`` the TFDS data directory (default TFDS's
+        own: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+      source: ``"idx"`` (the IDX files) or ``"tfds"`` (a prepared ``array_record`` TFDS dataset);
+        image datasets only.
+      download: download missing IDX files from the public mirror (never used for TFDS).
+      n_train, n_test: synthetic: split sizes; image datasets: keep the first ``n`` rows.
+      features, num_classes: synthetic only: input width and number of classes.
+      data_seed: synthetic only: seed of the numpy generator drawing inputs and labels.
+
+    Returns:
+      A :class:`Dataset` of numpy arrays (call :meth:`Dataset.to_device` to move it).
+
+    Raises:
+      DataError: unknown name or source, invalid sizes, missing/corrupt files, failed download.
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    if source not in SOURCES:
+        raise DataError(f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}")
+    for arg, value, low in (
+        ("n_train", n_train, 1),
+        ("n_test", n_test, 1),
+        ("features", features, 1),
+        ("num_classes", num_classes, 2),
+    ):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low
+        ):
+            raise DataError(f"{arg} must be an integer >= {low}, got {value!r}")
+    if key == "synthetic":
+        if source != "idx":
+            raise DataError("source='tfds' applies to fashion_mnist and mnist only")
+        return _synthetic(
+            n_train=SYNTHETIC_SHAPE["n_train"] if n_train is None else int(n_train),
+            n_test=SYNTHETIC_SHAPE["n_test"] if n_test is None else int(n_test),
+            features=SYNTHETIC_SHAPE["features"] if features is None else int(features),
+            num_classes=SYNTHETIC_SHAPE["num_classes"] if num_classes is None else int(num_classes),
+            data_seed=data_seed,
+        )
+    extra = [a for a, v in (("features", features), ("num_classes", num_classes)) if v is not None]
+    if extra:
+        raise DataError(
+            f"{', '.join(extra)} can only be set for the synthetic dataset, not {key}; drop it"
+        )
+    if key == "digits":
+        if source != "idx":
+            raise DataError("source='tfds' applies to fashion_mnist and mnist only")
+        x_train, y_train, x_test, y_test = _digits_arrays()
+    elif source == "tfds":
+        x_train, y_train, x_test, y_test = _tfds_arrays(key, data_dir, n_train, n_test)
+    else:
+        directory = find_idx_dir(key, data_dir)
+        if directory is None:
+            if not download:
+                looked = ", ".join(str(r) for r in search_roots(data_dir))
+                raise DataError(
+                    f"{key}: IDX files not found in {looked} and download=False; "
+                    + _where_to_put(IDX_FILES, download_dir(key, data_dir), mirror_url(key))
+                )
+            directory = fetch_idx_files(key, download_dir(key, data_dir))
+        x_train, y_train, x_test, y_test = _read_idx_dataset(directory)
+    x_train, y_train = _head(key, "train", x_train, y_train, n_train)
+    x_test, y_test = _head(key, "test", x_test, y_test, n_test)
+    mean, std = _pixel_stats(x_train)
+    return Dataset(key, x_train, y_train, x_test, y_test, 10, mean, std)  # all have 10 classes
+
+
+# --------------------------------------------------------------------------------------------
+# synthetic and digits
+
+
+def _synthetic(*, n_train: int, n_test: int, features: int, num_classes: int, data_seed: int):
+    """Seed 000's data: ``x ~ N(0, 1)`` float32, ``y ~ U{0..num_classes-1}`` int32."""
+    rng = np.random.default_rng(data_seed)
+    x_train = rng.standard_normal((n_train, features), dtype=np.float32)
+    y_train = rng.integers(0, num_classes, n_train, dtype=np.int32)
+    x_test = rng.standard_normal((n_test, features), dtype=np.float32)
+    y_test = rng.integers(0, num_classes, n_test, dtype=np.int32)
+    return Dataset("synthetic", x_train, y_train, x_test, y_test, num_classes, 0.0, 1.0)
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits, split 80/20 stratified with a fixed seed (no network)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = bunch.data.astype(np.uint8)  # integer pixel values 0..16
+    y = bunch.target.astype(np.int32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=DIGITS_TEST_FRACTION, stratify=y, random_state=DIGITS_SPLIT_SEED
+    )
+    return x_train, y_train, x_test, y_test
+
+
+def _head(name: str, split: str, x: np.ndarray, y: np.ndarray, n: int | None):
+    """The first ``n`` rows of a split (all when ``n`` is None)."""
+    if n is None:
+        return x, y
+    if n > x.shape[0]:
+        raise DataError(
+            f"n_{split}={n} exceeds the {x.shape[0]} {split} examples of {name}; use at most that"
+        )
+    return x[:n], y[:n]
+
+
+def _pixel_stats(x: np.ndarray) -> tuple[float, float]:
+    """Exact scalar mean and (population) std of all entries of ``x``, in float64."""
+    if x.dtype == np.uint8:  # exact and cheap through a histogram of the 256 values
+        counts = np.bincount(x.ravel(), minlength=256).astype(np.float64)
+        values = np.arange(256, dtype=np.float64)
+        total = counts.sum()
+        mean = float(counts @ values / total)
+        var = float(counts @ (values - mean) ** 2 / total)
+    else:
+        mean = float(np.mean(x, dtype=np.float64))
+        var = float(np.var(x, dtype=np.float64))
+    std = float(np.sqrt(var))
+    return mean, std if std > 0 else 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# IDX files
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Reads one IDX file (gzipped or plain) into a native-endian numpy array.
+
+    Format: magic ``00 00 <type code> <ndim>``, then ``ndim`` big-endian uint32 sizes, then the
+    big-endian payload of ``prod(sizes)`` items (type codes in :data:`IDX_DTYPES`).
+
+    Raises:
+      DataError: naming the file, when it is missing, not gzip-readable, has a wrong magic number
+        or type code, or its payload length does not match its header.
+    """
+    path = pathlib.Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: file not found") from e
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot read it ({e}); delete it and fetch it again") from e
+    bad = f"{path}: not a valid IDX file"
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{bad} (wrong magic number {raw[:4].hex()}); delete it and fetch it again")
+    code, ndim = raw[2], raw[3]
+    if code not in IDX_DTYPES:
+        raise DataError(f"{bad} (unknown type code 0x{code:02x}); delete it and fetch it again")
+    if ndim == 0:
+        raise DataError(f"{bad} (zero dimensions); delete it and fetch it again")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{bad} (truncated header); delete it and fetch it again")
+    shape = tuple(int(s) for s in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dtype = IDX_DTYPES[code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{bad} (payload is {len(raw) - header} bytes, header {shape} needs {expected}: "
+            "truncated or corrupt); delete it and fetch it again"
+        )
+    data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def _idx_path(directory: pathlib.Path, file: str) -> pathlib.Path | None:
+    """``directory/file`` if present, else its un-gzipped twin, else None."""
+    for candidate in (directory / file, directory / file.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_images_labels(images_file: pathlib.Path, labels_file: pathlib.Path):
+    """One split: ``(n, rows*cols)`` uint8 images and ``(n,)`` int32 labels, cross-checked."""
+    images, labels = read_idx(images_file), read_idx(labels_file)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DataError(
+            f"{images_file}: expected uint8 images of shape (n, rows, cols), got {images.dtype} "
+            f"{images.shape}"
+        )
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise DataError(
+            f"{labels_file}: expected uint8 labels (n,), got {labels.dtype} {labels.shape}"
+        )
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{images_file} has {images.shape[0]} images but {labels_file} has "
+            f"{labels.shape[0]} labels; the files do not belong together"
+        )
+    if labels.size and labels.max() > 9:
+        raise DataError(f"{labels_file}: labels must be 0..9, found {int(labels.max())}")
+    return images.reshape(images.shape[0], -1), labels.astype(np.int32)
+
+
+def _read_idx_dataset(directory: pathlib.Path):
+    """Train and test arrays from the four IDX files in ``directory``."""
+    paths = [_idx_path(directory, f) or directory / f for f in IDX_FILES]
+    x_train, y_train = _read_images_labels(paths[0], paths[1])
+    x_test, y_test = _read_images_labels(paths[2], paths[3])
+    if x_train.shape[1] != x_test.shape[1]:
+        raise DataError(f"{paths[0]} and {paths[2]} have different image sizes")
+    return x_train, y_train, x_test, y_test
+
+
+def cache_dir() -> pathlib.Path:
+    """``$XDG_CACHE_HOME/jaxlr``, or ``~/.cache/jaxlr`` when ``XDG_CACHE_HOME`` is unset."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".cache"
+    return base / "jaxlr"
+
+
+def search_roots(data_dir: str | os.PathLike[str] | None = None) -> list[pathlib.Path]:
+    """The roots searched for IDX files, in order: ``data_dir``, ``$JAXLR_DATA_DIR``, cache."""
+    roots = [pathlib.Path(data_dir).expanduser()] if data_dir is not None else []
+    if os.environ.get(DATA_DIR_ENV):
+        roots.append(pathlib.Path(os.environ[DATA_DIR_ENV]).expanduser())
+    roots.append(cache_dir())
+    return roots
+
+
+def find_idx_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> pathlib.Path | None:
+    """The first of ``<root>/<name>``, ``<root>`` (roots from :func:`search_roots`) holding all
+    four IDX files, or None."""
+    for root in search_roots(data_dir):
+        for directory in (root / name, root):
+            if all(_idx_path(directory, f) is not None for f in IDX_FILES):
+                return directory
+    return None
+
+
+def download_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
+    """Where missing IDX files are downloaded: ``<data_dir>/<name>``, else ``<cache>/<name>``."""
+    root = pathlib.Path(data_dir).expanduser() if data_dir is not None else cache_dir()
+    return root / name
+
+
+def mirror_url(name: str) -> str:
+    """The base URL of ``name``'s IDX files: ``$JAXLR_<NAME>_MIRROR`` or the public mirror."""
+    source = IDX_SOURCES[name]
+    url = os.environ.get(source.mirror_env) or source.url
+    return url if url.endswith("/") else url + "/"
+
+
+def _where_to_put(missing: Sequence[str], target: pathlib.Path, url: str) -> str:
+    """The fix for missing IDX files: where to put them and where to get them."""
+    return (
+        f"put {', '.join(missing)} in {target} (or pass data_dir / set ${DATA_DIR_ENV}); "
+        f"get them from {url}"
+    )
+
+
+def fetch_idx_files(
+    name: str,
+    directory: str | os.PathLike[str],
+    *,
+    base_url: str | None = None,
+    sha256: Mapping[str, str] | None = None,
+    timeout: float = 15.0,
+) -> pathlib.Path:
+    """Downloads the IDX files of ``name`` missing from ``directory``; returns ``directory``.
+
+    Each file is streamed to a temporary file in ``directory``, its sha256 checked against
+    ``sha256[file]`` (default :data:`IDX_SOURCES`), then moved into place with ``os.replace``,
+    so a failed or corrupt download never leaves a file under the final name. Files already
+    present are not fetched again (nor re-verified).
+
+    Args:
+      name: ``"fashion_mnist"`` or ``"mnist"``.
+      directory: target directory (created if needed).
+      base_url: mirror base URL (default :func:`mirror_url`: env override or the public mirror).
+      sha256: file name -> expected hex digest (default the table in :data:`IDX_SOURCES`).
+      timeout: socket timeout in seconds for each request.
+
+    Raises:
+      DataError: unreachable mirror (saying where to put the files and where to get them), HTTP
+        error, or sha256 mismatch (the bad download is deleted).
+    """
+    if name not in IDX_SOURCES:
+        raise DataError(f"no IDX mirror for {name!r}; choose one of: {', '.join(IDX_SOURCES)}")
+    directory = pathlib.Path(directory)
+    url = base_url or mirror_url(name)
+    url = url if url.endswith("/") else url + "/"
+    digests = IDX_SOURCES[name].sha256 if sha256 is None else sha256
+    missing = [f for f in IDX_FILES if _idx_path(directory, f) is None]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{name}: cannot create {directory} ({e}); pass a writable data_dir") from e
+    for i, file in enumerate(missing):
+        _download_verified(name, url + file, directory / file, digests[file], missing[i:], timeout)
+    return directory
+
+
+def _download_verified(
+    name: str, url: str, dest: pathlib.Path, digest: str, missing: Sequence[str], timeout: float
+) -> None:
+    """Streams ``url`` into ``dest`` atomically if its sha256 is ``digest``."""
+    request = urllib.request.Request(url, headers={"User-Agent": "jaxlr"})
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = pathlib.Path(tmp_name)
+    try:
+        hasher = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as r:
+                while chunk := r.read(1 << 20):
+                    hasher.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            if isinstance(e, urllib.error.HTTPError):
+                reason = f"HTTP {e.code} {e.reason}"
+            else:
+                reason = str(getattr(e, "reason", e))
+            raise DataError(
+                f"{name}: could not download {url} ({reason}); "
+                + _where_to_put(missing, dest.parent, url.rsplit("/", 1)[0] + "/")
+            ) from e
+        got = hasher.hexdigest()
+        if got != digest.lower():
+            raise DataError(
+                f"{url}: sha256 mismatch (got {got}, expected {digest}); the download was "
+                f"discarded: retry, or set ${IDX_SOURCES[name].mirror_env} to another mirror"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# TFDS (array_record, no TensorFlow)
+
+
+def _tfds_arrays(name: str, data_dir: Any, n_train: int | None, n_test: int | None):
+    """Train/test arrays from a prepared ``array_record`` TFDS dataset; never downloads."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DataError(
+            f"source='tfds' needs tensorflow-datasets ({e}): pip install jaxlr[tfds]"
+        ) from e
+    data_dir = None if data_dir is None else os.fspath(pathlib.Path(data_dir).expanduser())
+    fix = (
+        f"prepare it with TensorFlow installed: `tfds build {name} --file_format=array_record"
+        f"{'' if data_dir is None else ' --data_dir=' + data_dir}`, or use source='idx'"
+    )
+    builder_kwargs = {"file_format": "array_record"}
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, **builder_kwargs)
+        prepared = builder.is_prepared() and {"train", "test"} <= set(builder.info.splits)
+    except Exception as e:  # tfds raises many types; report them all the same way
+        raise DataError(
+            f"TFDS cannot open {name} in {data_dir or 'its default data_dir'}: {e}"
+        ) from e
+    if not prepared:
+        raise DataError(f"TFDS dataset {name} is not prepared in {builder.data_dir}; {fix}")
+    out = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        try:
+            records = tfds.data_source(
+                name,
+                split=split,
+                data_dir=data_dir,
+                download=False,
+                builder_kwargs=builder_kwargs,
+            )
+        except Exception as e:
+            raise DataError(
+                f"TFDS cannot read {name}[{split}] from {builder.data_dir} as array_record ({e}); "
+                f"{fix}"
+            ) from e
+        if n is not None and n > len(records):
+            raise DataError(
+                f"n_{split}={n} exceeds the {len(records)} {split} examples of {name}; use at "
+                "most that"
+            )
+        items = records.__getitems__(list(range(len(records) if n is None else n)))
+        images = np.stack([np.asarray(item["image"]) for item in items]) if items else None
+        if images is None or images.dtype != np.uint8 or images.shape[1:] != (28, 28, 1):
+            got = "no examples" if images is None else f"{images.dtype} {images.shape[1:]}"
+            raise DataError(
+                f"TFDS {name}[{split}] in {builder.data_dir}: expected uint8 images (28, 28, 1), "
+                f"got {got}"
+            )
+        labels = np.asarray([item["label"] for item in items], dtype=np.int32)
+        out += [images.reshape(len(items), -1), labels]
+    return tuple(out)

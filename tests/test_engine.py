@@ -1,0 +1,207 @@
+"""The vectorized engine against independent references: a plain per-step loop and PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxlr.config import SweepConfig
+from jaxlr.data import load_dataset
+from jaxlr.engine import RunSpec, device_data, epoch_batches, seed_keys, train_lanes
+from jaxlr.models import MLP
+from jaxlr.runner import run_sweep
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", n_train=640, n_test=200)
+
+
+def _spec(ds, hidden=(32, 32), optimizer="sgd", **kw) -> RunSpec:
+    batch = 64
+    return RunSpec(
+        in_features=ds.in_features,
+        hidden=hidden,
+        num_classes=ds.num_classes,
+        optimizer=optimizer,
+        batch_size=batch,
+        steps_per_epoch=ds.n_train // batch,
+        n_train=ds.n_train,
+        n_test=ds.n_test,
+        data_mean=ds.mean,
+        data_std=ds.std,
+        **kw,
+    )
+
+
+def _ref_tx(optimizer: str, lr):
+    return optax.sgd(lr) if optimizer == "sgd" else optax.adam(lr)
+
+
+_STEPS: dict = {}
+
+
+def _ref_step(model, optimizer):
+    key = (model, optimizer)
+    if key not in _STEPS:
+
+        @jax.jit
+        def step(params, opt_state, x, y, lr):
+            def loss_fn(p):
+                logits = model.apply({"params": p}, x)
+                return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+            loss, g = jax.value_and_grad(loss_fn)(params)
+            u, opt_state = _ref_tx(optimizer, lr).update(g, opt_state, params)
+            return optax.apply_updates(params, u), opt_state, loss
+
+        _STEPS[key] = step
+    return _STEPS[key]
+
+
+def _reference_run(spec: RunSpec, ds, seed: int, lr: float, epochs: int):
+    """One run, one step at a time, with plain optax: no vmap, no scan, no divergence logic."""
+    model = MLP(spec.hidden, spec.num_classes, init_scheme=spec.init)
+    init_key, _ = seed_keys(jnp.int32(seed))
+    params = model.init(init_key, jnp.zeros((1, spec.in_features)))["params"]
+    opt_state = _ref_tx(spec.optimizer, 0.0).init(params)
+    x_all = (np.asarray(ds.x_train, np.float32) - ds.mean) / ds.std
+    y_all = np.asarray(ds.y_train)
+
+    step = _ref_step(model, spec.optimizer)
+
+    losses = []
+    for e in range(epochs):
+        idx = np.asarray(
+            epoch_batches(
+                jnp.int32(seed), jnp.int32(e), spec.n_train, spec.batch_size, spec.steps_per_epoch
+            )
+        )
+        ep = []
+        for b in idx:
+            params, opt_state, loss = step(params, opt_state, x_all[b], y_all[b], lr)
+            ep.append(float(loss))
+        losses.append(np.mean(ep))
+    return params, np.array(losses)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_vmapped_lane_equals_run_trained_alone(digits, optimizer):
+    spec = _spec(digits, optimizer=optimizer)
+    lrs = [0.3, 0.05, 0.01] if optimizer == "sgd" else [1e-2, 1e-3, 1e-4]
+    seeds = [0, 1]
+    data = device_data(digits)
+    with jax.default_matmul_precision("highest"):
+        state, m = train_lanes(spec, data, seeds, lrs, epochs=3)
+        for si, s in enumerate(seeds):
+            for li, lr in enumerate(lrs):
+                ref_params, ref_losses = _reference_run(spec, digits, s, lr, 3)
+                lane = jax.tree.map(lambda a, si=si, li=li: a[si, li], state.params)
+                for a, b in zip(jax.tree.leaves(lane), jax.tree.leaves(ref_params), strict=True):
+                    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+                np.testing.assert_allclose(m["train_loss"][:, si, li], ref_losses, rtol=1e-5)
+
+
+def test_common_random_numbers(digits):
+    """Lanes of one seed start from the same weights; different seeds differ."""
+    spec = _spec(digits)
+    from jaxlr.engine import cached_trainer
+
+    st = cached_trainer(spec).init(jnp.array([3, 4]), jnp.array([0.1, 0.2, 0.3]))
+    k = st.params["Dense_0"]["kernel"]
+    np.testing.assert_array_equal(k[0, 0], k[0, 2])
+    assert not np.allclose(k[0, 0], k[1, 0])
+
+
+def test_nan_lane_leaves_other_lanes_identical(digits):
+    """Replacing a lane by a diverging one leaves every other lane bit-identical."""
+    spec = _spec(digits)
+    data = device_data(digits)
+    _, m1 = train_lanes(spec, data, [0], [0.1, 0.05, 0.01], epochs=3)
+    st2, m2 = train_lanes(spec, data, [0], [0.1, 1e6, 0.01], epochs=3)
+    for k in m1:
+        np.testing.assert_array_equal(m1[k][:, :, 0], m2[k][:, :, 0])
+        np.testing.assert_array_equal(m1[k][:, :, 2], m2[k][:, :, 2])
+    div = np.asarray(st2.diverged_epoch)
+    assert div[0, 1] == 0 and div[0, 0] == -1 and div[0, 2] == -1
+    assert np.isnan(m2["train_loss"][:, 0, 1]).all()
+    # the frozen lane keeps finite parameters
+    assert all(np.isfinite(np.asarray(x)[0, 1]).all() for x in jax.tree.leaves(st2.params))
+    # adding a lane changes the shared matmul's shape, hence float rounding only
+    _, m3 = train_lanes(spec, data, [0], [0.1, 1e6, 0.05, 0.01], epochs=3)
+    for k in m1:
+        np.testing.assert_allclose(m1[k][:, :, [0, 1, 2]], m3[k][:, :, [0, 2, 3]], rtol=1e-6)
+
+
+def test_engine_matches_torch_sgd(digits):
+    """One lane against torch: same init weights (converted), same batches, float32 SGD."""
+    torch = pytest.importorskip("torch")
+    spec = _spec(digits, hidden=(32,))
+    lr, seed, epochs = 0.1, 0, 2
+    data = device_data(digits)
+    with jax.default_matmul_precision("highest"):
+        state, m = train_lanes(spec, data, [seed], [lr], epochs=epochs)
+    model = MLP(spec.hidden, spec.num_classes)
+    p0 = model.init(seed_keys(jnp.int32(seed))[0], jnp.zeros((1, spec.in_features)))["params"]
+    net = torch.nn.Sequential(
+        torch.nn.Linear(spec.in_features, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+    )
+    with torch.no_grad():
+        for i, layer in enumerate([net[0], net[2]]):
+            layer.weight.copy_(torch.from_numpy(np.asarray(p0[f"Dense_{i}"]["kernel"]).T.copy()))
+            layer.bias.copy_(torch.from_numpy(np.asarray(p0[f"Dense_{i}"]["bias"])))
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    x = torch.from_numpy((np.asarray(digits.x_train, np.float32) - digits.mean) / digits.std)
+    y = torch.from_numpy(np.asarray(digits.y_train)).long()
+    losses = []
+    for e in range(epochs):
+        idx = np.asarray(
+            epoch_batches(jnp.int32(seed), jnp.int32(e), spec.n_train, 64, spec.steps_per_epoch)
+        )
+        ep = []
+        for b in idx:
+            b = torch.from_numpy(b.astype(np.int64))
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(x[b]), y[b])
+            loss.backward()
+            opt.step()
+            ep.append(loss.item())
+        losses.append(np.mean(ep))
+    np.testing.assert_allclose(m["train_loss"][:, 0, 0], losses, rtol=1e-5, atol=1e-6)
+    k = np.asarray(state.params["Dense_1"]["kernel"][0, 0])
+    np.testing.assert_allclose(k, net[2].weight.detach().numpy().T, rtol=1e-4, atol=1e-5)
+
+
+def test_sweep_is_deterministic_and_chunking_invariant(digits, tmp_path):
+    cfg = SweepConfig(widths=(8, 16), lrs=(0.5, 0.05), seeds=(0, 1), epochs=2)
+    a = run_sweep(cfg.replace(out=str(tmp_path / "a")), dataset=digits, progress=False)
+    b = run_sweep(cfg.replace(out=str(tmp_path / "b")), dataset=digits, progress=False)
+    c = run_sweep(cfg.replace(max_lanes=1), dataset=digits, progress=False)
+    assert (tmp_path / "a" / "results.csv").read_bytes() == (
+        tmp_path / "b" / "results.csv"
+    ).read_bytes()
+    assert len(a) == 2 * 2 * 2 * 2
+    cols = ["train_loss", "test_loss", "test_accuracy"]
+    np.testing.assert_allclose(a[cols].to_numpy(), c[cols].to_numpy(), rtol=1e-5)
+    assert (
+        a[["width", "lr", "seed", "epoch"]].to_numpy()
+        == b[["width", "lr", "seed", "epoch"]].to_numpy()
+    ).all()
+    for f in ("summary.csv", "config.json", "loss_curves.png", "lr_sensitivity.png"):
+        assert (tmp_path / "a" / f).stat().st_size > 0
+
+
+def test_large_lr_is_flagged_diverged_not_a_crash(digits):
+    cfg = SweepConfig(widths=(256,), lrs=(1e-2, 50.0), seeds=(0,), epochs=2)
+    df = run_sweep(cfg, dataset=digits, progress=False)
+    last = df[df.epoch == 2].set_index("lr")
+    assert bool(last.loc[50.0, "diverged"]) and not bool(last.loc[1e-2, "diverged"])
+    assert np.isfinite(last.loc[1e-2, "test_loss"])
+    from jaxlr.results import summarize
+
+    s = summarize(df)
+    assert s.loc[0, "min_diverged_lr"] == 50.0 and s.loc[0, "best_lr"] == 1e-2
