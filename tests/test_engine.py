@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+import pytest
 
 from jaxlr.config import SweepConfig
 from jaxlr.data import load_dataset
@@ -153,7 +152,7 @@ def test_engine_matches_torch_sgd(digits):
     with torch.no_grad():
         for i, layer in enumerate([net[0], net[2]]):
             layer.weight.copy_(torch.from_numpy(np.asarray(p0[f"Dense_{i}"]["kernel"]).T.copy()))
-            layer.bias.copy_(torch.from_numpy(np.asarray(p0[f"Dense_{i}"]["bias"])))
+            layer.bias.copy_(torch.from_numpy(np.array(p0[f"Dense_{i}"]["bias"])))
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     x = torch.from_numpy((np.asarray(digits.x_train, np.float32) - digits.mean) / digits.std)
     y = torch.from_numpy(np.asarray(digits.y_train)).long()
