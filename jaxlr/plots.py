@@ -54,6 +54,7 @@ def plot_loss_curves(df: pd.DataFrame, path: str | os.PathLike, *, title: str = 
         mean = g.groupby(["hidden", "lr", "epoch"])[["train_loss", "test_loss"]].mean()
         for c, lr in enumerate(lrs):
             ax = axes[r, c]
+            plotted = False
             for h in hiddens:
                 try:
                     m = mean.loc[(h, lr)]
@@ -61,12 +62,17 @@ def plot_loss_curves(df: pd.DataFrame, path: str | os.PathLike, *, title: str = 
                     continue
                 ax.plot(m.index, m["train_loss"], color=colors[h], label=_label(h))
                 ax.plot(m.index, m["test_loss"], color=colors[h], ls="--")
+                vals = m[["train_loss", "test_loss"]].to_numpy()
+                plotted |= bool((np.isfinite(vals) & (vals > 0)).any())
                 div = g[(g["hidden"] == h) & (g["lr"] == lr) & g["diverged"]]
                 if len(div):
                     e0 = div["diverged_epoch"].min()
                     ax.axvline(e0, color=colors[h], ls=":", lw=1)
             ax.set_title(f"{gname} lr={lr:g}".strip(), fontsize=9)
-            ax.set_yscale("log")
+            if plotted:
+                ax.set_yscale("log")
+            else:
+                ax.text(0.5, 0.5, "all runs diverged", ha="center", transform=ax.transAxes)
             if r == len(groups) - 1:
                 ax.set_xlabel("epoch")
             if c == 0:

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,8 +228,14 @@ def write_outputs(
     from jaxlr import plots
 
     title = f"{dataset.name}: {', '.join(cfg.optimizers)}, batch {cfg.batch_size}"
-    plots.plot_loss_curves(df, out / "loss_curves.png", title=title)
-    plots.plot_lr_sensitivity(df, out / "lr_sensitivity.png", title=title)
+    for name, plot in (
+        ("loss_curves", plots.plot_loss_curves),
+        ("lr_sensitivity", plots.plot_lr_sensitivity),
+    ):
+        try:
+            plot(df, out / f"{name}.png", title=title)
+        except Exception as e:  # a plot must never cost the results, which are on disk
+            warnings.warn(f"could not draw {name}.png: {e}", stacklevel=2)
     return summary
 
 

@@ -1,0 +1,96 @@
+"""``python -m jaxlr.sweep`` end to end, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from jaxlr.cli import build_parser, config_from_args
+
+
+def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jaxlr.sweep", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--widths", ""], "grid is empty"),
+        (["--widths", "0,64"], "widths must be positive"),
+        (["--lrs", "0.1,-1"], "learning rates must be positive"),
+        (["--lrs", "abc"], "comma-separated numbers"),
+        (["--dataset", "imagenet"], "invalid choice"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--lr-grid", "1:2"], "lo:hi:n"),
+        (["--optimizer", "rmsprop"], "unknown optimizer"),
+        (["--parametrization", "mup"], "--base-width"),
+        (["--lr-rule", "per-layer"], "--layer-lr-mults"),
+        (["--dataset", "synthetic", "--n-train", "10", "--batch-size", "64"], "larger than"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, needle, tmp_path):
+    p = _run(*args, "--out", str(tmp_path / "o"), "--no-progress")
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_lr_grid_and_presets():
+    parser = build_parser()
+    cfg = config_from_args(parser.parse_args(["--lr-grid", "1e-4:1:5", "--lrs", "0.5"]))
+    assert cfg.lrs == (1e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0)
+    cfg = config_from_args(parser.parse_args(["--preset", "seed-001", "--epochs", "3"]))
+    assert cfg.dataset == "fashion_mnist" and cfg.widths == (64, 256, 1024)
+    assert sorted(cfg.lrs) == sorted((1.0, 0.5, 0.1, 0.01, 0.001, 0.0001, 0.00001))
+    assert cfg.optimizers == ("sgd",) and cfg.batch_size == 64 and cfg.epochs == 3
+    assert cfg.init == "torch"
+
+
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    p = _run(
+        "--widths",
+        "8,32",
+        "--lrs",
+        "0.05,0.5,100",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
+    assert p.returncode == 0, p.stderr
+    assert "Best learning rate per width" in p.stdout
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 2 * 3 * 2 * 2
+    assert set(df.columns) >= {
+        "width",
+        "depth",
+        "optimizer",
+        "lr",
+        "seed",
+        "epoch",
+        "train_loss",
+        "test_loss",
+        "test_accuracy",
+        "diverged",
+    }
+    assert df[df.lr == 100].diverged.all() and not df[df.lr == 0.05].diverged.any()
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.width) == [8, 32] and (summary.min_diverged_lr == 100).all()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["widths"] == [8, 32] and "jax" in cfg["versions"]
+    assert (out / "loss_curves.png").stat().st_size > 1000

@@ -1,0 +1,61 @@
+"""Buckets, grid shards and chunking."""
+
+from __future__ import annotations
+
+from jaxlr.config import SweepConfig
+from jaxlr.plan import lane_bytes, make_buckets, make_plan, split_bucket
+
+
+def _lanes(chunks):
+    return sorted(
+        (c.bucket.hidden, c.bucket.optimizer, s, lr)
+        for c in chunks
+        for s in c.seeds
+        for lr in c.lrs
+    )
+
+
+def test_buckets_group_by_shape_and_optimizer():
+    cfg = SweepConfig(
+        widths=(8, 16), lrs=(0.1, 0.01, 0.001), seeds=(0, 1), optimizers=("sgd", "adam")
+    )
+    b = make_buckets(cfg)
+    assert [(x.hidden, x.optimizer) for x in b] == [
+        ((8, 8), "sgd"),
+        ((8, 8), "adam"),
+        ((16, 16), "sgd"),
+        ((16, 16), "adam"),
+    ]
+    assert all(x.n_lanes == 6 for x in b)
+
+
+def test_chunks_cover_every_lane_once_and_fit():
+    cfg = SweepConfig(widths=(8,), lrs=tuple(10.0**-k for k in range(7)), seeds=(0, 1, 2))
+    (bucket,) = make_buckets(cfg)
+    full = [(s, lr) for s in bucket.seeds for lr in bucket.lrs]
+    for max_lanes in (1, 2, 3, 4, 7, 21, 100):
+        chunks = split_bucket(bucket, max_lanes)
+        lanes = sorted((s, lr) for c in chunks for s in c.seeds for lr in c.lrs)
+        assert lanes == sorted(full)
+        assert all(c.n_lanes <= max_lanes for c in chunks)
+    # device multiple: lr counts per chunk are multiples of 4 when they can be
+    chunks = split_bucket(bucket, 24, multiple=4)
+    assert all(len(c.lrs) % 4 == 0 or c is chunks[-1] for c in chunks)
+
+
+def test_grid_shards_partition_the_sweep():
+    cfg = SweepConfig(widths=(8, 16, 32), lrs=(1.0, 0.1, 0.01, 0.001), seeds=(0, 1))
+    whole = _lanes(make_plan(cfg, 64, 10, memory_bytes=1 << 40))
+    parts = []
+    for i in range(3):
+        parts += _lanes(make_plan(cfg.replace(shard=(i, 3)), 64, 10, memory_bytes=1 << 40))
+    assert sorted(parts) == whole and len(parts) == len(set(parts))
+
+
+def test_memory_limit_splits_buckets():
+    cfg = SweepConfig(widths=(1024,), lrs=tuple(10.0**-k for k in range(8)), seeds=(0, 1, 2))
+    per_lane = lane_bytes(784, (1024, 1024), 10, batch_size=64, slots=0)
+    assert 4 * 1_863_690 * 4 < per_lane < 4 * 1_863_690 * 8
+    chunks = make_plan(cfg, 784, 10, memory_bytes=per_lane * 5)
+    assert all(c.n_lanes <= 5 for c in chunks) and sum(c.n_lanes for c in chunks) == 24
+    assert len(make_plan(cfg, 784, 10, memory_bytes=per_lane * 100)) == 1
