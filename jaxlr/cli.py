@@ -254,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard", type=_shard, default=None, help="run grid shard i of n, e.g. 0/4")
     g.add_argument("--checkpoint-every", type=int, default=None, help="epochs per checkpoint")
     g.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep in --out from its last checkpoint (with no other "
+        "flags, the config is read from --out/config.json)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -318,21 +324,54 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return SweepConfig(**fields)
 
 
+def merge_main(argv: Sequence[str]) -> int:
+    """``python -m jaxlr.sweep merge DIR... [--out OUT]``."""
+    p = _Parser(
+        prog="python -m jaxlr.sweep merge",
+        description="Merge the output directories of grid shards (--shard i/n).",
+    )
+    p.add_argument("dirs", nargs="+", help="shard output directories")
+    p.add_argument("--out", default=None, help="merged output directory (default runs/merged-*)")
+    args = p.parse_args(argv)
+    out = args.out or f"runs/merged-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    from jaxlr.results import format_summary, summarize
+    from jaxlr.runner import merge_runs
+
+    try:
+        df = merge_runs(args.dirs, out)
+    except ConfigError as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(summarize(df)))
+    print(f"\nmerged {len(args.dirs)} shard(s) into {out}/")
+    return 0
+
+
+_ALWAYS_ALLOWED_WITH_RESUME = {"out", "resume", "no_progress", "first_seed"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m jaxlr.sweep``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = parser.prog
-    try:
-        cfg = config_from_args(args)
-    except ConfigError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
     from jaxlr.data import DataError
-    from jaxlr.runner import run_sweep
+    from jaxlr.runner import load_config, run_sweep
 
     try:
-        df = run_sweep(cfg, progress=not args.no_progress)
+        only_out = all(
+            v in (None, False, 0)
+            for k, v in vars(args).items()
+            if k not in _ALWAYS_ALLOWED_WITH_RESUME
+        )
+        if args.resume and args.out and only_out:
+            cfg = load_config(args.out).replace(out=args.out)
+        else:
+            cfg = config_from_args(args)
+        df = run_sweep(cfg, progress=not args.no_progress, resume=args.resume)
     except (ConfigError, DataError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -66,7 +66,7 @@ class SweepConfig:
     # --- execution
     max_lanes: int | None = None  # override the memory-based lanes-per-chunk estimate
     devices: int | None = None  # shard lanes across this many local devices (default: all)
-    checkpoint_every: int = 0  # epochs between checkpoints (0: off)
+    checkpoint_every: int | None = None  # epochs between checkpoints; None: every 2 min; 0: off
     shard: tuple[int, int] = (0, 1)  # (i, n): run the i-th of n grid shards
     out: str | None = None  # output directory (default runs/<timestamp>)
     preset: str | None = None  # name of the preset this config came from
@@ -182,7 +182,7 @@ def _validate(c: SweepConfig) -> None:
         _fail(f"--max-lanes must be at least 1, got {c.max_lanes}")
     if c.devices is not None and c.devices < 1:
         _fail(f"--devices must be at least 1, got {c.devices}")
-    if c.checkpoint_every < 0:
+    if c.checkpoint_every is not None and c.checkpoint_every < 0:
         _fail(f"--checkpoint-every must be >= 0, got {c.checkpoint_every}")
     i, n = c.shard
     if not (n >= 1 and 0 <= i < n):

@@ -83,15 +83,23 @@ def chunk_frame(
             "lr": np.asarray(lrs, np.float64)[lr_i],
             "seed": np.asarray(seeds, np.int64)[s],
             "epoch": epoch,
-            "train_loss": metrics["train_loss"].ravel().astype(np.float64),
-            "test_loss": metrics["test_loss"].ravel().astype(np.float64),
-            "test_accuracy": metrics["test_accuracy"].ravel().astype(np.float64),
+            "train_loss": metrics["train_loss"].ravel().astype(np.float32),
+            "test_loss": metrics["test_loss"].ravel().astype(np.float32),
+            "test_accuracy": metrics["test_accuracy"].ravel().astype(np.float32),
             "diverged": (div >= 0) & (epoch >= div_1),
             "diverged_epoch": pd.array(np.where(div >= 0, div_1, 0), dtype="Int64"),
         }
     )
     frame.loc[div < 0, "diverged_epoch"] = pd.NA
     return frame[COLUMNS]
+
+
+def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """Reads a ``results.csv`` back with the dtypes :func:`chunk_frame` produces."""
+    f32 = {k: np.float32 for k in ("train_loss", "test_loss", "test_accuracy")}
+    df = pd.read_csv(path, dtype={"hidden": str, "diverged_epoch": "Int64", **f32})
+    df["diverged"] = df["diverged"].astype(bool)
+    return df[COLUMNS]
 
 
 def sort_results(df: pd.DataFrame) -> pd.DataFrame:
@@ -164,8 +172,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
 
 
 def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> None:
-    """Atomically writes ``df`` as CSV (floats round-trip exactly)."""
-    atomic_write(path, lambda p: df.to_csv(p, index=False, float_format="%.10g"))
+    """Atomically writes ``df`` as CSV; 9 significant digits round-trip float32 exactly."""
+    atomic_write(path, lambda p: df.to_csv(p, index=False, float_format="%.9g"))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -1,0 +1,912 @@
+r"""Maximal Update Parametrization (muP) for jaxlr's MLP, matching ``microsoft/mup``.
+
+muP (Yang et al. 2022) makes every layer's activations change by :math:`\Theta(1)` per coordinate
+in one step, whatever the width, so that the optimal learning rate tuned on a narrow *base*
+model transfers to a wide *target* model. This module is the functional, shape-only counterpart
+of ``mup.set_base_shapes``, ``mup.MuReadout``, ``mup.MuAdam`` and ``mup.MuSGD`` (v1.0), in three
+orthogonal pieces: shapes, init (with the output multiplier), and optimizer scaling.
+
+**Shapes.** A dimension of a parameter is *infinite* (a width) when it differs between the
+base and the delta model (without a delta model: between the base and the target model); its
+width multiplier is :math:`m = n / n_{\mathrm{base}}`, and a finite dimension has :math:`m = 1`.
+Dimensions are read in torch order, ``(fan_out, fan_in)``: a Flax ``kernel`` ``(fan_in,
+fan_out)`` is transposed first. A parameter with 2 infinite dims is *matrix-like* (hidden
+weights), with 1 *vector-like* (input weights, biases of hidden layers, the readout weight),
+with 0 *scalar-like* (the readout bias). Its ``width_mult`` is that of its last infinite torch
+dim: the fan-in :math:`m_{\mathrm{in}}` for matrix-like parameters and for the readout weight,
+the fan-out for input weights and hidden biases.
+
+**Init** (``set_base_shapes(..., rescale_params=True)`` applied to torch's default init
+:math:`U(\pm 1/\sqrt{\mathrm{fan\_in}})`):
+
+.. math::
+
+   W_l \sim U(\pm 1/\sqrt{\mathrm{fan\_in}_l}), \qquad
+   b_l \sim U(\pm \sqrt{m_{\mathrm{in},l}} / \sqrt{\mathrm{fan\_in}_l})
+        = U(\pm 1/\sqrt{\mathrm{fan\_in}_{\mathrm{base},l}}) \text{ if fan-in is infinite},
+
+   W_L, b_L = 0 \quad\text{(readout zero-init)}\quad\text{or}\quad
+   W_L, b_L \sim U(\pm \sqrt{m_L} / \sqrt{\mathrm{fan\_in}_L}).
+
+**Output multiplier** (``MuReadout.forward``): the readout sees its input scaled down,
+
+.. math:: \mathrm{logits} = W_L^\top \Big(\frac{\alpha_{\mathrm{out}}}{m_L}\, h_L\Big) + b_L,
+   \qquad m_L = \mathrm{hidden}_{-1} / \mathrm{base\_hidden}_{-1},
+
+which is :class:`jaxlr.models.MLP`'s ``readout_mult`` = :math:`\alpha_{\mathrm{out}} / m_L`.
+
+**Learning rates** (the ``lr`` of the param group ``MuAdam``/``MuSGD`` puts each parameter in,
+divided by the base lr :math:`\eta`):
+
+.. math::
+
+   \text{Adam:}\quad \eta_p = \begin{cases} \eta / m_{\mathrm{in}} & \text{matrix-like} \\
+       \eta & \text{otherwise} \end{cases}
+   \qquad
+   \text{SGD:}\quad \eta_p = \begin{cases} \eta\, m_{\mathrm{out}} / m_{\mathrm{in}}
+       & \text{matrix-like} \\ \eta\, m_p & \text{vector-like (}m_p = \text{its width\_mult)} \\
+       \eta & \text{scalar-like.} \end{cases}
+
+At the base width every :math:`m = 1`: the init, the multiplier and every learning rate are
+those of the standard parametrization (SP), so muP *is* SP there (up to the readout zero-init).
+
+Example:
+  >>> import jax, optax
+  >>> model, params = init_mup_mlp(jax.random.key(0), 8, (256, 256), 3, base_hidden=64)
+  >>> scales = mup_lr_scales(params, mlp_shapes(8, (64, 64), 3), "adam")
+  >>> scales["Dense_1"]["kernel"], scales["Dense_0"]["kernel"], model.readout_mult
+  (0.25, 1.0, 0.25)
+  >>> tx = optax.chain(optax.scale_by_adam(), scale_by_tree(scales), optax.scale(-1e-3))
+
+References:
+  G. Yang, E. J. Hu, I. Babuschkin, S. Sidor, X. Liu, D. Farhi, N. Ryder, J. Pachocki, W. Chen,
+  J. Gao. "Tensor Programs V: Tuning Large Neural Networks via Zero-Shot Hyperparameter
+  Transfer", 2022 (arXiv:2203.03466), Table 3 and Appendix D.
+  microsoft/mup, https://github.com/microsoft/mup (``mup/shape.py``, ``mup/infshape.py``,
+  ``mup/layer.py``, ``mup/optim.py``, ``mup/coord_check.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from jaxlr.models import MLP, layer_sizes
+
+Optimizer = Literal["adam", "sgd"]
+Parametrization = Literal["sp", "mup"]
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+PARAMETRIZATIONS: tuple[str, ...] = ("sp", "mup")
+
+Shape = tuple[int, ...]
+
+# --------------------------------------------------------------------------------------------
+# Shapes: which dims are widths, and their multipliers (mup/infshape.py, mup/shape.py).
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class InfShape:
+    """A parameter's dims in torch order ``(fan_out, fan_in, *rest)``, as ``mup.InfShape``.
+
+    Attributes:
+      dims: the target model's sizes, torch order.
+      base_dims: the base size of each infinite dim, ``None`` for a finite dim.
+    """
+
+    dims: Shape
+    base_dims: tuple[int | None, ...]
+
+    def mults(self) -> tuple[float, ...]:
+        """Width multiplier ``n / n_base`` of each dim (1 for finite dims)."""
+        return tuple(
+            1.0 if b is None else d / b for d, b in zip(self.dims, self.base_dims, strict=True)
+        )
+
+    def ninf(self) -> int:
+        """Number of infinite dims."""
+        return sum(b is not None for b in self.base_dims)
+
+    def width_mult(self) -> float:
+        """Multiplier of the last infinite dim (fan-in for matrix-like), else 1."""
+        for m, b in zip(reversed(self.mults()), reversed(self.base_dims), strict=True):
+            if b is not None:
+                return m
+        return 1.0
+
+    def fanin_mult(self) -> float:
+        """Multiplier of the fan-in dim (torch dim 1)."""
+        return self.mults()[1]
+
+    def fanout_mult(self) -> float:
+        """Multiplier of the fan-out dim (torch dim 0)."""
+        return self.mults()[0]
+
+
+def _is_shape(x: Any) -> bool:
+    """A tuple of ints is a shape leaf, not a pytree node."""
+    return isinstance(x, tuple) and all(isinstance(d, (int, np.integer)) for d in x)
+
+
+def _shape_of(x: Any) -> Shape:
+    """The shape of an array, ``ShapeDtypeStruct`` or shape tuple."""
+    if _is_shape(x):
+        return tuple(int(d) for d in x)
+    if hasattr(x, "shape"):
+        return tuple(int(d) for d in x.shape)
+    raise TypeError(f"expected an array, a jax.ShapeDtypeStruct or a shape tuple, got {type(x)}")
+
+
+def _shapes_by_path(tree: Any, what: str) -> dict[str, Shape]:
+    """``{keystr(path): shape}`` for a tree of arrays / ``ShapeDtypeStruct`` / shape tuples."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_shape)
+    if not leaves:
+        raise ValueError(f"{what} has no leaves")
+    return {jax.tree_util.keystr(path): _shape_of(leaf) for path, leaf in leaves}
+
+
+def _torch_order(shape: Shape) -> Shape:
+    """Flax ``(*spatial, in, out)`` -> torch ``(out, in, *spatial)``; vectors unchanged."""
+    if len(shape) < 2:
+        return shape
+    return (shape[-1], shape[-2], *shape[:-2])
+
+
+def _zip_infshape(shape: Shape, base: Shape, delta: Shape | None, path: str) -> InfShape:
+    """``mup.shape._zip_infshape_dict`` for one parameter (all shapes in Flax layout)."""
+    if len(base) != len(shape) or (delta is not None and len(delta) != len(shape)):
+        raise ValueError(
+            f"{path}: shape {shape} vs base {base}"
+            + (f" / delta {delta}" if delta else "")
+            + " differ in rank; did you build the base model with the same depth?"
+        )
+    shape, base = _torch_order(shape), _torch_order(base)
+    ref = shape if delta is None else _torch_order(delta)
+    # A dim is a width iff it differs between base and delta (or base and target if no delta).
+    base_dims = tuple(None if b == r else b for b, r in zip(base, ref, strict=True))
+    return InfShape(shape, base_dims)
+
+
+def infshapes(params: Any, base_params: Any, *, delta_params: Any = None) -> Any:
+    """The :class:`InfShape` of each leaf of ``params``: ``mup.set_base_shapes`` without torch.
+
+    Args:
+      params: the target model's params (arrays, ``jax.ShapeDtypeStruct`` or shape tuples).
+      base_params: same tree for the base model (e.g. ``mlp_shapes(in, base_hidden, out)`` or
+        ``jax.eval_shape`` output).
+      delta_params: optional same tree for a *delta* model, differing from the base model in
+        exactly the width dims; without it, the dims that differ between base and target are the
+        widths (so at the base width nothing is a width).
+
+    Returns:
+      A tree shaped like ``params`` with an :class:`InfShape` per leaf.
+    """
+    base = _shapes_by_path(base_params, "base_params")
+    delta = None if delta_params is None else _shapes_by_path(delta_params, "delta_params")
+
+    def one(path: Any, leaf: Any) -> InfShape:
+        key = jax.tree_util.keystr(path)
+        if key not in base or (delta is not None and key not in delta):
+            raise KeyError(
+                f"no base/delta shape for parameter {key}; base_params and delta_params must be "
+                "trees with the same keys as params (did you pass the 'params' collection to one "
+                "and not the other?)"
+            )
+        return _zip_infshape(_shape_of(leaf), base[key], None if delta is None else delta[key], key)
+
+    return jax.tree_util.tree_map_with_path(one, params, is_leaf=_is_shape)
+
+
+def _is_infshape(x: Any) -> bool:
+    """Leaf predicate for trees of :class:`InfShape`."""
+    return isinstance(x, InfShape)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer scaling (mup/optim.py).
+# --------------------------------------------------------------------------------------------
+
+
+def _lr_scale(s: InfShape, optimizer: str) -> float:
+    """One parameter's muP lr multiplier (see the module docstring)."""
+    if s.ninf() > 2:
+        raise NotImplementedError(f"more than 2 infinite dims: {s}")
+    if optimizer == "adam":
+        return 1.0 / s.width_mult() if s.ninf() == 2 else 1.0
+    if optimizer == "sgd":
+        if s.ninf() == 2:
+            return 1.0 / (s.fanin_mult() / s.fanout_mult())
+        return s.width_mult() if s.ninf() == 1 else 1.0
+    raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+
+
+def mup_lr_scales(
+    params: Any,
+    base_params: Any,
+    optimizer: Optimizer = "adam",
+    *,
+    delta_params: Any = None,
+) -> Any:
+    r"""Per-parameter learning-rate multipliers of ``mup.MuAdam`` / ``mup.MuSGD``.
+
+    Adam (and Adam-like: RMSProp, AdaGrad): :math:`\eta_p = \eta / m_{\mathrm{in}}` for
+    matrix-like parameters (2 width dims), :math:`\eta` otherwise. SGD: :math:`\eta\,
+    m_{\mathrm{out}}/m_{\mathrm{in}}` for matrix-like, :math:`\eta\, m_p` for vector-like (1
+    width dim, :math:`m_p` its multiplier), :math:`\eta` for the rest. ``base_lr * scale`` is the
+    ``lr`` of the param group mup puts the parameter in.
+
+    Args:
+      params: the target model's params tree (arrays, ``ShapeDtypeStruct`` or shape tuples).
+      base_params: the base model's tree, same keys (values: arrays, ``jax.eval_shape`` output or
+        shape tuples, e.g. :func:`mlp_shapes`).
+      optimizer: ``"adam"`` or ``"sgd"``.
+      delta_params: optional delta model tree: the width dims are those where it differs from
+        ``base_params`` (as ``set_base_shapes(model, base, delta=delta)``).
+
+    Returns:
+      A tree of Python floats shaped like ``params``; all 1.0 at the base width.
+
+    Example:
+      >>> s = mup_lr_scales(mlp_shapes(4, (128,), 2), mlp_shapes(4, (32,), 2), "sgd")
+      >>> s["Dense_0"]["kernel"], s["Dense_0"]["bias"], s["Dense_1"]["kernel"], s["Dense_1"]["bias"]
+      (4.0, 4.0, 4.0, 1.0)
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+    shapes = infshapes(params, base_params, delta_params=delta_params)
+    return jax.tree.map(lambda s: _lr_scale(s, optimizer), shapes, is_leaf=_is_infshape)
+
+
+def scale_by_tree(scales: Any) -> optax.GradientTransformation:
+    r"""Multiplies each update leaf by the matching leaf of ``scales``: :math:`u_p \gets s_p u_p`.
+
+    With ``scales = mup_lr_scales(...)``, ``chain(scale_by_adam(), scale_by_tree(scales),
+    scale(-lr))`` is ``mup.MuAdam`` and ``chain(scale_by_tree(scales), scale(-lr))`` is
+    ``mup.MuSGD``.
+
+    Args:
+      scales: a tree with the structure of the params; leaves are scalars (floats or arrays
+        broadcastable to the leaf, e.g. per-neuron vectors).
+
+    Returns:
+      A stateless ``optax.GradientTransformation``.
+    """
+
+    def init_fn(params: Any) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update_fn(
+        updates: Any, state: optax.EmptyState, params: Any = None
+    ) -> tuple[Any, optax.EmptyState]:
+        del params
+        updates = jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales)
+        return updates, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def mup_adam(
+    learning_rate: jax.typing.ArrayLike,
+    scales: Any,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
+    r"""``mup.MuAdam``: Adam whose update is scaled per parameter, :math:`-\eta s_p \hat m /
+    (\sqrt{\hat v} + \epsilon)`, with ``scales = mup_lr_scales(..., "adam")``."""
+    return optax.chain(
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        scale_by_tree(scales),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def mup_sgd(
+    learning_rate: jax.typing.ArrayLike,
+    scales: Any,
+    *,
+    momentum: float | None = None,
+    nesterov: bool = False,
+) -> optax.GradientTransformation:
+    r"""``mup.MuSGD``: :math:`-\eta s_p g` (or its heavy-ball momentum version, as
+    ``torch.optim.SGD`` with ``dampening=0``), with ``scales = mup_lr_scales(..., "sgd")``."""
+    parts = [] if momentum is None else [optax.trace(decay=momentum, nesterov=nesterov)]
+    return optax.chain(*parts, scale_by_tree(scales), optax.scale_by_learning_rate(learning_rate))
+
+
+# --------------------------------------------------------------------------------------------
+# Init and output multiplier (mup/layer.py, mup/shape.py: rescale_params=True).
+# --------------------------------------------------------------------------------------------
+
+
+def mup_readout_mult(
+    width: int,
+    base_width: int,
+    *,
+    delta_width: int | None = None,
+    output_mult: float = 1.0,
+) -> float:
+    r"""``MuReadout``'s input multiplier :math:`\alpha_{\mathrm{out}} / m_L`.
+
+    Args:
+      width: the readout's fan-in (the last hidden width) in the target model.
+      base_width: the same in the base model.
+      delta_width: the same in the delta model, if any; the fan-in is a width dim iff it differs
+        from ``base_width`` (or, without delta, iff ``width != base_width``).
+      output_mult: muP's tunable output multiplier :math:`\alpha_{\mathrm{out}}`.
+
+    Returns:
+      ``output_mult * base_width / width`` if the fan-in is a width dim, else ``output_mult``.
+
+    Example:
+      >>> mup_readout_mult(1024, 64), mup_readout_mult(64, 64, output_mult=2.0)
+      (0.0625, 2.0)
+    """
+    ref = width if delta_width is None else delta_width
+    m = 1.0 if ref == base_width else width / base_width
+    return output_mult / m
+
+
+def mlp_shapes(in_features: int, hidden: Sequence[int], num_classes: int) -> dict:
+    """The params tree of ``MLP(hidden, num_classes)`` with shape tuples as leaves.
+
+    Example:
+      >>> mlp_shapes(3, (5,), 2)
+      {'Dense_0': {'kernel': (3, 5), 'bias': (5,)}, 'Dense_1': {'kernel': (5, 2), 'bias': (2,)}}
+    """
+    sizes = layer_sizes(in_features, hidden, num_classes)
+    return {
+        f"Dense_{i}": {"kernel": (a, b), "bias": (b,)}
+        for i, (a, b) in enumerate(itertools.pairwise(sizes))
+    }
+
+
+def _dense_layers(tree: Any, prefix: str = "") -> dict[str, Mapping]:
+    """``{path: layer}`` for every sub-dict holding a ``"kernel"`` (a Dense layer)."""
+    if not isinstance(tree, Mapping):
+        return {}
+    if "kernel" in tree:
+        return {prefix: tree}
+    out: dict[str, Mapping] = {}
+    for k, v in tree.items():
+        out.update(_dense_layers(v, f"{prefix}/{k}" if prefix else str(k)))
+    return out
+
+
+def readout_layers(params: Any, base_params: Any, *, delta_params: Any = None) -> list[str]:
+    """Dense layers that muP treats as readouts: width fan-in, finite fan-out (``MuReadout``).
+
+    ``mup.assert_hidden_size_inf`` requires every such layer to be a ``MuReadout``; for an MLP it
+    is the last layer only (when its fan-in is a width).
+    """
+    shapes = infshapes(params, base_params, delta_params=delta_params)
+    return [
+        name
+        for name, layer in _dense_layers(shapes).items()
+        if layer["kernel"].base_dims[1] is not None and layer["kernel"].base_dims[0] is None
+    ]
+
+
+def mup_rescale_init(params: Any, base_params: Any, *, delta_params: Any = None) -> Any:
+    r"""``set_base_shapes(..., rescale_params=True)`` on torch-initialized params.
+
+    For each Dense layer: a readout (width fan-in, finite fan-out;
+    ``MuReadout._rescale_parameters``) has kernel and bias multiplied by
+    :math:`\sqrt{m_{\mathrm{in}}}`; any other layer
+    (``rescale_linear_bias``) has its bias multiplied by :math:`\sqrt{m_{\mathrm{in}}}`, which
+    turns :math:`U(\pm 1/\sqrt{\mathrm{fan\_in}})` into :math:`U(\pm
+    1/\sqrt{\mathrm{fan\_in}_{\mathrm{base}}})`. Zero-initialized parameters stay zero. Like
+    mup's, this is not idempotent: apply it once, to a fresh init.
+
+    Args:
+      params: a params tree of ``{"kernel", "bias"}`` Dense layers (arrays).
+      base_params, delta_params: as in :func:`mup_lr_scales`.
+
+    Returns:
+      The rescaled params (a new tree).
+    """
+    shapes = infshapes(params, base_params, delta_params=delta_params)
+    factors = jax.tree.map(lambda s: 1.0, shapes, is_leaf=_is_infshape)
+    for name, layer in _dense_layers(shapes).items():
+        s = layer["kernel"]
+        is_readout = s.base_dims[1] is not None and s.base_dims[0] is None
+        f = math.sqrt(s.width_mult() if is_readout else s.fanin_mult())
+        node = factors
+        for k in name.split("/"):
+            node = node[k]
+        if is_readout:
+            node["kernel"] = f
+        if "bias" in node:
+            node["bias"] = f
+    return jax.tree.map(
+        lambda p, f: p if f == 1.0 else p * jnp.asarray(f, p.dtype), params, factors
+    )
+
+
+def _broadcast_widths(base_hidden: int | Sequence[int], hidden: Sequence[int]) -> tuple[int, ...]:
+    """An int base width applies to every hidden layer."""
+    if isinstance(base_hidden, (int, np.integer)):
+        return (int(base_hidden),) * len(hidden)
+    if len(base_hidden) != len(hidden):
+        raise ValueError(
+            f"base widths {tuple(base_hidden)} vs hidden {tuple(hidden)}: lengths differ"
+        )
+    return tuple(int(w) for w in base_hidden)
+
+
+def mup_mlp(
+    in_features: int,
+    hidden: Sequence[int],
+    num_classes: int,
+    *,
+    base_hidden: int | Sequence[int],
+    delta_hidden: int | Sequence[int] | None = None,
+    output_mult: float = 1.0,
+    readout_zero_init: bool = True,
+    dtype: Any = jnp.float32,
+) -> tuple[MLP, Callable[[jax.Array], dict]]:
+    """The muP model and a pure ``init(key) -> params``, traceable under ``jit``/``vmap`` (e.g.
+    ``jax.vmap(init)(keys)`` for a batch of seeds). Arguments as in :func:`init_mup_mlp`."""
+    hidden = tuple(int(w) for w in hidden)
+    base = _broadcast_widths(base_hidden, hidden)
+    delta = None if delta_hidden is None else _broadcast_widths(delta_hidden, hidden)
+    shapes = mlp_shapes(in_features, hidden, num_classes)
+    base_shapes = mlp_shapes(in_features, base, num_classes)
+    delta_shapes = None if delta is None else mlp_shapes(in_features, delta, num_classes)
+    readouts = readout_layers(shapes, base_shapes, delta_params=delta_shapes)
+    if any(r != f"Dense_{len(hidden)}" for r in readouts):
+        raise ValueError(
+            f"layers {readouts} map a width to a fixed size but are not the readout "
+            f"(hidden={hidden}, base_hidden={base}); pass delta_hidden so that every hidden "
+            "layer you scale counts as a width, as mup.set_base_shapes(..., delta=...) does"
+        )
+    if hidden:
+        mult = mup_readout_mult(
+            hidden[-1],
+            base[-1],
+            delta_width=None if delta is None else delta[-1],
+            output_mult=output_mult,
+        )
+    else:
+        mult = float(output_mult)
+    model = MLP(
+        hidden,
+        num_classes,
+        init_scheme="mup" if readout_zero_init else "torch",
+        readout_mult=mult,
+        dtype=dtype,
+    )
+
+    def init(key: jax.Array) -> dict:
+        params = model.init(key, jnp.zeros((1, in_features), dtype))["params"]
+        return mup_rescale_init(params, base_shapes, delta_params=delta_shapes)
+
+    return model, init
+
+
+def init_mup_mlp(
+    key: jax.Array,
+    in_features: int,
+    hidden: Sequence[int],
+    num_classes: int,
+    *,
+    base_hidden: int | Sequence[int],
+    delta_hidden: int | Sequence[int] | None = None,
+    output_mult: float = 1.0,
+    readout_zero_init: bool = True,
+    dtype: Any = jnp.float32,
+) -> tuple[MLP, dict]:
+    r"""A muP :class:`~jaxlr.models.MLP` and its params, as mup's ``MuReadout`` +
+    ``set_base_shapes(model, base, delta=delta)`` on torch's default init.
+
+    Hidden layers: torch init, biases with width fan-in rescaled to :math:`U(\pm
+    1/\sqrt{\mathrm{fan\_in}_{\mathrm{base}}})`. Readout: zero (``readout_zero_init``) or torch
+    init times :math:`\sqrt{m_L}`, applied to :math:`(\alpha_{\mathrm{out}}/m_L)\, h_L`
+    (``model.readout_mult``). With ``hidden == base_hidden`` and ``readout_zero_init=False``
+    this returns exactly ``init_mlp(key, ..., init="torch")``.
+
+    Note: ``model.init`` alone gives the un-rescaled torch init; use the returned params.
+
+    Args:
+      key: PRNG key.
+      in_features, hidden, num_classes: the model's sizes.
+      base_hidden: base hidden widths (an int applies to every hidden layer).
+      delta_hidden: optional delta widths deciding which hidden dims are widths.
+      output_mult: :math:`\alpha_{\mathrm{out}}`.
+      readout_zero_init: zero-initialize the readout (recommended by Tensor Programs V, D.2).
+      dtype: parameter dtype.
+
+    Returns:
+      ``(model, params)``.
+    """
+    model, init = mup_mlp(
+        in_features,
+        hidden,
+        num_classes,
+        base_hidden=base_hidden,
+        delta_hidden=delta_hidden,
+        output_mult=output_mult,
+        readout_zero_init=readout_zero_init,
+        dtype=dtype,
+    )
+    return model, init(key)
+
+
+# --------------------------------------------------------------------------------------------
+# Coordinate check (mup/coord_check.py).
+# --------------------------------------------------------------------------------------------
+
+
+def _sp_mlp(
+    in_features: int, hidden: Sequence[int], num_classes: int, dtype: Any
+) -> tuple[MLP, Callable[[jax.Array], dict]]:
+    """The SP (torch-init) model and its ``init(key)``, as ``init_mlp(init="torch")``."""
+    model = MLP(tuple(hidden), num_classes, init_scheme="torch", dtype=dtype)
+    return model, lambda key: model.init(key, jnp.zeros((1, in_features), dtype))["params"]
+
+
+def _forward_coords(
+    params: dict, x: jax.Array, readout_mult: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """:class:`~jaxlr.models.MLP`'s forward with a traced ``readout_mult``: (logits, the mean
+    |output| of each Dense layer, readout last)."""
+    n = len(params)
+    h, l1 = x, []
+    for i in range(n):
+        layer = params[f"Dense_{i}"]
+        if i == n - 1:
+            h = h * readout_mult
+        h = h @ layer["kernel"] + layer["bias"]
+        l1.append(jnp.mean(jnp.abs(h)))
+        if i < n - 1:
+            h = jax.nn.relu(h)
+    return h, jnp.stack(l1)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("in_features", "hidden", "num_classes", "base_width", "output_mult", "zero"),
+)
+def _init_coords(
+    keys: jax.Array,
+    *,
+    in_features: int,
+    hidden: tuple[int, ...],
+    num_classes: int,
+    base_width: int | None,
+    output_mult: float,
+    zero: bool,
+) -> dict:
+    """Seed-batched init: SP (torch) if ``base_width`` is None, else :func:`mup_mlp`'s."""
+    if base_width is None:
+        _, init = _sp_mlp(in_features, hidden, num_classes, jnp.float32)
+    else:
+        _, init = mup_mlp(
+            in_features,
+            hidden,
+            num_classes,
+            base_hidden=base_width,
+            output_mult=output_mult,
+            readout_zero_init=zero,
+        )
+    return jax.vmap(init)(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "steps"))
+def _train_coords(
+    params: dict,
+    scales: dict,
+    readout_mult: jax.Array,
+    lr: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    optimizer: str,
+    steps: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Trains a seed-batched ``params`` for ``steps`` full-batch steps; returns the loss and
+    the per-layer l1 of every forward pass, ``(seeds, steps + 1[, layers])``. SP is the case
+    ``scales = 1``, ``readout_mult = 1``, so SP and muP share one compilation per shape."""
+    tx = mup_adam(lr, scales) if optimizer == "adam" else mup_sgd(lr, scales)
+
+    def stats(p: dict) -> tuple[jax.Array, jax.Array]:
+        logits, l1 = _forward_coords(p, x, readout_mult)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), l1
+
+    def run(p: dict) -> tuple[jax.Array, jax.Array]:
+        def step(carry: Any, _: None) -> Any:
+            p, opt_state = carry
+            (loss, l1), grads = jax.value_and_grad(stats, has_aux=True)(p)
+            updates, opt_state = tx.update(grads, opt_state, p)
+            return (optax.apply_updates(p, updates), opt_state), (loss, l1)
+
+        (p, _), (loss, l1) = jax.lax.scan(step, (p, tx.init(p)), None, steps)
+        last_loss, last_l1 = stats(p)
+        return jnp.append(loss, last_loss), jnp.vstack([l1, last_l1])
+
+    return jax.vmap(run)(params)
+
+
+def coord_check(
+    widths: Sequence[int],
+    *,
+    parametrization: Parametrization,
+    optimizer: Optimizer,
+    lr: float,
+    steps: int = 4,
+    base_width: int,
+    seeds: Sequence[int] = (0, 1, 2),
+    data: tuple[jax.typing.ArrayLike, jax.typing.ArrayLike],
+    depth: int = 2,
+    num_classes: int | None = None,
+    output_mult: float = 1.0,
+    readout_zero_init: bool = True,
+) -> pd.DataFrame:
+    r"""mup's coordinate check: the size of each layer's output against width, during training.
+
+    For each width :math:`n` and seed, an MLP ``in -> n -> ... -> n -> classes`` (``depth``
+    hidden layers) is trained for ``steps`` full-batch steps on the fixed batch ``data`` with
+    cross-entropy; before each step and after the last, the mean absolute coordinate
+    :math:`\ell_1 = \mathrm{mean}|y|` of every Dense layer's output :math:`y` (pre-activations;
+    the logits for the readout) is recorded. Under muP each curve :math:`\ell_1(n)` stays flat;
+    under SP the trained layers' outputs blow up with :math:`n`. (mup's ``t`` is ``step + 1``: it
+    records the forward pass of step ``t``.)
+
+    SP: ``init_mlp(init="torch")``'s init, trained by :func:`mup_adam` / :func:`mup_sgd` with
+    all scales 1 (that is, ``optax.adam`` / ``optax.sgd``). muP: :func:`init_mup_mlp`'s init
+    (``base_hidden=base_width``), scales from :func:`mup_lr_scales`. SP and muP share one
+    compiled training program per width. Init keys are ``jax.random.key(seed, impl="rbg")``
+    (threefry init compiles several times slower on CPU).
+
+    Args:
+      widths: hidden widths to compare.
+      parametrization: ``"sp"`` or ``"mup"``.
+      optimizer: ``"adam"`` or ``"sgd"``.
+      lr: the (base) learning rate.
+      steps: number of optimizer steps.
+      base_width: muP base width (ignored for SP).
+      seeds: init seeds (vmapped).
+      data: a fixed batch ``(x, y)``: float inputs ``(N, in)`` and integer labels ``(N,)``.
+      depth: number of hidden layers.
+      num_classes: number of outputs (default ``max(y) + 1``).
+      output_mult: muP's :math:`\alpha_{\mathrm{out}}`.
+      readout_zero_init: muP's readout zero-init.
+
+    Returns:
+      A DataFrame with one row per (width, layer, step, seed) and columns ``parametrization,
+      optimizer, lr, width, layer, step, seed, l1, loss`` (``loss``: the batch loss at that
+      step; ``layer``: ``Dense_0`` ... ``Dense_{depth}``, the last being the logits).
+
+    Example:
+      >>> x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(8, 4); y = np.arange(8) % 2
+      >>> df = coord_check((16, 32), parametrization="mup", optimizer="sgd", lr=0.1, steps=1,
+      ...                  base_width=16, seeds=(0,), data=(x, y), depth=1)
+      >>> df.shape, sorted(df["layer"].unique())
+      ((8, 9), ['Dense_0', 'Dense_1'])
+    """
+    if parametrization not in PARAMETRIZATIONS:
+        raise ValueError(f"unknown parametrization {parametrization!r}; choose {PARAMETRIZATIONS}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+    x = jnp.asarray(data[0], jnp.float32)
+    y = jnp.asarray(data[1], jnp.int32)
+    n_out = int(np.max(np.asarray(y))) + 1 if num_classes is None else num_classes
+    in_features = x.shape[-1]
+    keys = jnp.stack([jax.random.key(s, impl="rbg") for s in seeds])
+    rows = []
+    for width in widths:
+        hidden = (int(width),) * depth
+        if parametrization == "mup":
+            model, _ = mup_mlp(
+                in_features,
+                hidden,
+                n_out,
+                base_hidden=base_width,
+                output_mult=output_mult,
+                readout_zero_init=readout_zero_init,
+            )
+            base = mlp_shapes(in_features, (base_width,) * depth, n_out)
+            scales = mup_lr_scales(mlp_shapes(in_features, hidden, n_out), base, optimizer)
+        else:
+            model = MLP(hidden, n_out, init_scheme="torch")
+            scales = jax.tree.map(
+                lambda s: 1.0, mlp_shapes(in_features, hidden, n_out), is_leaf=_is_shape
+            )
+        params = _init_coords(
+            keys,
+            in_features=in_features,
+            hidden=hidden,
+            num_classes=n_out,
+            base_width=base_width if parametrization == "mup" else None,
+            output_mult=float(output_mult),
+            zero=readout_zero_init,
+        )
+        loss, l1 = jax.device_get(
+            _train_coords(
+                params,
+                jax.tree.map(lambda s: jnp.asarray(s, jnp.float32), scales),
+                jnp.asarray(model.readout_mult, jnp.float32),
+                jnp.asarray(lr, jnp.float32),
+                x,
+                y,
+                optimizer=optimizer,
+                steps=steps,
+            )
+        )
+        for si, seed in enumerate(seeds):
+            for t in range(steps + 1):
+                for li in range(depth + 1):
+                    rows.append(
+                        dict(
+                            parametrization=parametrization,
+                            optimizer=optimizer,
+                            lr=float(lr),
+                            width=int(width),
+                            layer=f"Dense_{li}",
+                            step=t,
+                            seed=int(seed),
+                            l1=float(l1[si, t, li]),
+                            loss=float(loss[si, t]),
+                        )
+                    )
+    return pd.DataFrame(rows)
+
+
+def coord_check_summary(df: pd.DataFrame) -> pd.DataFrame:
+    r"""Growth of :math:`\ell_1` with width, per (parametrization, optimizer, layer, step).
+
+    Seeds are averaged first. ``ratio`` is :math:`\ell_1(n_{\max}) / \ell_1(n_{\min})` and
+    ``slope`` the least-squares slope of :math:`\log_2 \ell_1` against :math:`\log_2 n` (0: flat,
+    1: linear growth). Zero activations (the zero-init readout at step 0) give ``nan``.
+    """
+    keys = ["parametrization", "optimizer", "layer", "step"]
+    mean = df.groupby([*keys, "width"], as_index=False)["l1"].mean()
+    out = []
+    for key, g in mean.groupby(keys):
+        g = g.sort_values("width")
+        lw, l1 = np.log2(g["width"].to_numpy(float)), g["l1"].to_numpy(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = l1[-1] / l1[0] if l1[0] > 0 else np.nan
+            slope = np.polyfit(lw, np.log2(l1), 1)[0] if np.all(l1 > 0) else np.nan
+        out.append(dict(zip(keys, key, strict=True), ratio=float(ratio), slope=float(slope)))
+    return pd.DataFrame(out)
+
+
+def plot_coord_check(df: pd.DataFrame, path: str | Path) -> Path:
+    r"""Saves mup-style coordinate-check plots: :math:`\ell_1` vs width (log-log), one line per
+    layer (mean over seeds), one panel per (parametrization, optimizer) row and step column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(df.groupby(["optimizer", "parametrization"], sort=True))
+    steps = sorted(df["step"].unique())
+    fig, axes = plt.subplots(
+        len(groups),
+        len(steps),
+        figsize=(2.6 * len(steps), 2.4 * len(groups)),
+        squeeze=False,
+        sharex=True,
+    )
+    for r, ((opt, par), g) in enumerate(groups):
+        mean = g.groupby(["layer", "step", "width"], as_index=False)["l1"].mean()
+        for c, t in enumerate(steps):
+            ax = axes[r, c]
+            for layer, lg in mean[mean["step"] == t].groupby("layer"):
+                lg = lg.sort_values("width")
+                ax.plot(lg["width"], lg["l1"], marker="o", ms=3, label=layer)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("symlog", linthresh=1e-3)
+            ax.set_title(f"{par.upper()} {opt}, step {t}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel("mean |activation|", fontsize=8)
+            if r == len(groups) - 1:
+                ax.set_xlabel("width", fontsize=8)
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordCheckConfig:
+    """Settings of the coordinate-check CLI (the defaults are the committed run's)."""
+
+    widths: tuple[int, ...] = (64, 128, 256, 512, 1024)  # hidden widths
+    base_width: int = 64  # muP base width
+    depth: int = 2  # hidden layers
+    steps: int = 4  # optimizer steps on the fixed batch
+    seeds: tuple[int, ...] = (0, 1, 2)  # init seeds
+    batch: int = 256  # digits examples in the fixed batch
+    adam_lr: float = 1e-2  # base lr for Adam
+    sgd_lr: float = 1.0  # base lr for SGD
+
+
+def digits_batch(n: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` scikit-learn ``digits`` examples (no network), each pixel standardized
+    over the batch (zero mean, unit variance; constant pixels become 0)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.data[:n]
+    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    return x.astype(np.float32), d.target[:n].astype(np.int32)
+
+
+def run_coord_check(cfg: CoordCheckConfig) -> pd.DataFrame:
+    """:func:`coord_check` for SP and muP, Adam and SGD, on a fixed ``digits`` batch."""
+    data = digits_batch(cfg.batch)
+    frames = [
+        coord_check(
+            cfg.widths,
+            parametrization=par,
+            optimizer=opt,
+            lr=cfg.adam_lr if opt == "adam" else cfg.sgd_lr,
+            steps=cfg.steps,
+            base_width=cfg.base_width,
+            seeds=cfg.seeds,
+            data=data,
+            depth=cfg.depth,
+            num_classes=10,
+        )
+        for opt in OPTIMIZERS
+        for par in PARAMETRIZATIONS
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m jaxlr.mup coord-check --out DIR``: writes coord_check.csv / .png / summary."""
+    parser = argparse.ArgumentParser(prog="python -m jaxlr.mup")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cc = sub.add_parser("coord-check", help="SP vs muP coordinate check on digits")
+    d = CoordCheckConfig()
+    cc.add_argument("--out", type=Path, required=True, help="output directory")
+    cc.add_argument("--widths", type=int, nargs="+", default=list(d.widths))
+    cc.add_argument("--base-width", type=int, default=d.base_width)
+    cc.add_argument("--depth", type=int, default=d.depth)
+    cc.add_argument("--steps", type=int, default=d.steps)
+    cc.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds))
+    cc.add_argument("--adam-lr", type=float, default=d.adam_lr)
+    cc.add_argument("--sgd-lr", type=float, default=d.sgd_lr)
+    args = parser.parse_args(argv)
+    cfg = CoordCheckConfig(
+        widths=tuple(args.widths),
+        base_width=args.base_width,
+        depth=args.depth,
+        steps=args.steps,
+        seeds=tuple(args.seeds),
+        adam_lr=args.adam_lr,
+        sgd_lr=args.sgd_lr,
+    )
+    df = run_coord_check(cfg)
+    args.out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out / "coord_check.csv", index=False)
+    summary = coord_check_summary(df)
+    summary.to_csv(args.out / "coord_check_summary.csv", index=False)
+    plot_coord_check(df, args.out / "coord_check.png")
+    last = summary[summary["step"] == cfg.steps]
+    print(last.pivot_table(index="layer", columns=["optimizer", "parametrization"], values="ratio"))
+
+
+if __name__ == "__main__":
+    main()

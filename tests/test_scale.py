@@ -1,0 +1,207 @@
+"""Scale and resilience: devices, grid shards + merge, kill -9 + resume, memory chunking."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxlr import checkpoint as ckpt
+from jaxlr import runner
+from jaxlr.config import ConfigError, SweepConfig
+from jaxlr.data import load_dataset
+from jaxlr.runner import merge_runs, run_sweep
+
+METRICS = ["train_loss", "test_loss", "test_accuracy"]
+BASE = SweepConfig(widths=(8, 32), lrs=(0.02, 0.1, 0.3, 0.05), seeds=(0, 1), epochs=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", n_train=512, n_test=120)
+
+
+def _sweep(*args: str, env=None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jaxlr.sweep", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        **kw,
+    )
+
+
+def test_four_devices_equal_one_device(tmp_path):
+    """Lanes sharded over 4 (virtual CPU) devices reproduce the single-device sweep."""
+    script = textwrap.dedent(f"""
+        import json, jax, numpy as np
+        from jaxlr.config import SweepConfig
+        from jaxlr.data import load_dataset
+        from jaxlr.runner import run_sweep
+        ds = load_dataset("digits", n_train=512, n_test=120)
+        cfg = SweepConfig(widths=(8, 32), lrs=(0.02, 0.1, 0.3, 0.05, 0.01), seeds=(0, 1),
+                          epochs=2)
+        one = run_sweep(cfg.replace(devices=1), dataset=ds, progress=False)
+        four = run_sweep(cfg.replace(devices=4, out={str(tmp_path / "d4")!r}), dataset=ds,
+                         progress=False)
+        cols = ["train_loss", "test_loss", "test_accuracy"]
+        keys = ["width", "lr", "seed", "epoch"]
+        print(json.dumps(dict(
+            n_devices=len(jax.devices()),
+            same_rows=bool((one[keys].to_numpy() == four[keys].to_numpy()).all()),
+            max_rel=float(np.max(np.abs(one[cols].to_numpy() - four[cols].to_numpy())
+                                 / np.abs(one[cols].to_numpy()))),
+        )))
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    p = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["n_devices"] == 4 and r["same_rows"]
+    assert r["max_rel"] < 1e-5, r  # float32 rounding of differently-sized per-device matmuls
+    plan = json.loads((tmp_path / "d4" / "config.json").read_text())["plan"]
+    assert all(len(c["lrs"]) % 4 == 0 or len(c["lrs"]) == 5 for c in plan)
+    p = _sweep("--preset", "quick", "--devices", "64", "--out", str(tmp_path / "x"))
+    assert p.returncode == 2 and "more devices than" in p.stderr
+
+
+def test_shards_merged_equal_unsharded(digits, tmp_path):
+    # identical chunk shapes (one lane per chunk): bit-identical files
+    cfg = BASE.replace(max_lanes=1)
+    run_sweep(cfg.replace(out=str(tmp_path / "all")), dataset=digits, progress=False)
+    dirs = []
+    for i in range(3):
+        d = tmp_path / f"s{i}"
+        run_sweep(cfg.replace(shard=(i, 3), out=str(d)), dataset=digits, progress=False)
+        dirs.append(d)
+    merge_runs(dirs, tmp_path / "merged")
+    assert (tmp_path / "merged" / "results.csv").read_bytes() == (
+        tmp_path / "all" / "results.csv"
+    ).read_bytes()
+    assert (tmp_path / "merged" / "summary.csv").read_bytes() == (
+        tmp_path / "all" / "summary.csv"
+    ).read_bytes()
+    # default chunking: the same runs, equal up to float32 rounding
+    whole = run_sweep(BASE, dataset=digits, progress=False)
+    parts = [
+        run_sweep(
+            BASE.replace(shard=(i, 2), out=str(tmp_path / f"p{i}")), dataset=digits, progress=False
+        )
+        for i in range(2)
+    ]
+    merged = merge_runs([tmp_path / "p0", tmp_path / "p1"], tmp_path / "m2")
+    assert len(merged) == len(whole) == sum(map(len, parts))
+    np.testing.assert_allclose(merged[METRICS].to_numpy(), whole[METRICS].to_numpy(), rtol=1e-5)
+
+
+def test_merge_refuses_different_configs(digits, tmp_path):
+    run_sweep(BASE.replace(shard=(0, 2), out=str(tmp_path / "a")), dataset=digits, progress=False)
+    run_sweep(
+        BASE.replace(shard=(1, 2), epochs=1, out=str(tmp_path / "b")),
+        dataset=digits,
+        progress=False,
+    )
+    with pytest.raises(ConfigError, match="different configs"):
+        merge_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    with pytest.raises(ConfigError, match="twice"):
+        merge_runs([tmp_path / "a", tmp_path / "a"], tmp_path / "m")
+    p = _sweep("merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m"))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_kill9_then_resume_gives_identical_results(tmp_path):
+    args = [
+        "--widths",
+        "16,64",
+        "--lrs",
+        "0.05,0.2,0.5",
+        "--seeds",
+        "2",
+        "--epochs",
+        "6",
+        "--checkpoint-every",
+        "1",
+    ]
+    ref = _sweep(*args, "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxlr.sweep", "--no-progress", *args, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    # kill in the second chunk, after some of its epochs are checkpointed
+    while time.time() < deadline and proc.poll() is None:
+        if list((out / "checkpoints").glob("chunk-001-e*.npz")):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "chunks" / "chunk-000.npz").exists()
+    assert not (out / "summary.csv").exists()
+    partial = pd.read_csv(out / "results.csv")  # finished chunks survive the kill
+    assert len(partial) == 3 * 2 * 10
+    res = _sweep("--resume", "--out", str(out))  # config read back from out/config.json
+    assert res.returncode == 0, res.stderr
+    assert (out / "results.csv").read_bytes() == (tmp_path / "ref" / "results.csv").read_bytes()
+    assert (out / "summary.csv").read_bytes() == (tmp_path / "ref" / "summary.csv").read_bytes()
+    # resuming with other flags is refused
+    bad = _sweep("--resume", "--out", str(out), "--widths", "16", "--epochs", "6")
+    assert bad.returncode == 2 and "different config" in bad.stderr
+
+
+def test_checkpoint_integrity(tmp_path):
+    leaves = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones((2, 3), bool)]
+    metrics = {"train_loss": np.zeros((1, 2, 3), np.float32)}
+    meta = {"grid_hash": "abc", "chunk_key": "k"}
+    for e in (1, 2, 3):
+        ckpt.save_checkpoint(
+            tmp_path, 0, e, [x + e for x in leaves[:1]] + leaves[1:], metrics, meta
+        )
+    files = sorted((tmp_path / "checkpoints").glob("*.npz"))
+    assert [f.name for f in files] == ["chunk-000-e0002.npz", "chunk-000-e0003.npz"]
+    warnings: list[str] = []
+    epochs, got, _ = ckpt.latest_checkpoint(tmp_path, 0, "abc", warn=warnings.append)
+    assert epochs == 3 and np.array_equal(got[0], leaves[0] + 3) and not warnings
+    # a different config is refused
+    with pytest.raises(ckpt.CheckpointError, match="different sweep config"):
+        ckpt.load_npz(files[-1], "other")
+    # truncated newest: fall back to the previous one, and say so
+    files[-1].write_bytes(files[-1].read_bytes()[:100])
+    epochs, got, _ = ckpt.latest_checkpoint(tmp_path, 0, "abc", warn=warnings.append)
+    assert epochs == 2 and np.array_equal(got[0], leaves[0] + 2)
+    assert any("unreadable" in w for w in warnings)
+    # flipped bytes inside an array: the digest catches it
+    raw = bytearray(files[0].read_bytes())
+    with np.load(files[0]) as z:
+        payload = z["state_0000"].tobytes()
+    pos = bytes(raw).find(payload)
+    raw[pos] ^= 0xFF
+    files[0].write_bytes(bytes(raw))
+    warnings.clear()
+    assert ckpt.latest_checkpoint(tmp_path, 0, "abc", warn=warnings.append) is None
+    assert any("digest" in w for w in warnings) and any("starts over" in w for w in warnings)
+
+
+def test_small_memory_limit_chunks_without_changing_results(digits, monkeypatch, tmp_path):
+    whole = run_sweep(BASE, dataset=digits, progress=False)
+    monkeypatch.setattr(runner, "device_memory_bytes", lambda device=None: 200_000)
+    chunked = run_sweep(BASE.replace(out=str(tmp_path / "c")), dataset=digits, progress=False)
+    plan = json.loads(Path(tmp_path / "c" / "config.json").read_text())["plan"]
+    assert len(plan) > 2 and all(len(c["seeds"]) * len(c["lrs"]) < 8 for c in plan)
+    assert len(chunked) == len(whole)
+    np.testing.assert_allclose(chunked[METRICS].to_numpy(), whole[METRICS].to_numpy(), rtol=1e-5)
