@@ -124,13 +124,13 @@ def test_merge_refuses_different_configs(digits, tmp_path):
 def test_kill9_then_resume_gives_identical_results(tmp_path):
     args = [
         "--widths",
-        "16,64",
+        "16,256",
         "--lrs",
         "0.05,0.2,0.5",
         "--seeds",
         "2",
         "--epochs",
-        "6",
+        "10",
         "--checkpoint-every",
         "1",
     ]
@@ -160,7 +160,7 @@ def test_kill9_then_resume_gives_identical_results(tmp_path):
     assert (out / "results.csv").read_bytes() == (tmp_path / "ref" / "results.csv").read_bytes()
     assert (out / "summary.csv").read_bytes() == (tmp_path / "ref" / "summary.csv").read_bytes()
     # resuming with other flags is refused
-    bad = _sweep("--resume", "--out", str(out), "--widths", "16", "--epochs", "6")
+    bad = _sweep("--resume", "--out", str(out), "--widths", "16", "--epochs", "10")
     assert bad.returncode == 2 and "different config" in bad.stderr
 
 

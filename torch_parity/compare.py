@@ -1,0 +1,377 @@
+"""The parity suite: each seed example run in PyTorch and in JAX from the same start, compared.
+
+A comparison runs the torch program (:mod:`torch_parity.examples`), converts its initial
+``state_dict`` to Flax params (:mod:`torch_parity.convert`), trains jaxlr's MLP with the matching
+Optax transform on the same numpy data and batch order (:mod:`torch_parity.jax_runs`), and reports
+
+* ``max_abs_loss_diff = max_t |loss_torch(t) - loss_jax(t)|`` over every step ``t``, and
+* ``max_rel_param_diff = max_leaf max|p_torch - p_jax| / max|p_torch|`` on the final params.
+
+An example passes when ``max_abs_loss_diff <= tolerance`` (float64: 1e-10, float32: 1e-4) and
+both numbers are finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import optax
+import torch
+
+from jaxlr.transforms import adagrad_lr, per_layer_lr, reduce_lr_on_plateau, weight_norm_lr
+from torch_parity import examples
+from torch_parity.convert import state_dict_to_flax
+from torch_parity.data import ParityData, batch_indices, image_classification, random_classification
+from torch_parity.jax_runs import DType, train_full_batch, train_minibatch
+
+TOLERANCES: dict[str, float] = {"float64": 1e-10, "float32": 1e-4}
+TORCH_DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
+JSON_KEYS: tuple[str, ...] = (
+    "example",
+    "steps",
+    "dtype",
+    "torch_final_loss",
+    "jax_final_loss",
+    "max_abs_loss_diff",
+    "max_rel_param_diff",
+    "tolerance",
+    "passed",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One seed example: its torch program and the jaxlr optimizer that should match it."""
+
+    name: str  # CLI name, e.g. "weight-norm"
+    seed: str  # seed document: "000", "001" or "002"
+    summary: str  # one line for listings
+    torch_program: examples.TorchProgram  # the PyTorch reference
+    jax_optimizer: Callable[[], optax.GradientTransformation]  # the matching Optax transform
+    steps: int = 0  # default number of steps (full-batch examples)
+    epochs: int = 0  # default number of epochs (minibatch examples)
+    batch_size: int | None = None  # None: full batch on seed 000's random data
+
+
+def _plateau_adam(lr: float, **plateau: Any) -> optax.GradientTransformation:
+    """``Adam(lr)`` followed by ``ReduceLROnPlateau(optimizer, 'min', **plateau)``."""
+    # jaxlr's multiplier starts at 1 and torch's lr at `lr`: torch's eps rule (skip reductions of
+    # the lr by <= 1e-8) becomes eps / lr on the multiplier.
+    return optax.chain(optax.adam(lr), reduce_lr_on_plateau(eps=1e-8 / lr, **plateau))
+
+
+def _adam_direction() -> optax.GradientTransformation:
+    """Adam's direction ``m_hat / (sqrt(v_hat) + eps)`` with torch's defaults."""
+    return optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
+
+
+EXAMPLES: tuple[Example, ...] = (
+    Example(
+        "narrow",
+        "000",
+        "10-32-2, Adam 1e-3",
+        examples.narrow,
+        lambda: optax.adam(1e-3),
+        steps=10,
+    ),
+    Example(
+        "wide",
+        "000",
+        "10-256-2, Adam 1e-2",
+        examples.wide,
+        lambda: optax.adam(1e-2),
+        steps=10,
+    ),
+    Example(
+        "mixed",
+        "000",
+        "10-64-16-2, Adam 5e-3, ReduceLROnPlateau('min')",
+        examples.mixed,
+        lambda: _plateau_adam(5e-3),
+        steps=20,
+    ),
+    Example(
+        "mixed-plateau",
+        "000",
+        "mixed, plateau patience=2, abs threshold 0.02: 6 lr cuts",
+        examples.mixed_plateau,
+        lambda: _plateau_adam(5e-3, patience=2, threshold=0.02, threshold_mode="abs"),
+        steps=100,
+    ),
+    Example(
+        "per-layer",
+        "002",
+        "10-20-10-2, Adam groups 1e-3 / 5e-4 / 2e-4",
+        examples.per_layer,
+        lambda: per_layer_lr(
+            {"Dense_0": 1e-3, "Dense_1": 5e-4, "Dense_2": 2e-4}, inner=_adam_direction()
+        ),
+        steps=200,
+    ),
+    Example(
+        "weight-norm",
+        "002",
+        "lr_i = 1e-3 (1 + 0.01 ||w_i||) through Adam",
+        examples.weight_norm,
+        lambda: weight_norm_lr(1e-3, scaling_factor=0.01, inner=_adam_direction()),
+        steps=200,
+    ),
+    Example(
+        "adagrad-param",
+        "002",
+        "lr = 1e-5 / (sqrt(sum g^2) + 1e-8) per parameter, through Adam",
+        examples.adagrad_param,
+        lambda: adagrad_lr(
+            examples.ADAGRAD_BASE_LR, eps=1e-8, granularity="parameter", inner=_adam_direction()
+        ),
+        steps=200,
+    ),
+    Example(
+        "adagrad-neuron",
+        "002",
+        "row-wise AdaGrad rates (one per neuron), base 1e-5, through Adam",
+        examples.adagrad_neuron,
+        lambda: adagrad_lr(
+            examples.ADAGRAD_BASE_LR, eps=1e-8, granularity="neuron", inner=_adam_direction()
+        ),
+        steps=200,
+    ),
+    Example(
+        "sgd-w64",
+        "001",
+        "in-64-64-10, SGD 0.1, batches of 64",
+        functools.partial(examples.sgd_minibatch, width=64, lr=0.1),
+        lambda: optax.sgd(0.1),
+        epochs=2,
+        batch_size=64,
+    ),
+    Example(
+        "sgd-w256",
+        "001",
+        "in-256-256-10, SGD 0.1, batches of 64",
+        functools.partial(examples.sgd_minibatch, width=256, lr=0.1),
+        lambda: optax.sgd(0.1),
+        epochs=2,
+        batch_size=64,
+    ),
+)
+EXAMPLE_NAMES: tuple[str, ...] = tuple(e.name for e in EXAMPLES)
+
+
+def get_example(name: str) -> Example:
+    """The example called ``name``; raises ``KeyError`` naming the choices."""
+    for example in EXAMPLES:
+        if example.name == name:
+            return example
+    raise KeyError(f"unknown example {name!r}; choose from: {', '.join(EXAMPLE_NAMES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityResult:
+    """The comparison of one example's torch and JAX runs."""
+
+    example: str  # example name
+    steps: int  # optimizer steps taken by each side
+    dtype: str  # "float64" or "float32"
+    torch_final_loss: float  # loss of the last step, torch
+    jax_final_loss: float  # loss of the last step, JAX
+    max_abs_loss_diff: float  # max over steps of |loss_torch - loss_jax|
+    max_rel_param_diff: float  # max over leaves of max|Δp| / max|p_torch|, final params
+    tolerance: float  # bound on max_abs_loss_diff
+    passed: bool  # max_abs_loss_diff <= tolerance, all finite
+    dataset: str  # "random" or the image dataset's name
+    torch_losses: np.ndarray = dataclasses.field(repr=False)  # float64 [steps]
+    jax_losses: np.ndarray = dataclasses.field(repr=False)  # float64 [steps]
+
+    def to_json(self) -> dict[str, Any]:
+        """The CLI's ``--json`` record (:data:`JSON_KEYS`); non-finite floats become null."""
+        record = {key: getattr(self, key) for key in JSON_KEYS}
+        for key, value in record.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                record[key] = None
+        return record
+
+
+def max_rel_param_diff(reference: dict, other: dict) -> float:
+    """``max`` over leaves of ``max|reference - other| / max|reference|`` (inf if non-finite)."""
+    worst = 0.0
+    for layer, leaves in reference.items():
+        for leaf, ref in leaves.items():
+            ref = np.asarray(ref, np.float64)
+            diff = np.max(np.abs(ref - np.asarray(other[layer][leaf], np.float64)))
+            scale = np.max(np.abs(ref))
+            rel = diff / scale if scale > 0 else diff
+            worst = max(worst, float(rel) if np.isfinite(rel) else math.inf)
+    return worst
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What both sides of one run are given."""
+
+    example: Example
+    data: ParityData
+    steps: int
+    batches: np.ndarray | None  # int64 [steps, batch_size], None for full batch
+    batches_per_epoch: int  # 0 for full batch
+
+
+def _setup(name: str, steps: int | None, dataset: str, data_dir: str | None) -> _Setup:
+    """The example, its data (seed 000's random set or seed 001's images) and batch order."""
+    example = get_example(name)
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if example.batch_size is None:
+        return _Setup(example, random_classification(0), steps or example.steps, None, 0)
+    data = image_classification(dataset, data_dir)
+    per_epoch = len(data.x) // example.batch_size
+    steps = steps or example.epochs * per_epoch
+    batches = batch_indices(0, len(data.x), example.batch_size, steps)
+    return _Setup(example, data, steps, batches, per_epoch)
+
+
+def _run_torch(setup: _Setup, dtype: DType) -> examples.TorchRun:
+    """The example's PyTorch program, single-threaded."""
+    with examples.torch_threads(1):
+        return setup.example.torch_program(
+            setup.data, setup.steps, TORCH_DTYPES[dtype], setup.batches
+        )
+
+
+def run_example(
+    name: str,
+    *,
+    dtype: DType = "float64",
+    steps: int | None = None,
+    tolerance: float | None = None,
+    dataset: str = "auto",
+    data_dir: str | None = None,
+) -> ParityResult:
+    """Runs example ``name`` in torch and in JAX from the same init and data, and compares.
+
+    Args:
+      name: one of :data:`EXAMPLE_NAMES`.
+      dtype: ``"float64"`` or ``"float32"``, for both sides.
+      steps: number of optimizer steps (default: the example's own).
+      tolerance: bound on ``max_abs_loss_diff`` (default :data:`TOLERANCES` ``[dtype]``).
+      dataset: seed 001's dataset (``"auto"``: Fashion-MNIST if on disk, else digits).
+      data_dir: where the Fashion-MNIST/MNIST IDX files are (see :mod:`jaxlr.data`).
+
+    Returns:
+      A :class:`ParityResult`.
+    """
+    if dtype not in TOLERANCES:
+        raise ValueError(f"dtype must be one of {tuple(TOLERANCES)}, got {dtype!r}")
+    setup = _setup(name, steps, dataset, data_dir)
+    data = setup.data
+    ref = _run_torch(setup, dtype)
+    params = state_dict_to_flax(ref.init_state)
+    tx = setup.example.jax_optimizer()
+    if setup.batches is None:
+        run = train_full_batch(params, tx, data.x, data.y, setup.steps, dtype)
+    else:
+        run = train_minibatch(
+            params, tx, data.x, data.y, setup.batches, setup.batches_per_epoch, dtype
+        )
+
+    diffs = np.abs(ref.losses - run.losses)
+    max_loss_diff = float(np.max(diffs)) if np.all(np.isfinite(diffs)) else math.inf
+    param_diff = max_rel_param_diff(state_dict_to_flax(ref.final_state), run.final_params)
+    tol = TOLERANCES[dtype] if tolerance is None else float(tolerance)
+    return ParityResult(
+        example=name,
+        steps=setup.steps,
+        dtype=dtype,
+        torch_final_loss=float(ref.losses[-1]),
+        jax_final_loss=float(run.losses[-1]),
+        max_abs_loss_diff=max_loss_diff,
+        max_rel_param_diff=param_diff,
+        tolerance=tol,
+        passed=bool(max_loss_diff <= tol and math.isfinite(param_diff)),
+        dataset=data.name,
+        torch_losses=ref.losses,
+        jax_losses=run.losses,
+    )
+
+
+def float32_drift(
+    name: str, *, steps: int | None = None, dataset: str = "auto", data_dir: str | None = None
+) -> np.ndarray:
+    """``|loss_torch_float32(t) - loss_torch_float64(t)|`` per step: float32's own error.
+
+    The same torch program, from the same float32-drawn init, in both dtypes. This is the scale
+    below which no float32 implementation can be expected to follow torch's float32 run.
+    """
+    setup = _setup(name, steps, dataset, data_dir)
+    return np.abs(_run_torch(setup, "float32").losses - _run_torch(setup, "float64").losses)
+
+
+def run_suite(
+    names: Sequence[str] = EXAMPLE_NAMES,
+    *,
+    dtype: DType = "float64",
+    steps: int | None = None,
+    tolerance: float | None = None,
+    dataset: str = "auto",
+    data_dir: str | None = None,
+) -> list[ParityResult]:
+    """:func:`run_example` for each name, in order."""
+    kwargs = {"dtype": dtype, "steps": steps, "tolerance": tolerance}
+    return [run_example(n, dataset=dataset, data_dir=data_dir, **kwargs) for n in names]
+
+
+def format_table(results: Sequence[ParityResult]) -> str:
+    """A fixed-width text table of the results, one row per example."""
+    header = (
+        "example",
+        "steps",
+        "torch final loss",
+        "JAX final loss",
+        "max |Δloss|",
+        "max rel Δparam",
+        "tolerance",
+        "result",
+    )
+    rows = [
+        (
+            r.example,
+            str(r.steps),
+            f"{r.torch_final_loss:.10g}",
+            f"{r.jax_final_loss:.10g}",
+            f"{r.max_abs_loss_diff:.2e}",
+            f"{r.max_rel_param_diff:.2e}",
+            f"{r.tolerance:.0e}",
+            "PASS" if r.passed else "FAIL",
+        )
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = [
+        " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    rule = "-+-".join("-" * w for w in widths)
+    title = " | ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()
+    data = sorted({r.dataset for r in results if r.dataset != "random"})
+    footer = [f"seed 001 data: {', '.join(data)}"] if data else []
+    return "\n".join([title, rule, *lines, *footer])
+
+
+def trace_steps(steps: int) -> list[int]:
+    """Steps 1, 2, 5, 10, 20, 50, ... up to ``steps`` (and ``steps`` itself), 1-based."""
+    marks, base = [], 1
+    while base <= steps:
+        marks += [m for m in (base, 2 * base, 5 * base) if m <= steps]
+        base *= 10
+    return sorted({*marks, steps})
+
+
+def format_trace(diffs: np.ndarray, label: str) -> str:
+    """``label``, then ``max(diffs[:t])`` at steps ``t`` = 1, 2, 5, 10, ..., and the last step."""
+    running = np.maximum.accumulate(diffs)
+    cells = [f"{t}:{running[t - 1]:.1e}" for t in trace_steps(len(diffs))]
+    return f"{label} " + " ".join(cells)

@@ -1,0 +1,173 @@
+"""The JAX side of a parity run: jaxlr's MLP trained with an Optax transform in ``lax.scan``.
+
+A run starts from given params (the torch init, converted), trains on numpy data and returns
+the loss of every step and the final params as numpy. The JAX configuration it needs is scoped
+to the run by :func:`jax_precision`: ``jax.enable_x64`` for float64 and
+``jax.default_matmul_precision("highest")`` (full-precision float32 matmuls; on recent GPUs JAX
+would otherwise use TF32, which PyTorch does not), so nothing leaks into the caller's process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxlr.models import MLP
+
+DType = Literal["float64", "float32"]
+
+
+@dataclasses.dataclass(frozen=True)
+class JaxRun:
+    """What the JAX side did: the loss of every step and the params after the last one."""
+
+    losses: np.ndarray  # float64 [steps]: loss of step t, computed before update t
+    final_params: dict[str, dict[str, np.ndarray]]  # {"Dense_i": {"kernel", "bias"}}
+
+
+class TrainState(NamedTuple):
+    """The scan carry: params and optimizer state."""
+
+    params: Any
+    opt_state: optax.OptState
+
+
+@contextlib.contextmanager
+def jax_precision(dtype: DType) -> Iterator[None]:
+    """x64 on for float64 (off for float32) and highest matmul precision, inside the block."""
+    with jax.enable_x64(dtype == "float64"), jax.default_matmul_precision("highest"):
+        yield
+
+
+def model_for(params: Mapping[str, Any], dtype: DType) -> MLP:
+    """The :class:`jaxlr.models.MLP` whose layers have the shapes of ``params``."""
+    kernels = [params[f"Dense_{i}"]["kernel"] for i in range(len(params))]
+    hidden = tuple(int(k.shape[1]) for k in kernels[:-1])
+    return MLP(hidden, int(kernels[-1].shape[1]), dtype=jnp.dtype(dtype))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """``torch.nn.CrossEntropyLoss()``: mean over the batch of ``-log softmax(logits)[label]``."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+TrainStep = Callable[[TrainState, tuple[jax.Array, jax.Array]], tuple[TrainState, jax.Array]]
+
+
+def make_train_step(model: MLP, tx: optax.GradientTransformation) -> TrainStep:
+    """``train_step(state, (x, y)) -> (state, loss)``: one optimizer step on one batch.
+
+    The loss is passed to ``tx.update`` as ``value=`` (used by ``reduce_lr_on_plateau``).
+    """
+    tx = optax.with_extra_args_support(tx)
+
+    def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        return cross_entropy(model.apply({"params": params}, x), y)
+
+    def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array]):
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, *batch)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+        return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
+
+    return train_step
+
+
+def _initial_state(params: Mapping[str, Any], tx: optax.GradientTransformation, dtype: DType):
+    """Params as device arrays of ``dtype`` and the optimizer state built from them."""
+    params = jax.tree.map(lambda p: jnp.asarray(p, dtype), dict(params))
+    return TrainState(params, tx.init(params))
+
+
+def _result(losses: list[Any], state: TrainState) -> JaxRun:
+    """Fetches the per-step losses and the final params to numpy (once, at the end)."""
+    return JaxRun(
+        np.concatenate([np.asarray(x, np.float64) for x in losses]),
+        jax.tree.map(np.asarray, state.params),
+    )
+
+
+def train_full_batch(
+    params: Mapping[str, Any],
+    tx: optax.GradientTransformation,
+    x: np.ndarray,
+    y: np.ndarray,
+    steps: int,
+    dtype: DType = "float64",
+) -> JaxRun:
+    """``steps`` full-batch steps (seeds 000 and 002) in one jitted ``lax.scan``.
+
+    Args:
+      params: initial ``{"Dense_i": {"kernel", "bias"}}`` params (e.g. the converted torch init).
+      tx: the optimizer; its ``update`` gets ``params`` and ``value=loss``.
+      x, y: the whole training set (``x`` is cast to ``dtype``).
+      steps: number of optimizer steps.
+      dtype: ``"float64"`` (x64 inside this call) or ``"float32"``.
+    """
+    with jax_precision(dtype):
+        model = model_for(params, dtype)
+        train_step = make_train_step(model, tx)
+
+        @functools.partial(jax.jit, donate_argnums=0)
+        def train(state: TrainState, x: jax.Array, y: jax.Array):
+            return jax.lax.scan(lambda s, _: train_step(s, (x, y)), state, None, length=steps)
+
+        state, losses = train(
+            _initial_state(params, tx, dtype), jnp.asarray(x, dtype), jnp.asarray(y, jnp.int32)
+        )
+        return _result([losses], state)
+
+
+def make_train_epoch(
+    model: MLP, tx: optax.GradientTransformation
+) -> Callable[..., tuple[TrainState, jax.Array]]:
+    """``train_epoch(state, x, y, batch_idx) -> (state, losses)``, jitted, state donated.
+
+    Scans over the rows of ``batch_idx`` (``[batches, batch_size]`` sample indices), gathering
+    each batch from the device-resident ``x``/``y`` inside the scan.
+    """
+    train_step = make_train_step(model, tx)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batch_idx: jax.Array):
+        return jax.lax.scan(lambda s, idx: train_step(s, (x[idx], y[idx])), state, batch_idx)
+
+    return train_epoch
+
+
+def train_minibatch(
+    params: Mapping[str, Any],
+    tx: optax.GradientTransformation,
+    x: np.ndarray,
+    y: np.ndarray,
+    batches: np.ndarray,
+    batches_per_epoch: int,
+    dtype: DType = "float64",
+) -> JaxRun:
+    """Minibatch training (seed 001): one jitted scan per epoch over that epoch's batches.
+
+    Args:
+      params: initial params.
+      tx: the optimizer.
+      x, y: the training set, put on the device once.
+      batches: ``[steps, batch_size]`` sample indices, row ``t`` for step ``t``.
+      batches_per_epoch: rows per host call (the last epoch may be shorter).
+      dtype: ``"float64"`` or ``"float32"``.
+    """
+    with jax_precision(dtype):
+        train_epoch = make_train_epoch(model_for(params, dtype), tx)
+        state = _initial_state(params, tx, dtype)
+        xd, yd = jnp.asarray(x, dtype), jnp.asarray(y, jnp.int32)
+        losses = []
+        for start in range(0, len(batches), batches_per_epoch):
+            idx = jnp.asarray(batches[start : start + batches_per_epoch], jnp.int32)
+            state, epoch_losses = train_epoch(state, xd, yd, idx)
+            losses.append(epoch_losses)
+        return _result(losses, state)
