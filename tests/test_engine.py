@@ -204,3 +204,33 @@ def test_large_lr_is_flagged_diverged_not_a_crash(digits):
 
     s = summarize(df)
     assert s.loc[0, "min_diverged_lr"] == 50.0 and s.loc[0, "best_lr"] == 1e-2
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_lr_rules_in_the_sweep(digits, optimizer):
+    """per-layer with unit multipliers reproduces the plain optimizer; every rule is recorded."""
+    base = SweepConfig(
+        widths=(16,), lrs=(0.05, 0.005), seeds=(0,), epochs=2, optimizers=(optimizer,)
+    )
+    plain = run_sweep(base, dataset=digits, progress=False)
+    ones = run_sweep(
+        base.replace(lr_rule="per-layer", layer_lr_mults=(1.0, 1.0, 1.0)),
+        dataset=digits,
+        progress=False,
+    )
+    cols = ["train_loss", "test_loss", "test_accuracy"]
+    np.testing.assert_allclose(plain[cols].to_numpy(), ones[cols].to_numpy(), rtol=1e-5)
+    assert set(ones.lr_rule) == {"per-layer"}
+    half = run_sweep(
+        base.replace(lr_rule="per-layer", layer_lr_mults=(0.5, 0.5, 0.5)),
+        dataset=digits,
+        progress=False,
+    )
+    halved = run_sweep(base.replace(lrs=(0.025, 0.0025)), dataset=digits, progress=False)
+    np.testing.assert_allclose(half[cols].to_numpy(), halved[cols].to_numpy(), rtol=1e-5)
+    for rule in ("weight-norm", "adagrad-param", "adagrad-neuron"):
+        # AdaGrad rates through Adam's ~sign(g) direction need far smaller base rates
+        lrs = (1e-4, 1e-5) if optimizer == "adam" and rule != "weight-norm" else base.lrs
+        df = run_sweep(base.replace(lr_rule=rule, lrs=lrs), dataset=digits, progress=False)
+        assert set(df.lr_rule) == {rule} and len(df) == 4
+        assert np.isfinite(df.train_loss).any()
