@@ -477,20 +477,27 @@ def cache_dir() -> pathlib.Path:
     return base / "jaxlr"
 
 
+# System-wide dataset directories, searched last (Debian's ``dataset-fashion-mnist`` package
+# installs ``/usr/share/datasets/fashion-mnist/*.gz``).
+SYSTEM_DATA_DIRS: tuple[str, ...] = ("/usr/share/datasets",)
+
+
 def search_roots(data_dir: str | os.PathLike[str] | None = None) -> list[pathlib.Path]:
-    """The roots searched for IDX files, in order: ``data_dir``, ``$JAXLR_DATA_DIR``, cache."""
+    """The roots searched for IDX files, in order: ``data_dir``, ``$JAXLR_DATA_DIR``, cache,
+    then :data:`SYSTEM_DATA_DIRS`."""
     roots = [pathlib.Path(data_dir).expanduser()] if data_dir is not None else []
     if os.environ.get(DATA_DIR_ENV):
         roots.append(pathlib.Path(os.environ[DATA_DIR_ENV]).expanduser())
     roots.append(cache_dir())
+    roots.extend(pathlib.Path(d) for d in SYSTEM_DATA_DIRS)
     return roots
 
 
 def find_idx_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> pathlib.Path | None:
-    """The first of ``<root>/<name>``, ``<root>`` (roots from :func:`search_roots`) holding all
-    four IDX files, or None."""
+    """The first of ``<root>/<name>``, ``<root>/<name with - for _>``, ``<root>`` (roots from
+    :func:`search_roots`) holding all four IDX files, or None."""
     for root in search_roots(data_dir):
-        for directory in (root / name, root):
+        for directory in (root / name, root / name.replace("_", "-"), root):
             if all(_idx_path(directory, f) is not None for f in IDX_FILES):
                 return directory
     return None
