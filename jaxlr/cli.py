@@ -25,31 +25,23 @@ from jaxlr.config import (
 
 SEED_001_LRS = (1.0, 0.5, 0.1, 0.01, 0.001, 0.0001, 0.00001)
 
+_SEED_001: dict[str, Any] = dict(
+    dataset="fashion_mnist",
+    widths=(64, 256, 1024),
+    depth=2,
+    lrs=SEED_001_LRS,
+    optimizers=("sgd",),
+    batch_size=64,
+    epochs=50,
+    init="torch",
+    seeds=(0, 1, 2),
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # seed 001: 784-w-w-10 on Fashion-MNIST, plain SGD, batch 64, 50 epochs, torch init
-    "seed-001": dict(
-        dataset="fashion_mnist",
-        widths=(64, 256, 1024),
-        depth=2,
-        lrs=SEED_001_LRS,
-        optimizers=("sgd",),
-        batch_size=64,
-        epochs=50,
-        init="torch",
-        seeds=(0, 1, 2),
-    ),
+    "seed-001": _SEED_001,
     # the same grid on the embedded digits data (no download)
-    "seed-001-digits": dict(
-        dataset="digits",
-        widths=(64, 256, 1024),
-        depth=2,
-        lrs=SEED_001_LRS,
-        optimizers=("sgd",),
-        batch_size=64,
-        epochs=50,
-        init="torch",
-        seeds=(0, 1, 2),
-    ),
+    "seed-001-digits": {**_SEED_001, "dataset": "digits"},
     # seed 000: 10-w-2 on 100 Gaussian points with random labels, full batch, Adam
     "seed-000": dict(
         dataset="synthetic",
