@@ -316,6 +316,13 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return SweepConfig(**fields)
 
 
+def _kept(cfg: SweepConfig) -> str:
+    return (
+        f"Finished chunks are in {cfg.out}/results.csv; continue with "
+        f"`python -m jaxlr.sweep --resume --out {cfg.out}`."
+    )
+
+
 def merge_main(argv: Sequence[str]) -> int:
     """``python -m jaxlr.sweep merge DIR... [--out OUT]``."""
     p = _Parser(
@@ -363,15 +370,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = load_config(args.out).replace(out=args.out)
         else:
             cfg = config_from_args(args)
+    except (ConfigError, DataError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    try:
         df = run_sweep(cfg, progress=not args.no_progress, resume=args.resume)
     except (ConfigError, DataError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted. {_kept(cfg)}", file=sys.stderr)
+        return 130
+    except Exception as e:  # a failure while training: say so in one line, keep the results
+        print(
+            f"{prog}: error while training: {type(e).__name__}: {e}. {_kept(cfg)}", file=sys.stderr
+        )
+        return 1
     from jaxlr.results import format_summary, summarize
 
+    extra = "".join(
+        f", {k} {v}"
+        for k, v in (("rule", cfg.lr_rule), ("parametrization", cfg.parametrization))
+        if v not in ("none", "sp")
+    )
     print(
         f"\nBest learning rate per width ({cfg.dataset}, {cfg.epochs} epochs, "
-        f"{len(cfg.seeds)} seed(s); final test loss, mean ± std over seeds):"
+        f"{len(cfg.seeds)} seed(s){extra}; final test loss, mean ± std over seeds):"
     )
     print(format_summary(summarize(df)))
     print(
