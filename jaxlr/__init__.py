@@ -8,7 +8,14 @@ vectorized width x learning-rate sweeps (:func:`jaxlr.sweep.run_sweep`).
 from jaxlr.models import MLP as MLP
 from jaxlr.models import init_mlp as init_mlp
 from jaxlr.models import param_count as param_count
+from jaxlr.mup import coord_check as coord_check
+from jaxlr.mup import init_mup_mlp as init_mup_mlp
+from jaxlr.mup import mup_adam as mup_adam
 from jaxlr.mup import mup_lr_scales as mup_lr_scales
+from jaxlr.mup import mup_mlp as mup_mlp
+from jaxlr.mup import mup_readout_mult as mup_readout_mult
+from jaxlr.mup import mup_sgd as mup_sgd
+from jaxlr.mup import scale_by_tree as scale_by_tree
 from jaxlr.transforms import AdagradLRState as AdagradLRState
 from jaxlr.transforms import PerLayerLRState as PerLayerLRState
 from jaxlr.transforms import ReduceLROnPlateauState as ReduceLROnPlateauState
@@ -27,10 +34,17 @@ __all__ = [
     "ReduceLROnPlateauState",
     "WeightNormLRState",
     "adagrad_lr",
+    "coord_check",
     "init_mlp",
+    "init_mup_mlp",
+    "mup_adam",
     "mup_lr_scales",
+    "mup_mlp",
+    "mup_readout_mult",
+    "mup_sgd",
     "param_count",
     "per_layer_lr",
     "reduce_lr_on_plateau",
+    "scale_by_tree",
     "weight_norm_lr",
 ]

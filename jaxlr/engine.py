@@ -62,22 +62,28 @@ class RunSpec:
     data_std: float = 1.0
 
     @property
-    def readout_mult(self) -> float:
-        """muP's output multiplier ``base_width / width`` (1 for SP)."""
-        if self.parametrization == "mup":
-            assert self.base_width is not None
-            return self.base_width / self.hidden[-1]
-        return 1.0
-
-    @property
     def base_hidden(self) -> tuple[int, ...]:
         """The muP base architecture: every hidden width set to ``base_width``."""
         assert self.base_width is not None
         return (self.base_width,) * len(self.hidden)
 
-    def model(self) -> MLP:
-        init = "mup" if self.parametrization == "mup" else self.init
-        return MLP(self.hidden, self.num_classes, init_scheme=init, readout_mult=self.readout_mult)
+    def model(self) -> tuple[MLP, Callable[[jax.Array], Any]]:
+        """The model and a pure ``init(key) -> params`` (muP's init under ``mup``)."""
+        if self.parametrization == "mup":
+            from jaxlr import mup
+
+            # mup.MuReadout's default: a torch-initialized readout (readout_zero_init=False),
+            # so that at the base width muP is exactly SP
+            return mup.mup_mlp(
+                self.in_features,
+                self.hidden,
+                self.num_classes,
+                base_hidden=self.base_hidden,
+                readout_zero_init=False,
+            )
+        model = MLP(self.hidden, self.num_classes, init_scheme=self.init)
+        x0 = jnp.zeros((1, self.in_features))
+        return model, lambda key: model.init(key, x0)["params"]
 
 
 class TrainState(NamedTuple):
@@ -157,9 +163,9 @@ def make_optimizer(spec: RunSpec, lr: jax.Array | float) -> optax.GradientTransf
             raise ValueError(f"unknown lr rule {rule!r}")
     if spec.parametrization != "mup":
         return base
+    from jaxlr import mup
 
-    scales = mup_scales(spec)
-    return optax.chain(base, _scale_by_tree(scales))
+    return optax.chain(base, mup.scale_by_tree(mup_scales(spec)))
 
 
 @functools.cache
@@ -167,26 +173,9 @@ def mup_scales(spec: RunSpec) -> Any:
     """muP per-parameter lr multipliers for ``spec`` (a tree of floats)."""
     from jaxlr import mup
 
-    model = spec.model()
-    x = jnp.zeros((1, spec.in_features))
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
-    base_model = MLP(spec.base_hidden, spec.num_classes)
-    base_shapes = jax.eval_shape(base_model.init, jax.random.PRNGKey(0), x)["params"]
+    shapes = mup.mlp_shapes(spec.in_features, spec.hidden, spec.num_classes)
+    base_shapes = mup.mlp_shapes(spec.in_features, spec.base_hidden, spec.num_classes)
     return mup.mup_lr_scales(shapes, base_shapes, optimizer=spec.optimizer)
-
-
-def _scale_by_tree(scales: Any) -> optax.GradientTransformation:
-    """Multiplies each update leaf by the matching (constant) leaf of ``scales``."""
-
-    def init_fn(params: Any) -> optax.EmptyState:
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
-        del params
-        return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -217,7 +206,7 @@ def epoch_batches(seed: jax.Array, epoch: jax.Array, n: int, batch: int, steps: 
 
 def make_trainer(spec: RunSpec) -> Trainer:
     """Builds the jitted ``init`` and ``epoch`` functions of a bucket (see the module doc)."""
-    model = spec.model()
+    model, init_params = spec.model()
     mean, std = spec.data_mean, spec.data_std
 
     def normalize(raw: jax.Array) -> jax.Array:
@@ -229,8 +218,7 @@ def make_trainer(spec: RunSpec) -> Trainer:
     def init(seeds: jax.Array, lrs: jax.Array) -> TrainState:
         n_s, n_l = seeds.shape[0], lrs.shape[0]
         init_keys = jax.vmap(lambda s: seed_keys(s)[0])(seeds)
-        x0 = jnp.zeros((1, spec.in_features))
-        params = jax.vmap(lambda k: model.init(k, x0)["params"])(init_keys)  # one per seed
+        params = jax.vmap(init_params)(init_keys)  # one per seed
         params = jax.tree.map(
             lambda p: jnp.broadcast_to(p[:, None], (n_s, n_l, *p.shape[1:])), params
         )

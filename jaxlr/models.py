@@ -11,8 +11,10 @@ Init schemes (``init_scheme=``):
   1/sqrt(fan_in))``.
 * ``"flax"``: Flax's default: ``W ~ lecun_normal = N(0, 1/fan_in)`` (truncated), ``b = 0``.
 * ``"mup"``: like ``"torch"`` for every layer, except the readout, which is zero-initialized
-  (the recommended muP readout init, Yang et al. 2022, Tensor Programs V, D.2). Combine with
-  ``readout_mult = base_width / width`` (see :mod:`jaxlr.mup`).
+  (the recommended muP readout init, Yang et al. 2022, Tensor Programs V, D.2). This is only
+  the readout part of muP: the full muP init (hidden biases rescaled as
+  ``mup.set_base_shapes(..., rescale_params=True)`` does) and the output multiplier come from
+  :func:`jaxlr.mup.init_mup_mlp` / :func:`jaxlr.mup.mup_mlp`.
 """
 
 from __future__ import annotations

@@ -49,6 +49,11 @@ divided by the base lr :math:`\eta`):
 
 At the base width every :math:`m = 1`: the init, the multiplier and every learning rate are
 those of the standard parametrization (SP), so muP *is* SP there (up to the readout zero-init).
+Not covered: weight decay (``MuAdam`` multiplies it by :math:`m_{\mathrm{in}}` where it divides
+the lr; jaxlr's optimizers have none) and layers with more than 2 width dims.
+
+Tools: :func:`coord_check` (``python -m jaxlr.mup coord-check --out DIR``) runs mup's
+coordinate check for SP and muP and writes ``coord_check.csv`` / ``.png``.
 
 Example:
   >>> import jax, optax
@@ -269,6 +274,23 @@ def mup_lr_scales(
     return jax.tree.map(lambda s: _lr_scale(s, optimizer), shapes, is_leaf=_is_infshape)
 
 
+def mup_layer_lrs(scales: Any, learning_rate: jax.typing.ArrayLike) -> dict[str, Any]:
+    """``{"Dense_0/kernel": learning_rate * scale, ...}``: the muP rates as the ``lrs`` mapping of
+    :func:`jaxlr.transforms.per_layer_lr` (``/``-joined key paths), so that
+    ``per_layer_lr(mup_layer_lrs(mup_lr_scales(..., "adam"), lr), inner=optax.scale_by_adam())``
+    is muAdam. ``learning_rate`` may be a traced array (vmapped sweeps).
+
+    Example:
+      >>> mup_layer_lrs({"Dense_0": {"kernel": 0.25, "bias": 1.0}}, 0.1)
+      {'Dense_0/bias': 0.1, 'Dense_0/kernel': 0.025}
+    """
+    leaves, _ = jax.tree_util.tree_flatten_with_path(scales)
+    return {
+        "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): learning_rate * s
+        for path, s in leaves
+    }
+
+
 def scale_by_tree(scales: Any) -> optax.GradientTransformation:
     r"""Multiplies each update leaf by the matching leaf of ``scales``: :math:`u_p \gets s_p u_p`.
 
@@ -401,23 +423,15 @@ def readout_layers(params: Any, base_params: Any, *, delta_params: Any = None) -
     ]
 
 
-def mup_rescale_init(params: Any, base_params: Any, *, delta_params: Any = None) -> Any:
-    r"""``set_base_shapes(..., rescale_params=True)`` on torch-initialized params.
+def mup_init_factors(params: Any, base_params: Any, *, delta_params: Any = None) -> Any:
+    r"""The factors by which ``set_base_shapes(..., rescale_params=True)`` multiplies each
+    torch-initialized parameter (a tree of floats shaped like ``params``; see
+    :func:`mup_rescale_init`).
 
-    For each Dense layer: a readout (width fan-in, finite fan-out;
-    ``MuReadout._rescale_parameters``) has kernel and bias multiplied by
-    :math:`\sqrt{m_{\mathrm{in}}}`; any other layer
-    (``rescale_linear_bias``) has its bias multiplied by :math:`\sqrt{m_{\mathrm{in}}}`, which
-    turns :math:`U(\pm 1/\sqrt{\mathrm{fan\_in}})` into :math:`U(\pm
-    1/\sqrt{\mathrm{fan\_in}_{\mathrm{base}}})`. Zero-initialized parameters stay zero. Like
-    mup's, this is not idempotent: apply it once, to a fresh init.
-
-    Args:
-      params: a params tree of ``{"kernel", "bias"}`` Dense layers (arrays).
-      base_params, delta_params: as in :func:`mup_lr_scales`.
-
-    Returns:
-      The rescaled params (a new tree).
+    Example:
+      >>> f = mup_init_factors(mlp_shapes(4, (128,), 2), mlp_shapes(4, (32,), 2))
+      >>> f["Dense_0"]["kernel"], f["Dense_0"]["bias"], f["Dense_1"]["kernel"], f["Dense_1"]["bias"]
+      (1.0, 1.0, 2.0, 2.0)
     """
     shapes = infshapes(params, base_params, delta_params=delta_params)
     factors = jax.tree.map(lambda s: 1.0, shapes, is_leaf=_is_infshape)
@@ -432,6 +446,28 @@ def mup_rescale_init(params: Any, base_params: Any, *, delta_params: Any = None)
             node["kernel"] = f
         if "bias" in node:
             node["bias"] = f
+    return factors
+
+
+def mup_rescale_init(params: Any, base_params: Any, *, delta_params: Any = None) -> Any:
+    r"""``set_base_shapes(..., rescale_params=True)`` on torch-initialized params.
+
+    For each Dense layer: a readout (width fan-in, finite fan-out;
+    ``MuReadout._rescale_parameters``) has kernel and bias multiplied by
+    :math:`\sqrt{m_{\mathrm{in}}}`; any other layer (``rescale_linear_bias``) has its bias
+    multiplied by :math:`\sqrt{m_{\mathrm{in}}}`, which turns
+    :math:`U(\pm 1/\sqrt{\mathrm{fan\_in}})` into
+    :math:`U(\pm 1/\sqrt{\mathrm{fan\_in}_{\mathrm{base}}})`. Zero-initialized parameters
+    stay zero. Like mup's, this is not idempotent: apply it once, to a fresh init.
+
+    Args:
+      params: a params tree of ``{"kernel", "bias"}`` Dense layers (arrays).
+      base_params, delta_params: as in :func:`mup_lr_scales`.
+
+    Returns:
+      The rescaled params (a new tree).
+    """
+    factors = mup_init_factors(params, base_params, delta_params=delta_params)
     return jax.tree.map(
         lambda p, f: p if f == 1.0 else p * jnp.asarray(f, p.dtype), params, factors
     )
@@ -577,38 +613,19 @@ def _forward_coords(
     return h, jnp.stack(l1)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("in_features", "hidden", "num_classes", "base_width", "output_mult", "zero"),
-)
+@functools.partial(jax.jit, static_argnames=("in_features", "hidden", "num_classes"))
 def _init_coords(
-    keys: jax.Array,
-    *,
-    in_features: int,
-    hidden: tuple[int, ...],
-    num_classes: int,
-    base_width: int | None,
-    output_mult: float,
-    zero: bool,
+    keys: jax.Array, *, in_features: int, hidden: tuple[int, ...], num_classes: int
 ) -> dict:
-    """Seed-batched init: SP (torch) if ``base_width`` is None, else :func:`mup_mlp`'s."""
-    if base_width is None:
-        _, init = _sp_mlp(in_features, hidden, num_classes, jnp.float32)
-    else:
-        _, init = mup_mlp(
-            in_features,
-            hidden,
-            num_classes,
-            base_hidden=base_width,
-            output_mult=output_mult,
-            readout_zero_init=zero,
-        )
+    """Seed-batched SP (torch) init; compiled once per shape, shared by SP and muP."""
+    _, init = _sp_mlp(in_features, hidden, num_classes, jnp.float32)
     return jax.vmap(init)(keys)
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "steps"))
 def _train_coords(
     params: dict,
+    init_factors: dict,
     scales: dict,
     readout_mult: jax.Array,
     lr: jax.Array,
@@ -618,9 +635,9 @@ def _train_coords(
     optimizer: str,
     steps: int,
 ) -> tuple[jax.Array, jax.Array]:
-    """Trains a seed-batched ``params`` for ``steps`` full-batch steps; returns the loss and
-    the per-layer l1 of every forward pass, ``(seeds, steps + 1[, layers])``. SP is the case
-    ``scales = 1``, ``readout_mult = 1``, so SP and muP share one compilation per shape."""
+    """Trains the seed-batched ``params * init_factors`` for ``steps`` full-batch steps; returns
+    the loss and the per-layer l1 of every forward pass, ``(seeds, steps + 1[, layers])``. SP
+    is the case ``init_factors = scales = readout_mult = 1``: SP and muP share one program."""
     tx = mup_adam(lr, scales) if optimizer == "adam" else mup_sgd(lr, scales)
 
     def stats(p: dict) -> tuple[jax.Array, jax.Array]:
@@ -634,6 +651,7 @@ def _train_coords(
             updates, opt_state = tx.update(grads, opt_state, p)
             return (optax.apply_updates(p, updates), opt_state), (loss, l1)
 
+        p = jax.tree.map(lambda a, f: a * f, p, init_factors)
         (p, _), (loss, l1) = jax.lax.scan(step, (p, tx.init(p)), None, steps)
         last_loss, last_l1 = stats(p)
         return jnp.append(loss, last_loss), jnp.vstack([l1, last_l1])
@@ -667,10 +685,11 @@ def coord_check(
     records the forward pass of step ``t``.)
 
     SP: ``init_mlp(init="torch")``'s init, trained by :func:`mup_adam` / :func:`mup_sgd` with
-    all scales 1 (that is, ``optax.adam`` / ``optax.sgd``). muP: :func:`init_mup_mlp`'s init
-    (``base_hidden=base_width``), scales from :func:`mup_lr_scales`. SP and muP share one
-    compiled training program per width. Init keys are ``jax.random.key(seed, impl="rbg")``
-    (threefry init compiles several times slower on CPU).
+    all scales 1 (that is, ``optax.adam`` / ``optax.sgd``). muP: :func:`init_mup_mlp`'s params
+    (``base_hidden=base_width``), computed as the same torch draws times
+    :func:`mup_init_factors` (readout zeroed), with :func:`mup_lr_scales`. SP and muP share
+    one compiled init and training program per width (compilation dominates the run time on
+    CPU). Init keys are ``jax.random.key(seed, impl="rbg")`` (faster to compile than threefry).
 
     Args:
       widths: hidden widths to compare.
@@ -710,6 +729,8 @@ def coord_check(
     rows = []
     for width in widths:
         hidden = (int(width),) * depth
+        shapes = mlp_shapes(in_features, hidden, n_out)
+        ones = jax.tree.map(lambda s: 1.0, shapes, is_leaf=_is_shape)
         if parametrization == "mup":
             model, _ = mup_mlp(
                 in_features,
@@ -720,24 +741,19 @@ def coord_check(
                 readout_zero_init=readout_zero_init,
             )
             base = mlp_shapes(in_features, (base_width,) * depth, n_out)
-            scales = mup_lr_scales(mlp_shapes(in_features, hidden, n_out), base, optimizer)
+            # init_mup_mlp's params: the same torch draws, rescaled, readout zeroed.
+            factors = mup_init_factors(shapes, base)
+            if readout_zero_init:
+                factors[f"Dense_{depth}"] = {"kernel": 0.0, "bias": 0.0}
+            scales = mup_lr_scales(shapes, base, optimizer)
         else:
             model = MLP(hidden, n_out, init_scheme="torch")
-            scales = jax.tree.map(
-                lambda s: 1.0, mlp_shapes(in_features, hidden, n_out), is_leaf=_is_shape
-            )
-        params = _init_coords(
-            keys,
-            in_features=in_features,
-            hidden=hidden,
-            num_classes=n_out,
-            base_width=base_width if parametrization == "mup" else None,
-            output_mult=float(output_mult),
-            zero=readout_zero_init,
-        )
+            factors, scales = ones, ones
+        params = _init_coords(keys, in_features=in_features, hidden=hidden, num_classes=n_out)
         loss, l1 = jax.device_get(
             _train_coords(
                 params,
+                jax.tree.map(lambda f: jnp.asarray(f, jnp.float32), factors),
                 jax.tree.map(lambda s: jnp.asarray(s, jnp.float32), scales),
                 jnp.asarray(model.readout_mult, jnp.float32),
                 jnp.asarray(lr, jnp.float32),
@@ -779,51 +795,54 @@ def coord_check_summary(df: pd.DataFrame) -> pd.DataFrame:
     for key, g in mean.groupby(keys):
         g = g.sort_values("width")
         lw, l1 = np.log2(g["width"].to_numpy(float)), g["l1"].to_numpy(float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = l1[-1] / l1[0] if l1[0] > 0 else np.nan
-            slope = np.polyfit(lw, np.log2(l1), 1)[0] if np.all(l1 > 0) else np.nan
+        ratio = l1[-1] / l1[0] if l1[0] > 0 else np.nan
+        slope = np.polyfit(lw, np.log2(l1), 1)[0] if len(l1) > 1 and np.all(l1 > 0) else np.nan
         out.append(dict(zip(keys, key, strict=True), ratio=float(ratio), slope=float(slope)))
     return pd.DataFrame(out)
 
 
 def plot_coord_check(df: pd.DataFrame, path: str | Path) -> Path:
-    r"""Saves mup-style coordinate-check plots: :math:`\ell_1` vs width (log-log), one line per
-    layer (mean over seeds), one panel per (parametrization, optimizer) row and step column."""
-    import matplotlib
+    r"""Saves mup-style coordinate-check plots to ``path`` (PNG).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    One panel per (optimizer, parametrization) row and step column; in each, :math:`\ell_1`
+    against width (log-log, seeds averaged), one line per layer. Rows share their y axis, so a
+    flat line is width-independent and the panels of a row show the growth over steps. Zeros
+    (the zero-init readout at step 0) are not drawn. Uses matplotlib's object API (no pyplot,
+    no global backend change).
+    """
+    from matplotlib.figure import Figure
 
-    groups = list(df.groupby(["optimizer", "parametrization"], sort=True))
-    steps = sorted(df["step"].unique())
-    fig, axes = plt.subplots(
-        len(groups),
-        len(steps),
-        figsize=(2.6 * len(steps), 2.4 * len(groups)),
-        squeeze=False,
-        sharex=True,
+    order = {p: i for i, p in enumerate(PARAMETRIZATIONS)}
+    keys = sorted(
+        df.groupby(["optimizer", "parametrization"]).groups, key=lambda k: (k[0], order[k[1]])
     )
-    for r, ((opt, par), g) in enumerate(groups):
+    steps = sorted(df["step"].unique())
+    n_layers = df["layer"].nunique()
+    fig = Figure(figsize=(2.6 * len(steps), 2.3 * len(keys)))
+    axes = fig.subplots(len(keys), len(steps), squeeze=False, sharex=True, sharey="row")
+    for r, (opt, par) in enumerate(keys):
+        g = df[(df["optimizer"] == opt) & (df["parametrization"] == par)]
         mean = g.groupby(["layer", "step", "width"], as_index=False)["l1"].mean()
         for c, t in enumerate(steps):
             ax = axes[r, c]
-            for layer, lg in mean[mean["step"] == t].groupby("layer"):
+            for li, (layer, lg) in enumerate(mean[mean["step"] == t].groupby("layer")):
                 lg = lg.sort_values("width")
-                ax.plot(lg["width"], lg["l1"], marker="o", ms=3, label=layer)
+                role = "logits" if li == n_layers - 1 else f"hidden {li + 1}"
+                ax.plot(lg["width"], lg["l1"].where(lg["l1"] > 0), marker="o", ms=3,
+                        label=f"{layer} ({role})")  # fmt: skip
             ax.set_xscale("log", base=2)
-            ax.set_yscale("symlog", linthresh=1e-3)
+            ax.set_yscale("log")
             ax.set_title(f"{par.upper()} {opt}, step {t}", fontsize=8)
-            ax.tick_params(labelsize=7)
+            ax.tick_params(which="both", labelsize=7)
             if c == 0:
-                ax.set_ylabel("mean |activation|", fontsize=8)
-            if r == len(groups) - 1:
+                ax.set_ylabel("mean |layer output|", fontsize=8)
+            if r == len(keys) - 1:
                 ax.set_xlabel("width", fontsize=8)
-    axes[0, -1].legend(fontsize=7)
+    axes[0, -1].legend(fontsize=6)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -905,7 +924,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary.to_csv(args.out / "coord_check_summary.csv", index=False)
     plot_coord_check(df, args.out / "coord_check.png")
     last = summary[summary["step"] == cfg.steps]
-    print(last.pivot_table(index="layer", columns=["optimizer", "parametrization"], values="ratio"))
+    table = last.pivot_table(
+        index="layer", columns=["optimizer", "parametrization"], values="ratio"
+    )
+    print(f"l1(width {max(cfg.widths)}) / l1(width {min(cfg.widths)}) after {cfg.steps} steps:")
+    print(table.round(2).to_string())
 
 
 if __name__ == "__main__":

@@ -234,3 +234,21 @@ def test_lr_rules_in_the_sweep(digits, optimizer):
         df = run_sweep(base.replace(lr_rule=rule, lrs=lrs), dataset=digits, progress=False)
         assert set(df.lr_rule) == {rule} and len(df) == 4
         assert np.isfinite(df.train_loss).any()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mup_sweep_equals_sp_at_base_width_and_differs_elsewhere(digits, optimizer):
+    base = SweepConfig(
+        widths=(32,), lrs=(0.05, 0.005), seeds=(0,), epochs=2, optimizers=(optimizer,)
+    )
+    sp = run_sweep(base, dataset=digits, progress=False)
+    mup = run_sweep(
+        base.replace(parametrization="mup", base_width=32), dataset=digits, progress=False
+    )
+    cols = ["train_loss", "test_loss", "test_accuracy"]
+    np.testing.assert_array_equal(sp[cols].to_numpy(), mup[cols].to_numpy())
+    assert set(mup.parametrization) == {"mup"}
+    wide = run_sweep(
+        base.replace(parametrization="mup", base_width=8), dataset=digits, progress=False
+    )
+    assert not np.allclose(sp[cols].to_numpy(), wide[cols].to_numpy())
