@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{prog}: error while training: {type(e).__name__}: {e}. {_kept(cfg)}", file=sys.stderr
         )
         return 1
-    from jaxlr.results import format_summary, summarize
+    from jaxlr.results import describe_shift, format_summary, summarize
 
     extra = "".join(
         f", {k} {v}"
@@ -397,7 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nBest learning rate per width ({cfg.dataset}, {cfg.epochs} epochs, "
         f"{len(cfg.seeds)} seed(s){extra}; final test loss, mean ± std over seeds):"
     )
-    print(format_summary(summarize(df)))
+    summary = summarize(df)
+    print(format_summary(summary))
+    shift = describe_shift(summary)
+    if shift:
+        print("\nHow width moves the best learning rate:\n" + shift)
     print(
         f"\nwrote {cfg.out}/: results.csv summary.csv config.json "
         "loss_curves.png lr_sensitivity.png"

@@ -220,3 +220,22 @@ def format_summary(summary: pd.DataFrame) -> str:
     for col, f in fmt.items():
         t[col] = [f(float(v)) for v in t[col]]
     return t.to_string(index=False)
+
+
+def describe_shift(summary: pd.DataFrame) -> str:
+    """One line per optimizer/rule group: how the best lr moves from the narrowest to the
+    widest architecture, as ``log2(lr*_widest / lr*_narrowest)``."""
+    lines = []
+    keys = ["optimizer", "lr_rule", "parametrization"]
+    for key, g in summary.groupby(keys, sort=False):
+        g = g[np.isfinite(g["best_lr"])].sort_values("width")
+        if len(g) < 2:
+            continue
+        lo, hi = g.iloc[0], g.iloc[-1]
+        shift = float(np.log2(hi["best_lr"] / lo["best_lr"]))
+        name = " ".join(str(k) for k in key if k not in ("none", "sp") or k == key[0])
+        lines.append(
+            f"{name}: best lr {lo['best_lr']:.4g} at hidden {lo['hidden']} -> "
+            f"{hi['best_lr']:.4g} at hidden {hi['hidden']} (log2 shift {shift:+.1f})"
+        )
+    return "\n".join(lines)
