@@ -185,7 +185,7 @@ def test_checkpoint_integrity(tmp_path):
     epochs, got, _ = ckpt.latest_checkpoint(tmp_path, 0, "abc", warn=warnings.append)
     assert epochs == 2 and np.array_equal(got[0], leaves[0] + 2)
     assert any("unreadable" in w for w in warnings)
-    # flipped bytes inside an array: the digest catches it
+    # a flipped byte inside an array: zip's CRC catches it
     raw = bytearray(files[0].read_bytes())
     with np.load(files[0]) as z:
         payload = z["state_0000"].tobytes()
@@ -194,7 +194,16 @@ def test_checkpoint_integrity(tmp_path):
     files[0].write_bytes(bytes(raw))
     warnings.clear()
     assert ckpt.latest_checkpoint(tmp_path, 0, "abc", warn=warnings.append) is None
-    assert any("digest" in w for w in warnings) and any("starts over" in w for w in warnings)
+    assert any("unreadable" in w for w in warnings) and any("starts over" in w for w in warnings)
+    # a well-formed file whose arrays no longer match their recorded digest
+    ckpt.save_checkpoint(tmp_path, 0, 5, leaves, metrics, meta)
+    path = ckpt.checkpoint_path(tmp_path, 0, 5)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["state_0000"] = arrays["state_0000"] + 1
+    np.savez(path, **arrays)
+    with pytest.raises(ckpt.CheckpointError, match="digest mismatch"):
+        ckpt.load_npz(path, "abc")
 
 
 def test_small_memory_limit_chunks_without_changing_results(digits, monkeypatch, tmp_path):
