@@ -257,7 +257,9 @@ def _to_flax(model) -> dict:
     params = {}
     for name, p in model.named_parameters():
         layer, leaf = _flax_name(name)
-        a = p.detach().numpy()
+        # a copy: .numpy() aliases the parameter, which torch's optimizer then updates in place
+        # while JAX (asynchronous dispatch) may still be reading it
+        a = p.detach().numpy().copy()
         params.setdefault(layer, {})[leaf] = np.ascontiguousarray(a.T if leaf == "kernel" else a)
     return params
 
@@ -362,7 +364,7 @@ def test_training_matches_mup_torch(optimizer):
         tx = mup_adam(lr, scales) if optimizer == "adam" else mup_sgd(lr, scales, momentum=0.9)
         mult = mup_readout_mult(hidden[-1], base[-1], delta_width=delta[-1])
         jax_model = MLP(hidden, OUT, readout_mult=mult, dtype=jnp.float64)
-        params = _train(jax_model, tx, params, x, y, steps=3)
+        params = jax.block_until_ready(_train(jax_model, tx, params, x, y, steps=3))
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     for _ in range(3):
         opt.zero_grad()

@@ -273,8 +273,9 @@ def _torch_mlp(seed, sizes):
 def _jax_params_from(layers):
     return {
         f"Dense_{i}": {
-            "kernel": jnp.asarray(layer.weight.detach().numpy().T),
-            "bias": jnp.asarray(layer.bias.detach().numpy()),
+            # copies: .numpy() aliases parameters that torch's optimizer updates in place
+            "kernel": jnp.array(layer.weight.detach().numpy().T.copy()),
+            "bias": jnp.array(layer.bias.detach().numpy().copy()),
         }
         for i, layer in enumerate(layers)
     }
