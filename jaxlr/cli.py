@@ -360,6 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxlr.data import DataError
     from jaxlr.runner import load_config, run_sweep
 
+    if args.resume and not args.out:
+        print(
+            f"{prog}: error: --resume needs --out DIR, the sweep directory to continue",
+            file=sys.stderr,
+        )
+        return 2
     try:
         only_out = all(
             v in (None, False, 0)

@@ -159,6 +159,8 @@ def run_sweep(
     out = Path(cfg.out) if cfg.out else None
     if resume:
         check_resumable(cfg)
+    elif out is not None:
+        check_writable(out, cfg)
     if dataset is None:
         dataset = load_config_dataset(cfg)
     if cfg.batch_size > dataset.n_train:
@@ -329,6 +331,25 @@ def _load_finished(out: Path, index: int, grid_hash: str, key: str) -> Any:
 
 def _warn(msg: str) -> None:
     print(f"jaxlr.sweep: {msg}", file=sys.stderr)
+
+
+def check_writable(out: Path, cfg: SweepConfig) -> None:
+    """Refuses an output path that is a file, or a directory holding another sweep's results
+    (writing there would replace them)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; choose another --out")
+    record = out / "config.json"
+    if not record.exists():
+        return
+    try:
+        old = json.loads(record.read_text()).get("grid_hash")
+    except ValueError:
+        old = None
+    if old != cfg.grid_hash():
+        raise ConfigError(
+            f"--out {out} already holds the results of a different sweep; choose a new --out, "
+            f"or add --resume with that sweep's flags to continue it"
+        )
 
 
 def check_resumable(cfg: SweepConfig) -> None:

@@ -94,3 +94,24 @@ def test_cli_end_to_end(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["widths"] == [8, 32] and "jax" in cfg["versions"]
     assert (out / "loss_curves.png").stat().st_size > 1000
+
+
+def test_output_directory_is_never_clobbered(tmp_path):
+    out = tmp_path / "run"
+    args = ["--preset", "quick", "--widths", "8", "--lrs", "0.1", "--epochs", "1"]
+    assert _run(*args, "--out", str(out), "--no-progress").returncode == 0
+    before = (out / "results.csv").read_bytes()
+    # a different sweep into the same directory is refused; the results stay
+    p = _run(*args[:-1], "2", "--out", str(out), "--no-progress")
+    assert p.returncode == 2 and "different sweep" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert (out / "results.csv").read_bytes() == before
+    # the same sweep again is allowed (deterministic: the same results)
+    assert _run(*args, "--out", str(out), "--no-progress").returncode == 0
+    assert (out / "results.csv").read_bytes() == before
+    # --out naming a file, and --resume without --out
+    (tmp_path / "f").write_text("x")
+    p = _run(*args, "--out", str(tmp_path / "f"), "--no-progress")
+    assert p.returncode == 2 and "is a file" in p.stderr and "Traceback" not in p.stderr
+    p = _run("--resume", "--no-progress")
+    assert p.returncode == 2 and "--resume needs --out" in p.stderr
