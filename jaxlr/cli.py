@@ -256,36 +256,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_FIELD_OF = {
-    "dataset": "dataset",
-    "data_dir": "data_dir",
-    "data_source": "data_source",
-    "n_train": "n_train",
-    "n_test": "n_test",
-    "features": "features",
-    "num_classes": "num_classes",
-    "data_seed": "data_seed",
-    "widths": "widths",
-    "depth": "depth",
-    "hidden": "hidden",
-    "optimizer": "optimizers",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "init": "init",
-    "lr_rule": "lr_rule",
-    "layer_lr_mults": "layer_lr_mults",
-    "weight_norm_factor": "weight_norm_factor",
-    "adagrad_eps": "adagrad_eps",
-    "parametrization": "parametrization",
-    "base_width": "base_width",
-    "divergence_loss": "divergence_loss",
-    "precision": "precision",
-    "max_lanes": "max_lanes",
-    "devices": "devices",
-    "shard": "shard",
-    "checkpoint_every": "checkpoint_every",
-    "out": "out",
-}
+# flags that set the config field of the same name (``--optimizer`` sets ``optimizers``)
+_FIELDS = (
+    "dataset",
+    "data_dir",
+    "data_source",
+    "n_train",
+    "n_test",
+    "features",
+    "num_classes",
+    "data_seed",
+    "widths",
+    "depth",
+    "hidden",
+    "epochs",
+    "batch_size",
+    "init",
+    "lr_rule",
+    "layer_lr_mults",
+    "weight_norm_factor",
+    "adagrad_eps",
+    "parametrization",
+    "base_width",
+    "divergence_loss",
+    "precision",
+    "max_lanes",
+    "devices",
+    "shard",
+    "checkpoint_every",
+    "out",
+)
 
 
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
@@ -294,10 +294,11 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     if args.preset:
         fields.update(PRESETS[args.preset])
         fields["preset"] = args.preset
-    for arg, field in _FIELD_OF.items():
-        v = getattr(args, arg)
-        if v is not None:
-            fields[field] = v
+    for name in _FIELDS:
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    if args.optimizer is not None:
+        fields["optimizers"] = args.optimizer
     if args.lrs is not None or args.lr_grid is not None:
         lrs = set(args.lrs or ()) | set(args.lr_grid or ())
         fields["lrs"] = tuple(sorted(lrs))

@@ -87,10 +87,9 @@ def chunk_frame(
             "test_loss": metrics["test_loss"].ravel().astype(np.float32),
             "test_accuracy": metrics["test_accuracy"].ravel().astype(np.float32),
             "diverged": (div >= 0) & (epoch >= div_1),
-            "diverged_epoch": pd.array(np.where(div >= 0, div_1, 0), dtype="Int64"),
+            "diverged_epoch": pd.array(np.where(div >= 0, div_1, None), dtype="Int64"),
         }
     )
-    frame.loc[div < 0, "diverged_epoch"] = pd.NA
     return frame[COLUMNS]
 
 

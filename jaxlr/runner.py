@@ -9,7 +9,6 @@ the end ``summary.csv``, ``config.json`` and the plots.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -408,15 +407,21 @@ def write_outputs(
     elapsed: float,
 ) -> pd.DataFrame:
     """Writes results.csv, summary.csv, config.json and the plots into ``out``."""
+    record = _config_record(cfg, dataset, chunks)
+    record["elapsed_s"] = round(elapsed, 3)
+    return _write_all(
+        out, df, record, f"{dataset.name}: {', '.join(cfg.optimizers)}, batch {cfg.batch_size}"
+    )
+
+
+def _write_all(out: Path, df: pd.DataFrame, record: dict[str, Any], title: str) -> pd.DataFrame:
+    """The tables, the config record and the plots of a finished sweep; returns the summary."""
     summary = res.summarize(df)
     res.write_csv(out / "results.csv", df)
     res.write_csv(out / "summary.csv", summary)
-    record = _config_record(cfg, dataset, chunks)
-    record["elapsed_s"] = round(elapsed, 3)
     res.write_json(out / "config.json", record)
     from jaxlr import plots
 
-    title = f"{dataset.name}: {', '.join(cfg.optimizers)}, batch {cfg.batch_size}"
     for name, plot in (
         ("loss_curves", plots.plot_loss_curves),
         ("lr_sensitivity", plots.plot_lr_sensitivity),
@@ -465,24 +470,15 @@ def merge_runs(dirs: list[str | os.PathLike], out: str | os.PathLike) -> pd.Data
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ds = records[0]["dataset"]
-    summary = res.summarize(df)
-    res.write_csv(out / "results.csv", df)
-    res.write_csv(out / "summary.csv", summary)
-    res.write_json(
-        out / "config.json",
-        {
-            "config": cfg.to_dict(),
-            "grid_hash": cfg.grid_hash(),
-            "dataset": ds,
-            "merged_from": [str(d) for d in dirs],
-            "versions": res.library_versions(),
-        },
-    )
-    from jaxlr import plots
-
+    record = {
+        "config": cfg.to_dict(),
+        "grid_hash": cfg.grid_hash(),
+        "dataset": ds,
+        "merged_from": [str(d) for d in dirs],
+        "versions": res.library_versions(),
+    }
     title = f"{ds['name']}: {', '.join(cfg.optimizers)}, batch {cfg.batch_size}"
-    plots.plot_loss_curves(df, out / "loss_curves.png", title=title)
-    plots.plot_lr_sensitivity(df, out / "lr_sensitivity.png", title=title)
+    _write_all(out, df, record, title)
     return df
 
 
@@ -504,8 +500,3 @@ def load_config(out: str | os.PathLike) -> SweepConfig:
         return SweepConfig(**_config_fields(json.loads(record.read_text())["config"]))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"cannot read the sweep config {record}: {e}") from None
-
-
-def replace_out(cfg: SweepConfig, out: str | os.PathLike) -> SweepConfig:
-    """``cfg`` writing into ``out``."""
-    return dataclasses.replace(cfg, out=str(out))
