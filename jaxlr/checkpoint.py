@@ -17,11 +17,13 @@ bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +136,56 @@ def clear_checkpoints(out: Path, index: int) -> None:
     """Removes the checkpoints of a finished chunk."""
     for p in (out / "checkpoints").glob(f"chunk-{index:03d}-e*.npz"):
         p.unlink(missing_ok=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkStore:
+    """The files of one chunk of a sweep in ``out``: its finished metrics and its checkpoints.
+
+    ``key`` names what the chunk trains (architecture, optimizer, seeds, lrs); a finished file
+    whose key differs (the plan changed) is recomputed rather than used.
+    """
+
+    out: Path
+    index: int
+    grid_hash: str
+    key: str
+    warn: Callable[[str], None] = print
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {"grid_hash": self.grid_hash, "chunk_key": self.key}
+
+    def finished(self) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+        """The saved ``(metrics, diverged_epoch)`` of a finished chunk, or ``None``."""
+        path = chunk_path(self.out, self.index)
+        if not path.exists():
+            return None
+        try:
+            arrays, meta = load_npz(path, self.grid_hash)
+        except CheckpointError as e:
+            self.warn(f"recomputing chunk {self.index}: {e}")
+            return None
+        if meta.get("chunk_key") != self.key:
+            self.warn(f"recomputing chunk {self.index}: the plan changed since it was saved")
+            return None
+        div = arrays.pop("diverged_epoch")
+        return arrays, div
+
+    def latest(self, n_leaves: int) -> tuple[int, list[np.ndarray], dict[str, np.ndarray]] | None:
+        """The newest usable checkpoint whose state has ``n_leaves`` leaves, or ``None``."""
+        found = latest_checkpoint(self.out, self.index, self.grid_hash, warn=self.warn)
+        if found is not None and len(found[1]) != n_leaves:
+            self.warn(f"checkpoint of chunk {self.index} does not fit its program; starting over")
+            return None
+        return found
+
+    def save(self, epochs_done: int, leaves: list[np.ndarray], metrics: dict[str, Any]) -> None:
+        """Checkpoints the running chunk after ``epochs_done`` epochs."""
+        save_checkpoint(self.out, self.index, epochs_done, leaves, metrics, self.meta)
+
+    def finish(self, metrics: dict[str, np.ndarray], diverged_epoch: np.ndarray) -> None:
+        """Stores the finished chunk exactly and drops its checkpoints."""
+        arrays = {**metrics, "diverged_epoch": diverged_epoch}
+        save_npz(chunk_path(self.out, self.index), arrays, {**self.meta, "chunk": self.index})
+        clear_checkpoints(self.out, self.index)

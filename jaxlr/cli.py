@@ -1,27 +1,27 @@
-"""``python -m jaxlr.sweep``: argv -> :class:`SweepConfig` -> :func:`run_sweep` -> summary.
+"""``python -m jaxlr.sweep``: argv -> :class:`SweepConfig` -> :func:`run` -> summary.
 
-Invalid arguments exit with status 2 and one line on stderr; nothing is trained.
+The flags are generated from :class:`SweepConfig`'s fields (one per field, with its help text and
+default); the few flags that are not config fields (``--lr-grid``, ``--first-seed``,
+``--preset``, ``--resume``, ``--yes``, ...) are declared in :func:`build_parser`. Invalid
+arguments exit with status 2 and one line on stderr; nothing is trained.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import importlib.metadata
 import math
+import os
 import sys
+import types
+import typing
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any, Literal, NoReturn
 
-from jaxlr.config import (
-    DATASETS,
-    INITS,
-    LR_RULES,
-    OPTIMIZERS,
-    PARAMETRIZATIONS,
-    PRECISIONS,
-    ConfigError,
-    SweepConfig,
-)
+from jaxlr.config import GROUPS, ConfigError, SweepConfig, field_types, flag_of, load_config
 
 SEED_001_LRS = (1.0, 0.5, 0.1, 0.01, 0.001, 0.0001, 0.00001)
 
@@ -70,31 +70,75 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+LONG_SWEEP_S = 3600.0  # a sweep estimated to take longer than this needs --yes
+
+_EPILOG = """\
+other commands:
+  {prog} merge DIR... [--out OUT]   merge the output directories of grid shards (--shard i/n)
+
+examples:
+  {prog}                                   the default sweep on the embedded digits data
+  {prog} --preset seed-001 --epochs 10     seed 001's grid on Fashion-MNIST
+  {prog} --optimizer sgd,adam --lr-grid 1e-4:1:13 --select train_loss
+"""
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _ints(name: str):
-    def parse(s: str) -> tuple[int, ...]:
-        try:
-            vals = tuple(int(v) for v in s.split(",") if v.strip())
-        except ValueError:
+def prog_name() -> str:
+    """How the user invoked the sweep: ``jaxlr-sweep`` or ``python -m jaxlr.sweep``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "jaxlr-sweep" if name.startswith("jaxlr-sweep") else "python -m jaxlr.sweep"
+
+
+# -------------------------------------------------------------------- text -> value parsers
+def _split(s: str) -> list[str]:
+    return [v.strip() for v in s.split(",") if v.strip()]
+
+
+def _parse_value(tp: Any, s: str, flag: str) -> Any:
+    """Parses one command-line string as a value of field type ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse_value(inner, s, flag)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_parse_value(args[0], v, flag) for v in _split(s))
+    if origin is Literal:
+        if s not in args:
             raise argparse.ArgumentTypeError(
-                f"{name} must be comma-separated integers, e.g. 64,256"
-            ) from None
-        return vals
-
-    return parse
-
-
-def _floats(s: str) -> tuple[float, ...]:
+                f"{flag}: unknown value {s!r}; choose from {', '.join(args)}"
+            )
+        return s
     try:
-        return tuple(float(v) for v in s.split(",") if v.strip())
+        return {int: int, float: float, str: str}[tp](s)
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{flag}: expected {_example(tp)}, got {s!r}") from None
+
+
+def _example(tp: Any) -> str:
+    return {int: "an integer", float: "a number"}.get(tp, "a value")
+
+
+def _field_parser(f: dataclasses.Field, tp: Any) -> Any:
+    flag = flag_of(f)
+    special = {"hidden": _hidden, "shard": _shard, "seeds": _seeds}
+    if f.name in special:
+        return special[f.name]
+    if f.name in ("lrs", "layer_lr_mults"):
+        return lambda s: _floats(s, flag)
+    return lambda s: _parse_value(tp, s, flag)
+
+
+def _floats(s: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in _split(s))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, e.g. 1,0.1,0.01; got {s!r}"
+            f"{flag}: expected comma-separated numbers, e.g. 1,0.1,0.01; got {s!r}"
         ) from None
 
 
@@ -117,7 +161,7 @@ def _lr_grid(s: str) -> tuple[float, ...]:
 
 def _hidden(s: str) -> tuple[tuple[int, ...], ...]:
     try:
-        return tuple(tuple(int(w) for w in arch.split("-")) for arch in s.split(","))
+        return tuple(tuple(int(w) for w in arch.split("-")) for arch in _split(s))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--hidden must be '-'-joined widths, comma-separated, e.g. 64-16,128-32; got {s!r}"
@@ -132,160 +176,117 @@ def _shard(s: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"--shard must be i/n, e.g. 0/4; got {s!r}") from None
 
 
+def _seeds(s: str) -> int | tuple[int, ...]:
+    """``N`` (a count) or ``a,b,c`` (explicit seeds)."""
+    try:
+        vals = tuple(int(v) for v in _split(s))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds must be a count N or comma-separated seeds, e.g. 3 or 0,5,7; got {s!r}"
+        ) from None
+    return vals[0] if len(vals) == 1 and "," not in s else vals
+
+
+def _show_default(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, tuple):
+        if v and isinstance(v[0], tuple):
+            return ",".join("-".join(map(str, h)) for h in v)
+        return ", ".join(_show_default(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+# ------------------------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
-    """The ``jaxlr.sweep`` argument parser."""
+    """The ``jaxlr.sweep`` argument parser: one flag per :class:`SweepConfig` field."""
+    prog = prog_name()
     p = _Parser(
-        prog="python -m jaxlr.sweep",
+        prog=prog,
         description=(
             "Train MLPs over a grid of widths x learning rates x seeds (x optimizers) at once "
             "and report how width changes the best learning rate. With no arguments: a "
             "default sweep on the embedded digits dataset."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=_EPILOG.format(prog=prog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d = SweepConfig()
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, default=None, help=f"default {d.dataset}")
-    g.add_argument("--data-dir", default=None, help="where dataset files live")
-    g.add_argument(
-        "--data-source",
-        choices=("idx", "tfds"),
-        default=None,
-        help="reader for fashion_mnist/mnist (default idx)",
-    )
-    g.add_argument("--n-train", type=int, default=None, help="synthetic size / subsample")
-    g.add_argument("--n-test", type=int, default=None, help="synthetic size / subsample")
-    g.add_argument("--features", type=int, default=None, help="synthetic input dimension")
-    g.add_argument("--num-classes", type=int, default=None, help="synthetic number of classes")
-    g.add_argument("--data-seed", type=int, default=None, help="synthetic data seed (0)")
-    g = p.add_argument_group("grid")
-    g.add_argument(
+    p.add_argument("--version", action="version", version=f"jaxlr {_version()}")
+    groups = {g: p.add_argument_group(g) for g in GROUPS}
+    groups["grid"].add_argument(
         "--preset",
         choices=sorted(PRESETS),
         default=None,
         help="start from a named configuration; other flags override it",
     )
-    g.add_argument(
-        "--widths",
-        type=_ints("--widths"),
-        default=None,
-        help=f"hidden widths, e.g. 64,256,1024 (default {','.join(map(str, d.widths))})",
-    )
-    g.add_argument("--depth", type=int, default=None, help=f"hidden layers (default {d.depth})")
-    g.add_argument(
-        "--hidden",
-        type=_hidden,
-        default=None,
-        help="explicit architectures instead of --widths/--depth, e.g. 64-16,128-32",
-    )
-    g.add_argument("--lrs", type=_floats, default=None, help="learning rates, e.g. 1,0.1,0.01")
+    types_ = field_types()
+    for f in dataclasses.fields(SweepConfig):
+        if not f.metadata.get("cli", True):
+            continue
+        tp = types_[f.name]
+        choices = _choices(tp)
+        metavar = f.metadata.get("metavar") or ("{" + ",".join(choices) + "}" if choices else None)
+        shown = f.metadata.get("shown_default") or _show_default(f.default)
+        kind: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}
+            if tp is bool
+            else {"type": _field_parser(f, tp), "metavar": metavar}
+        )
+        groups[f.metadata["group"]].add_argument(
+            flag_of(f),
+            dest=f.name,
+            default=None,
+            help=f"{f.metadata['help']} (default: {shown})",
+            **kind,
+        )
+    g = groups["grid"]
     g.add_argument(
         "--lr-grid",
         type=_lr_grid,
         default=None,
-        help="log-spaced lrs lo:hi:n, e.g. 1e-4:1:13 (combined with --lrs)",
+        metavar="LO:HI:N",
+        help="N log-spaced lrs from LO to HI, e.g. 1e-4:1:13 (joined with --lrs)",
     )
-    g.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
-    g.add_argument("--first-seed", type=int, default=0, help="seeds are first..first+N-1")
-    g.add_argument(
-        "--optimizer",
-        type=lambda s: tuple(s.split(",")),
-        default=None,
-        help=f"one or more of {','.join(OPTIMIZERS)}, comma-separated (default sgd)",
-    )
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}")
-    g.add_argument("--batch-size", type=int, default=None, help=f"default {d.batch_size}")
-    g.add_argument("--init", choices=INITS, default=None, help="default torch")
-    g.add_argument(
-        "--lr-rule",
-        choices=LR_RULES,
-        default=None,
-        help="per-layer / per-neuron rate rule; the swept lr is its base lr",
-    )
-    g.add_argument(
-        "--layer-lr-mults",
-        type=_floats,
-        default=None,
-        help="per-layer: one multiplier per layer, e.g. 1,0.5,0.2",
-    )
-    g.add_argument(
-        "--weight-norm-factor",
-        type=float,
-        default=None,
-        help="weight-norm: lr_j = lr (1 + factor ||w_j||) (default 0.01)",
-    )
-    g.add_argument("--adagrad-eps", type=float, default=None, help="adagrad-*: eps (1e-8)")
-    g.add_argument(
-        "--parametrization",
-        choices=PARAMETRIZATIONS,
-        default=None,
-        help="sp (standard) or mup (needs --base-width)",
-    )
-    g.add_argument("--base-width", type=int, default=None, help="muP base width")
-    g.add_argument(
-        "--divergence-loss",
-        type=float,
-        default=None,
-        help="a run whose batch loss is non-finite or >= this is frozen (100)",
-    )
-    g.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=None,
-        help="jax.default_matmul_precision (highest = full float32)",
-    )
-    g = p.add_argument_group("execution and output")
-    g.add_argument(
-        "--max-lanes",
-        type=int,
-        default=None,
-        help="runs per compiled chunk (default: from a device-memory estimate)",
-    )
-    g.add_argument("--devices", type=int, default=None, help="local devices to shard runs on")
-    g.add_argument("--shard", type=_shard, default=None, help="run grid shard i of n, e.g. 0/4")
-    g.add_argument("--checkpoint-every", type=int, default=None, help="epochs per checkpoint")
-    g.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
+    g.add_argument("--first-seed", type=int, default=0, help="first seed of --seeds N (default: 0)")
+    g = groups["execution"]
     g.add_argument(
         "--resume",
         action="store_true",
         help="continue the sweep in --out from its last checkpoint (with no other "
         "flags, the config is read from --out/config.json)",
     )
+    g.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"start a sweep estimated to take over {LONG_SWEEP_S / 3600:g} h without asking",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-# flags that set the config field of the same name (``--optimizer`` sets ``optimizers``)
-_FIELDS = (
-    "dataset",
-    "data_dir",
-    "data_source",
-    "n_train",
-    "n_test",
-    "features",
-    "num_classes",
-    "data_seed",
-    "widths",
-    "depth",
-    "hidden",
-    "epochs",
-    "batch_size",
-    "init",
-    "lr_rule",
-    "layer_lr_mults",
-    "weight_norm_factor",
-    "adagrad_eps",
-    "parametrization",
-    "base_width",
-    "divergence_loss",
-    "precision",
-    "max_lanes",
-    "devices",
-    "shard",
-    "checkpoint_every",
-    "out",
-)
+def _choices(tp: Any) -> tuple[str, ...]:
+    for t in (tp, *typing.get_args(tp)):
+        if typing.get_origin(t) is Literal:
+            return typing.get_args(t)
+    return ()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("jaxlr")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ------------------------------------------------------------------------ argv -> config
+_NOT_FIELDS = {"preset", "lr_grid", "first_seed", "resume", "yes", "no_progress"}
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields set explicitly on the command line."""
+    return {k: v for k, v in vars(args).items() if k not in _NOT_FIELDS and v is not None}
 
 
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
@@ -294,60 +295,69 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     if args.preset:
         fields.update(PRESETS[args.preset])
         fields["preset"] = args.preset
-    for name in _FIELDS:
-        if getattr(args, name) is not None:
-            fields[name] = getattr(args, name)
-    if args.optimizer is not None:
-        fields["optimizers"] = args.optimizer
-    if args.lrs is not None or args.lr_grid is not None:
-        lrs = set(args.lrs or ()) | set(args.lr_grid or ())
-        fields["lrs"] = tuple(sorted(lrs))
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-        fields["seeds"] = tuple(range(args.first_seed, args.first_seed + args.seeds))
-    elif args.first_seed:
-        n = len(fields.get("seeds", SweepConfig().seeds))
-        fields["seeds"] = tuple(range(args.first_seed, args.first_seed + n))
-    if args.hidden is not None:
+    given = _given(args)
+    if "hidden" in given:
         fields.pop("widths", None)
+        fields.pop("depth", None)
+    fields.update(given)
+    if args.lrs is not None or args.lr_grid is not None:
+        fields["lrs"] = tuple(sorted(set(args.lrs or ()) | set(args.lr_grid or ())))
+    seeds = fields.get("seeds", SweepConfig.seeds)
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+        fields["seeds"] = tuple(range(args.first_seed, args.first_seed + seeds))
+    elif args.first_seed:
+        fields["seeds"] = tuple(range(args.first_seed, args.first_seed + len(seeds)))
     if fields.get("out") is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        fields["out"] = f"runs/{stamp}"
-    return SweepConfig(**fields)
+        fields["out"] = f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    cfg = SweepConfig(**fields)
+    _check_given_apply(cfg, given)
+    return cfg
 
 
-def _kept(cfg: SweepConfig) -> str:
-    return (
-        f"Finished chunks are in {cfg.out}/results.csv; continue with "
-        f"`python -m jaxlr.sweep --resume --out {cfg.out}`."
-    )
+def _check_given_apply(cfg: SweepConfig, given: dict[str, Any]) -> None:
+    """A flag given explicitly must apply, even when its value equals the default."""
+    for f in dataclasses.fields(SweepConfig):
+        applies = f.metadata.get("applies")
+        if f.name in given and applies is not None and not applies(cfg):
+            raise ConfigError(f"{flag_of(f)} only applies to {f.metadata['applies_to']}; remove it")
+
+
+def _error(prog: str, msg: str, code: int = 2) -> int:
+    print(f"{prog}: error: {msg}", file=sys.stderr)
+    return code
 
 
 def merge_main(argv: Sequence[str]) -> int:
     """``python -m jaxlr.sweep merge DIR... [--out OUT]``."""
     p = _Parser(
-        prog="python -m jaxlr.sweep merge",
+        prog=f"{prog_name()} merge",
         description="Merge the output directories of grid shards (--shard i/n).",
     )
     p.add_argument("dirs", nargs="+", help="shard output directories")
     p.add_argument("--out", default=None, help="merged output directory (default runs/merged-*)")
     args = p.parse_args(argv)
     out = args.out or f"runs/merged-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    from jaxlr.results import format_summary, summarize
-    from jaxlr.runner import merge_runs
+    from jaxlr.merge import merge_runs
+    from jaxlr.results import format_summary
 
     try:
-        df = merge_runs(args.dirs, out)
+        outcome = merge_runs(args.dirs, out)
     except ConfigError as e:
-        print(f"{p.prog}: error: {e}", file=sys.stderr)
-        return 2
-    print(format_summary(summarize(df)))
+        return _error(p.prog, str(e))
+    print(format_summary(outcome.summary))
     print(f"\nmerged {len(args.dirs)} shard(s) into {out}/")
     return 0
 
 
-_ALWAYS_ALLOWED_WITH_RESUME = {"out", "resume", "no_progress", "first_seed"}
+def _config(args: argparse.Namespace, prog: str) -> SweepConfig:
+    """The config of the command line, or the one recorded in --out for a bare ``--resume``."""
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out DIR, the sweep directory to continue")
+    if args.resume and not _given(args).keys() - {"out"} and not args.preset:
+        return load_config(args.out).replace(out=args.out)
+    return config_from_args(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -359,61 +369,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prog = parser.prog
     from jaxlr.data import DataError
-    from jaxlr.runner import load_config, run_sweep
+    from jaxlr.runner import SweepTooLong, run
 
-    if args.resume and not args.out:
-        print(
-            f"{prog}: error: --resume needs --out DIR, the sweep directory to continue",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        only_out = all(
-            v in (None, False, 0)
-            for k, v in vars(args).items()
-            if k not in _ALWAYS_ALLOWED_WITH_RESUME
-        )
-        if args.resume and args.out and only_out:
-            cfg = load_config(args.out).replace(out=args.out)
-        else:
-            cfg = config_from_args(args)
+        cfg = _config(args, prog)
     except (ConfigError, DataError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        return _error(prog, str(e))
     try:
-        df = run_sweep(cfg, progress=not args.no_progress, resume=args.resume)
+        outcome = run(
+            cfg,
+            progress=not args.no_progress,
+            resume=args.resume,
+            confirm_long=None if args.yes else LONG_SWEEP_S,
+            log=lambda s: print(s, file=sys.stderr),
+        )
+    except SweepTooLong as e:
+        return _error(prog, f"{e}; add --yes to start it, or shrink the grid")
     except (ConfigError, DataError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        return _error(prog, str(e))
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted. {_kept(cfg)}", file=sys.stderr)
         return 130
     except Exception as e:  # a failure while training: say so in one line, keep the results
-        print(
-            f"{prog}: error while training: {type(e).__name__}: {e}. {_kept(cfg)}", file=sys.stderr
+        return _error(prog, f"while training: {type(e).__name__}: {e}. {_kept(cfg)}", 1)
+    if outcome.results.empty:
+        i, n = cfg.shard
+        print(f"shard {i}/{n} has no runs (the grid has fewer units than shards); nothing to do")
+        return 0
+    print(report(cfg, outcome))
+    return 0
+
+
+def _kept(cfg: SweepConfig) -> str:
+    """Where finished work is, if any was saved."""
+    if cfg.out and (Path(cfg.out) / "results.csv").exists():
+        return (
+            f"Finished chunks are in {cfg.out}/results.csv; continue with "
+            f"`{prog_name()} --resume --out {cfg.out}`."
         )
-        return 1
-    from jaxlr.results import describe_shift, format_summary, summarize
+    if cfg.out and (Path(cfg.out) / "config.json").exists():
+        return f"No chunk had finished; `{prog_name()} --resume --out {cfg.out}` starts it again."
+    return "Nothing was written."
+
+
+def report(cfg: SweepConfig, outcome: Any) -> str:
+    """The terminal report of a finished sweep: summary, width shift, exponent, files."""
+    from jaxlr.results import describe_shift, format_summary
 
     extra = "".join(
         f", {k} {v}"
         for k, v in (("rule", cfg.lr_rule), ("parametrization", cfg.parametrization))
         if v not in ("none", "sp")
     )
-    print(
+    lines = [
         f"\nBest learning rate per width ({cfg.dataset}, {cfg.epochs} epochs, "
-        f"{len(cfg.seeds)} seed(s){extra}; final test loss, mean ± std over seeds):"
-    )
-    summary = summarize(df)
-    print(format_summary(summary))
-    shift = describe_shift(summary)
+        f"{len(cfg.seeds)} seed(s){extra}; final {cfg.select.replace('_', ' ')}, "
+        "mean ± std over seeds):",
+        format_summary(outcome.summary),
+    ]
+    shift = describe_shift(outcome.summary)
     if shift:
-        print("\nHow width moves the best learning rate:\n" + shift)
-    print(
-        f"\nwrote {cfg.out}/: results.csv summary.csv config.json "
-        "loss_curves.png lr_sensitivity.png"
-    )
-    return 0
+        lines += ["", "How width moves the best learning rate:", shift]
+    if getattr(outcome, "exponent_text", ""):
+        lines += ["", outcome.exponent_text]
+    if cfg.out:
+        lines += ["", f"wrote {cfg.out}/: {' '.join(outcome.files)}"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,77 +1,316 @@
-"""Typed, frozen, validated configuration of a sweep.
+"""Typed, frozen, validated configuration of a sweep: the single source of every option.
 
 A :class:`SweepConfig` is the single description of a sweep: the grid (widths x learning rates x
-seeds x optimizers), the model, the data and the training schedule. It is validated on
-construction; every problem raises :class:`ConfigError` with a one-line message that says what
-was wrong and how to fix it. Nothing here imports JAX.
+seeds x optimizers), the model, the data, the training schedule and how it is executed. Every
+option is declared **once**, as a dataclass field made by :func:`option`: its type, default, help
+text, command-line group and the condition under which it applies. Everything else is derived
+from those declarations:
+
+* the command line (:mod:`jaxlr.cli` builds one flag per field, with its help and default);
+* the static program description of the engine (:class:`TrainOptions`, the fields that change
+  the compiled training program, is the base class of :class:`SweepConfig`);
+* the JSON record (:meth:`SweepConfig.to_dict` / :meth:`SweepConfig.from_dict`), the config
+  hash and the field-by-field difference used when resuming (:func:`config_diff`).
+
+Adding an option is one field here plus its use. Validation happens on construction; every
+problem raises :class:`ConfigError` with a one-line message saying what was wrong and how to fix
+it. Lists are accepted wherever tuples are declared (``SweepConfig(widths=[64, 256])``) and are
+stored as tuples, so a config is hashable. Nothing here imports JAX.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 Optimizer = Literal["sgd", "adam"]
 LrRule = Literal["none", "per-layer", "weight-norm", "adagrad-param", "adagrad-neuron"]
 Parametrization = Literal["sp", "mup"]
+Init = Literal["torch", "flax", "mup"]
 Precision = Literal["highest", "high", "default"]
+DatasetName = Literal["digits", "fashion_mnist", "mnist", "synthetic"]
+DataSource = Literal["idx", "tfds"]
+Select = Literal["test_loss", "train_loss"]
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
-LR_RULES: tuple[str, ...] = ("none", "per-layer", "weight-norm", "adagrad-param", "adagrad-neuron")
-PARAMETRIZATIONS: tuple[str, ...] = ("sp", "mup")
-INITS: tuple[str, ...] = ("torch", "flax", "mup")
-PRECISIONS: tuple[str, ...] = ("highest", "high", "default")
-DATASETS: tuple[str, ...] = ("digits", "fashion_mnist", "mnist", "synthetic")
+OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
+LR_RULES: tuple[str, ...] = typing.get_args(LrRule)
+PARAMETRIZATIONS: tuple[str, ...] = typing.get_args(Parametrization)
+INITS: tuple[str, ...] = typing.get_args(Init)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+DATASETS: tuple[str, ...] = typing.get_args(DatasetName)
+SELECTS: tuple[str, ...] = typing.get_args(Select)
+
+GROUPS = ("data", "grid", "training", "execution")
 
 
 class ConfigError(ValueError):
     """An invalid sweep configuration; the message is one line saying how to fix it."""
 
 
+def option(
+    default: Any,
+    help: str,
+    *,
+    group: str,
+    flag: str | None = None,
+    metavar: str | None = None,
+    applies: Callable[[Any], bool] | None = None,
+    applies_to: str | None = None,
+    shown_default: str | None = None,
+    cli: bool = True,
+) -> Any:
+    """A config field with what the CLI, the docs and the checks need to know about it.
+
+    Args:
+      default: the default value (immutable: tuples, not lists).
+      help: one sentence for ``--help``; the default is appended by the CLI.
+      group: the ``--help`` section, one of :data:`GROUPS`.
+      flag: the command-line flag (default: ``--`` + the field name with dashes).
+      metavar: the placeholder shown in ``--help``.
+      applies: ``applies(config) -> bool``; a value other than the default where it does not
+        apply is an error (a flag that would be silently ignored).
+      applies_to: what ``applies`` means, for the error message (e.g. ``"--lr-rule weight-norm"``).
+      shown_default: what the default means, for ``--help`` (default: the value itself).
+      cli: whether the option has a flag.
+    """
+    if group not in GROUPS:
+        raise ValueError(f"unknown option group {group!r}")
+    meta = dict(
+        help=help,
+        group=group,
+        flag=flag,
+        metavar=metavar,
+        applies=applies,
+        applies_to=applies_to,
+        shown_default=shown_default,
+        cli=cli,
+    )
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _is_synthetic(c: Any) -> bool:
+    return c.dataset == "synthetic"
+
+
+def _adagrad(c: Any) -> bool:
+    return c.lr_rule.startswith("adagrad")
+
+
 @dataclasses.dataclass(frozen=True)
-class SweepConfig:
+class TrainOptions:
+    """The options that change the compiled training program (besides the shapes).
+
+    Both the engine's static program description (:class:`jaxlr.engine.RunSpec`) and
+    :class:`SweepConfig` extend this class, so an option added here reaches the command line, the
+    JSON record and the compiled program at once.
+    """
+
+    batch_size: int = option(
+        64, "examples per step; the last partial batch of an epoch is dropped", group="training"
+    )
+    init: Init = option("torch", "initialization scheme (see jaxlr.models)", group="training")
+    lr_rule: LrRule = option(
+        "none",
+        "per-layer / per-neuron / per-parameter rate rule; the swept lr is its base lr",
+        group="training",
+    )
+    layer_lr_mults: tuple[float, ...] | None = option(
+        None,
+        "per-layer: one multiplier per layer (hidden + readout), lr_l = lr * mult_l",
+        group="training",
+        metavar="M1,M2,...",
+        applies=lambda c: c.lr_rule == "per-layer",
+        applies_to="--lr-rule per-layer",
+    )
+    weight_norm_factor: float = option(
+        0.01,
+        "weight-norm: lr_j = lr * (1 + factor * ||w_j||)",
+        group="training",
+        applies=lambda c: c.lr_rule == "weight-norm",
+        applies_to="--lr-rule weight-norm",
+    )
+    adagrad_eps: float = option(
+        1e-8,
+        "adagrad-*: lr / (sqrt(sum g^2) + eps)",
+        group="training",
+        applies=_adagrad,
+        applies_to="--lr-rule adagrad-param or adagrad-neuron",
+    )
+    parametrization: Parametrization = option(
+        "sp", "sp (standard) or mup (needs --base-width)", group="training"
+    )
+    base_width: int | None = option(
+        None,
+        "muP base width: at this width muP equals SP",
+        group="training",
+        shown_default="required with mup",
+        applies=lambda c: c.parametrization == "mup",
+        applies_to="--parametrization mup",
+    )
+    divergence_loss: float = option(
+        100.0,
+        "a run whose batch loss is non-finite or >= this is frozen as diverged",
+        group="training",
+    )
+    precision: Precision = option(
+        "highest",
+        "jax.default_matmul_precision of the training programs (highest = full float32)",
+        group="training",
+    )
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
+        _validate_train(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig(TrainOptions):
     """Everything that defines a sweep. Swept axes are tuples; the rest are scalars."""
 
     # --- data
-    dataset: str = "digits"  # one of DATASETS
-    data_dir: str | None = None  # where IDX/TFDS files live (else $JAXLR_DATA_DIR, then cache)
-    data_source: Literal["idx", "tfds"] = "idx"  # reader for fashion_mnist / mnist
-    n_train: int | None = None  # synthetic size, or a subsample of a real dataset
-    n_test: int | None = None  # synthetic size, or a subsample of a real dataset
-    features: int | None = None  # synthetic only: input dimension
-    num_classes: int | None = None  # synthetic only: number of classes
-    data_seed: int = 0  # synthetic data generator seed
+    dataset: DatasetName = option("digits", "the dataset", group="data")
+    data_dir: str | None = option(
+        None,
+        "directory holding the dataset files; when given, the only place searched",
+        group="data",
+        shown_default="search $JAXLR_DATA_DIR, the cache, /usr/share/datasets",
+        applies=lambda c: c.dataset in ("fashion_mnist", "mnist"),
+        applies_to="--dataset fashion_mnist or mnist",
+    )
+    data_source: DataSource = option(
+        "idx",
+        "reader for fashion_mnist/mnist: IDX files or a prepared TFDS dataset",
+        group="data",
+        applies=lambda c: c.dataset in ("fashion_mnist", "mnist"),
+        applies_to="--dataset fashion_mnist or mnist",
+    )
+    n_train: int | None = option(
+        None,
+        "training examples: synthetic size, or the first N of a real dataset",
+        group="data",
+        shown_default="all (synthetic: 60000)",
+    )
+    n_test: int | None = option(
+        None,
+        "test examples: synthetic size, or the first N of a real dataset",
+        group="data",
+        shown_default="all (synthetic: 10000)",
+    )
+    features: int | None = option(
+        None,
+        "synthetic input dimension",
+        group="data",
+        shown_default="784",
+        applies=_is_synthetic,
+        applies_to="--dataset synthetic",
+    )
+    num_classes: int | None = option(
+        None,
+        "synthetic number of classes",
+        group="data",
+        shown_default="10",
+        applies=_is_synthetic,
+        applies_to="--dataset synthetic",
+    )
+    data_seed: int = option(
+        0,
+        "synthetic data generator seed",
+        group="data",
+        applies=_is_synthetic,
+        applies_to="--dataset synthetic",
+    )
     # --- grid
-    widths: tuple[int, ...] = (16, 64, 256)  # hidden width w: every hidden layer has w units
-    depth: int = 2  # number of hidden layers
-    hidden: tuple[tuple[int, ...], ...] | None = None  # explicit architectures (overrides widths)
-    lrs: tuple[float, ...] = tuple(2.0**k for k in range(-9, 2))  # the swept (base) rates
-    seeds: tuple[int, ...] = (0, 1, 2)  # model-init and batch-order seeds
-    optimizers: tuple[str, ...] = ("sgd",)  # one bucket per optimizer
+    widths: tuple[int, ...] = option(
+        (16, 64, 256),
+        "hidden widths; every hidden layer has w units",
+        group="grid",
+        metavar="W1,W2,...",
+        applies=lambda c: c.hidden is None,
+        applies_to="uniform widths (not with --hidden)",
+    )
+    depth: int = option(
+        2,
+        "hidden layers of every width",
+        group="grid",
+        applies=lambda c: c.hidden is None,
+        applies_to="uniform widths (not with --hidden)",
+    )
+    hidden: tuple[tuple[int, ...], ...] | None = option(
+        None,
+        "explicit architectures instead of --widths/--depth, e.g. 64-16,128-32",
+        group="grid",
+        metavar="A-B,C-D,...",
+    )
+    lrs: tuple[float, ...] = option(
+        tuple(2.0**k for k in range(-9, 2)),
+        "the swept (base) learning rates",
+        group="grid",
+        metavar="LR1,LR2,...",
+    )
+    seeds: tuple[int, ...] = option(
+        (0, 1, 2),
+        "model-init and batch-order seeds: a count N (seeds --first-seed..+N-1) or a list",
+        group="grid",
+        metavar="N|S1,S2,...",
+    )
+    optimizers: tuple[Optimizer, ...] = option(
+        ("sgd",), "one or more optimizers", group="grid", flag="--optimizer", metavar="OPT[,OPT]"
+    )
+    select: Select = option(
+        "test_loss",
+        "the final loss that picks the best lr (muP-style studies use train_loss)",
+        group="grid",
+    )
     # --- training
-    epochs: int = 20
-    batch_size: int = 64  # the last partial batch of an epoch is dropped (reshuffled each epoch)
-    init: str = "torch"  # torch | flax | mup (see jaxlr.models)
-    lr_rule: str = "none"  # see LR_RULES and jaxlr.transforms
-    layer_lr_mults: tuple[float, ...] | None = None  # per-layer: lr_l = lr * mult_l
-    weight_norm_factor: float = 0.01  # weight-norm: lr_j = lr (1 + factor ||w_j||)
-    adagrad_eps: float = 1e-8  # adagrad-*: lr / (sqrt(G) + eps)
-    parametrization: str = "sp"  # sp | mup
-    base_width: int | None = None  # muP base width (required for mup)
-    divergence_loss: float = 100.0  # a lane whose batch loss is non-finite or >= this is frozen
-    precision: str = "highest"  # jax.default_matmul_precision for the whole run
+    epochs: int = option(20, "passes over the training set", group="training")
     # --- execution
-    max_lanes: int | None = None  # override the memory-based lanes-per-chunk estimate
-    devices: int | None = None  # shard lanes across this many local devices (default: all)
-    checkpoint_every: int | None = None  # epochs between checkpoints; None: every 2 min; 0: off
-    shard: tuple[int, int] = (0, 1)  # (i, n): run the i-th of n grid shards
-    out: str | None = None  # output directory (default runs/<timestamp>)
-    preset: str | None = None  # name of the preset this config came from
+    max_lanes: int | None = option(
+        None,
+        "runs per compiled chunk",
+        group="execution",
+        shown_default="from a device-memory estimate",
+    )
+    devices: int | None = option(
+        None, "local devices to shard runs over", group="execution", shown_default="all"
+    )
+    checkpoint_every: int | None = option(
+        None,
+        "epochs between checkpoints (0: none)",
+        group="execution",
+        shown_default="every 2 minutes of training",
+    )
+    shard: tuple[int, int] = option(
+        (0, 1),
+        "run grid shard i of n (0-based), e.g. 0/4; merge the outputs with `merge`",
+        group="execution",
+        shown_default="0/1, the whole grid",
+        metavar="I/N",
+    )
+    out: str | None = option(
+        None, "output directory", group="execution", shown_default="runs/<timestamp>"
+    )
+    compilation_cache: bool = option(
+        True,
+        "keep compiled programs in JAX's persistent cache (off: also JAXLR_COMPILATION_CACHE=0)",
+        group="execution",
+        shown_default="on, in ${XDG_CACHE_HOME:-~/.cache}/jaxlr/xla",
+    )
+    preset: str | None = option(
+        None, "the preset this config started from", group="grid", cli=False
+    )
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # runs instead of TrainOptions.__post_init__
+        _coerce_fields(self)
         _validate(self)
 
     # ------------------------------------------------------------------ derived
@@ -82,15 +321,33 @@ class SweepConfig:
             return self.hidden
         return tuple((w,) * self.depth for w in self.widths)
 
+    def train_options(self) -> dict[str, Any]:
+        """The :class:`TrainOptions` fields of this config (they shape the compiled program)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainOptions)}
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SweepConfig:
+        """The config of a :meth:`to_dict` record (e.g. ``config.json``'s ``"config"``).
+
+        Unknown keys are an error (a record from another jaxlr version); missing keys take their
+        defaults.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config field(s) {', '.join(unknown)}: the record was written by "
+                "another jaxlr version; rerun the sweep with this version's flags"
+            )
+        return cls(**d)
+
     def grid_hash(self) -> str:
-        """Hash of everything that changes results (not out/devices/max_lanes/shard)."""
-        d = self.to_dict()
-        for k in ("out", "devices", "max_lanes", "checkpoint_every", "shard", "preset"):
-            d.pop(k, None)
+        """Hash of everything that changes results (not the execution options)."""
+        d = {k: v for k, v in self.to_dict().items() if k in result_fields()}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> SweepConfig:
@@ -98,21 +355,157 @@ class SweepConfig:
         return dataclasses.replace(self, **changes)
 
 
+# fields that do not change any number of a sweep's results
+EXECUTION_FIELDS = frozenset(
+    {"out", "devices", "max_lanes", "checkpoint_every", "shard", "preset", "compilation_cache"}
+)
+
+
+@functools.cache
+def result_fields() -> tuple[str, ...]:
+    """The fields whose values change results (and the config hash)."""
+    return tuple(f.name for f in dataclasses.fields(SweepConfig) if f.name not in EXECUTION_FIELDS)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def field_types() -> dict[str, Any]:
+    """The resolved type of every :class:`SweepConfig` field."""
+    return _hints(SweepConfig)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of a field."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _flag(name: str) -> str:
+    return flag_of(next(f for f in dataclasses.fields(SweepConfig) if f.name == name))
+
+
+def config_diff(a: SweepConfig, b: SweepConfig) -> list[str]:
+    """The result-changing fields where ``a`` and ``b`` differ, as ``--flag A -> B`` strings."""
+    da, db = a.to_dict(), b.to_dict()
+    return [
+        f"{_flag(k)} {_show(da[k])} vs {_show(db[k])}" for k in result_fields() if da[k] != db[k]
+    ]
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return ",".join(_show(x) for x in v) if v else "(none)"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------- coercion
+def _coerce_fields(c: Any) -> None:
+    """Converts each field to its declared type in place (lists -> tuples, ints -> floats)."""
+    hints = _hints(type(c))
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        try:
+            object.__setattr__(c, f.name, coerce(hints[f.name], value))
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(
+                f"{flag_of(f)}: expected {_type_name(hints[f.name])}, got {value!r}"
+            ) from None
+
+
+def coerce(tp: Any, value: Any) -> Any:
+    """``value`` as type ``tp`` (a field's annotation); raises TypeError/ValueError if it is not."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(inner, value)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(value)
+        return value
+    if origin is tuple:
+        if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+            raise TypeError(value)
+        items = list(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(args[0], v) for v in items)
+        if len(items) != len(args):
+            raise ValueError(value)
+        return tuple(coerce(a, v) for a, v in zip(args, items, strict=True))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError(value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise TypeError(value)
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(value)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
+    raise TypeError(f"unsupported field type {tp}")
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " (or None)"
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a sequence of {_type_name(args[0])}"
+        return f"a pair ({', '.join(_type_name(a) for a in args)})"
+    return getattr(tp, "__name__", str(tp))
+
+
+# -------------------------------------------------------------------------------- validation
 def _fail(msg: str) -> None:
     raise ConfigError(msg)
 
 
-def _validate(c: SweepConfig) -> None:
-    if c.dataset not in DATASETS:
-        _fail(f"unknown dataset {c.dataset!r}; choose one of {', '.join(DATASETS)}")
-    if c.data_source not in ("idx", "tfds"):
-        _fail(f"unknown data source {c.data_source!r}; choose idx or tfds")
-    for name in ("n_train", "n_test", "features", "num_classes"):
-        v = getattr(c, name)
-        if v is not None and v <= 0:
-            _fail(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
-    if c.num_classes is not None and c.num_classes < 2:
-        _fail(f"--num-classes must be at least 2, got {c.num_classes}")
+def _check_applies(c: Any) -> None:
+    """A non-default value of an option that does not apply would be silently ignored."""
+    for f in dataclasses.fields(c):
+        applies = f.metadata.get("applies")
+        if applies is None or applies(c):
+            continue
+        if getattr(c, f.name) != f.default:
+            _fail(f"{flag_of(f)} only applies to {f.metadata['applies_to']}; remove it")
+
+
+def _validate_train(c: TrainOptions) -> None:
+    """Checks of the program options that need no grid."""
+    if c.batch_size < 1:
+        _fail(f"--batch-size must be at least 1, got {c.batch_size}")
+    if c.lr_rule == "per-layer" and c.layer_lr_mults is None:
+        _fail("--lr-rule per-layer needs --layer-lr-mults, e.g. 1,0.5,0.2 (one per layer)")
+    if c.layer_lr_mults is not None and any(
+        not (math.isfinite(m) and m >= 0) for m in c.layer_lr_mults
+    ):
+        _fail(f"--layer-lr-mults must be non-negative, got {list(c.layer_lr_mults)}")
+    if not (c.adagrad_eps > 0):
+        _fail(f"--adagrad-eps must be positive, got {c.adagrad_eps}")
+    if not math.isfinite(c.weight_norm_factor):
+        _fail(f"--weight-norm-factor must be finite, got {c.weight_norm_factor}")
+    if c.parametrization == "mup" and (c.base_width is None or c.base_width <= 0):
+        _fail("--parametrization mup needs a positive --base-width, e.g. --base-width 64")
+    if not (c.divergence_loss > 0):
+        _fail(f"--divergence-loss must be positive, got {c.divergence_loss}")
+    _check_applies(c)
+
+
+def _validate_grid(c: SweepConfig) -> None:
     if c.hidden is None:
         if not c.widths:
             _fail("the grid is empty: give at least one width, e.g. --widths 64,256")
@@ -137,53 +530,101 @@ def _validate(c: SweepConfig) -> None:
         _fail(f"seeds must be distinct non-negative integers, got {list(c.seeds)}")
     if not c.optimizers:
         _fail("the grid is empty: give at least one optimizer")
-    for o in c.optimizers:
-        if o not in OPTIMIZERS:
-            _fail(f"unknown optimizer {o!r}; choose from {', '.join(OPTIMIZERS)}")
     if len(set(c.optimizers)) != len(c.optimizers):
         _fail(f"optimizers must be distinct, got {list(c.optimizers)}")
-    if c.epochs < 1:
-        _fail(f"--epochs must be at least 1, got {c.epochs}")
-    if c.batch_size < 1:
-        _fail(f"--batch-size must be at least 1, got {c.batch_size}")
-    if c.init not in INITS:
-        _fail(f"unknown init {c.init!r}; choose from {', '.join(INITS)}")
-    if c.lr_rule not in LR_RULES:
-        _fail(f"unknown lr rule {c.lr_rule!r}; choose from {', '.join(LR_RULES)}")
-    if c.lr_rule == "per-layer":
-        if c.layer_lr_mults is None:
-            _fail("--lr-rule per-layer needs --layer-lr-mults, e.g. 1,0.5,0.2 (one per layer)")
+    if c.layer_lr_mults is not None:
         n_layers = {len(h) + 1 for h in c.architectures}
         if len(n_layers) != 1 or len(c.layer_lr_mults) not in n_layers:
             _fail(
                 f"--layer-lr-mults has {len(c.layer_lr_mults)} values but the model has "
                 f"{sorted(n_layers)} layers (hidden + readout); give one multiplier per layer"
             )
-        if any(not (math.isfinite(m) and m >= 0) for m in c.layer_lr_mults):
-            _fail(f"--layer-lr-mults must be non-negative, got {list(c.layer_lr_mults)}")
-    elif c.layer_lr_mults is not None:
-        _fail("--layer-lr-mults only applies to --lr-rule per-layer")
-    if not (c.adagrad_eps > 0):
-        _fail(f"--adagrad-eps must be positive, got {c.adagrad_eps}")
-    if not math.isfinite(c.weight_norm_factor):
-        _fail(f"--weight-norm-factor must be finite, got {c.weight_norm_factor}")
-    if c.parametrization not in PARAMETRIZATIONS:
-        _fail(f"unknown parametrization {c.parametrization!r}; choose sp or mup")
-    if c.parametrization == "mup":
-        if c.base_width is None or c.base_width <= 0:
-            _fail("--parametrization mup needs a positive --base-width, e.g. --base-width 64")
-    elif c.base_width is not None:
-        _fail("--base-width only applies to --parametrization mup")
-    if not (c.divergence_loss > 0):
-        _fail(f"--divergence-loss must be positive, got {c.divergence_loss}")
-    if c.precision not in PRECISIONS:
-        _fail(f"unknown precision {c.precision!r}; choose from {', '.join(PRECISIONS)}")
-    if c.max_lanes is not None and c.max_lanes < 1:
-        _fail(f"--max-lanes must be at least 1, got {c.max_lanes}")
-    if c.devices is not None and c.devices < 1:
-        _fail(f"--devices must be at least 1, got {c.devices}")
+
+
+def _validate(c: SweepConfig) -> None:
+    for name in ("n_train", "n_test", "features", "num_classes"):
+        v = getattr(c, name)
+        if v is not None and v <= 0:
+            _fail(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+    if c.num_classes is not None and c.num_classes < 2:
+        _fail(f"--num-classes must be at least 2, got {c.num_classes}")
+    _validate_grid(c)
+    _validate_train(c)
+    if c.epochs < 1:
+        _fail(f"--epochs must be at least 1, got {c.epochs}")
+    for name in ("max_lanes", "devices"):
+        v = getattr(c, name)
+        if v is not None and v < 1:
+            _fail(f"--{name.replace('_', '-')} must be at least 1, got {v}")
     if c.checkpoint_every is not None and c.checkpoint_every < 0:
         _fail(f"--checkpoint-every must be >= 0, got {c.checkpoint_every}")
     i, n = c.shard
     if not (n >= 1 and 0 <= i < n):
         _fail(f"--shard must be i/n with 0 <= i < n, got {i}/{n}")
+
+
+# ---------------------------------------------------------------------- the output directory
+def load_config(out: str | os.PathLike) -> SweepConfig:
+    """The config recorded in a sweep directory's ``config.json``."""
+    record = Path(out) / "config.json"
+    try:
+        return SweepConfig.from_dict(json.loads(record.read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"cannot read the sweep config {record}: {e}") from None
+
+
+def check_writable(cfg: SweepConfig) -> None:
+    """Refuses an output path that cannot be written, is a file, or holds another sweep's
+    results (writing there would replace them). Creates the directory."""
+    if cfg.out is None:
+        return
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; choose another --out")
+    record = out / "config.json"
+    if record.exists():
+        try:
+            old = SweepConfig.from_dict(json.loads(record.read_text())["config"])
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"--out {out} holds a config.json that is not a jaxlr sweep record; "
+                "choose a new --out"
+            ) from None
+        if old.grid_hash() != cfg.grid_hash():
+            diff = "; ".join(config_diff(old, cfg))
+            raise ConfigError(
+                f"--out {out} already holds the results of a different sweep ({diff}); choose "
+                "a new --out, or add --resume with that sweep's flags to continue it"
+            )
+    _probe_write(out)
+
+
+def _probe_write(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ConfigError(f"--out {out} is not writable ({reason}); choose another --out") from None
+
+
+def check_resumable(cfg: SweepConfig) -> None:
+    """Refuses to resume into a directory that holds a different sweep (or none), naming the
+    options that differ."""
+    if cfg.out is None:
+        raise ConfigError("--resume needs --out DIR, the directory of the sweep to continue")
+    record = Path(cfg.out) / "config.json"
+    if not record.exists():
+        raise ConfigError(f"--resume: {record} not found; is {cfg.out} a sweep directory?")
+    try:
+        old = SweepConfig.from_dict(json.loads(record.read_text())["config"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"--resume: {record} is not a jaxlr sweep record") from None
+    if old.grid_hash() != cfg.grid_hash():
+        diff = "; ".join(config_diff(old, cfg))
+        raise ConfigError(
+            f"--resume: {cfg.out} holds a sweep with other settings (there vs here: {diff}); "
+            f"rerun with that sweep's flags, or `--resume --out {cfg.out}` alone"
+        )
+    _probe_write(Path(cfg.out))

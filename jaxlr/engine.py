@@ -34,32 +34,46 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlr.config import Optimizer, TrainOptions
 from jaxlr.models import MLP
 from jaxlr.plan import EVAL_CHUNK
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """Static (hashable) description of one bucket's program: shapes and optimizer structure."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunSpec(TrainOptions):
+    """Static (hashable) description of one bucket's program: the shapes, plus every
+    :class:`jaxlr.config.TrainOptions` field (inherited, so a new option reaches the program
+    without being copied here)."""
 
     in_features: int
     hidden: tuple[int, ...]
     num_classes: int
-    optimizer: str  # "sgd" | "adam"
-    batch_size: int
+    optimizer: Optimizer
     steps_per_epoch: int
     n_train: int
     n_test: int
-    init: str = "torch"
-    lr_rule: str = "none"
-    layer_lr_mults: tuple[float, ...] | None = None
-    weight_norm_factor: float = 0.01
-    adagrad_eps: float = 1e-8
-    parametrization: str = "sp"
-    base_width: int | None = None
-    divergence_loss: float = 100.0
     data_mean: float = 0.0
     data_std: float = 1.0
+
+    @classmethod
+    def create(
+        cls, options: TrainOptions, dataset: Any, hidden: tuple[int, ...], optimizer: str
+    ) -> RunSpec:
+        """The program of architecture ``hidden`` and ``optimizer`` on ``dataset`` (a
+        :class:`jaxlr.data.Dataset`) under ``options`` (a :class:`SweepConfig` is one)."""
+        shared = {f.name: getattr(options, f.name) for f in dataclasses.fields(TrainOptions)}
+        return cls(
+            **shared,
+            in_features=dataset.in_features,
+            hidden=tuple(hidden),
+            num_classes=dataset.num_classes,
+            optimizer=optimizer,
+            steps_per_epoch=dataset.n_train // options.batch_size,
+            n_train=dataset.n_train,
+            n_test=dataset.n_test,
+            data_mean=float(dataset.mean),
+            data_std=float(dataset.std),
+        )
 
     @property
     def base_hidden(self) -> tuple[int, ...]:
@@ -292,7 +306,20 @@ def make_trainer(spec: RunSpec) -> Trainer:
         div_epoch = jnp.where(died_now, epoch.astype(jnp.int32), state.diverged_epoch)
         return TrainState(params, opt_state, alive, div_epoch), metrics
 
+    init, epoch = _with_precision(init, spec.precision), _with_precision(epoch, spec.precision)
     return Trainer(spec, _compiled_cheaply(jax.jit(init)), jax.jit(epoch, donate_argnums=(0,)))
+
+
+def _with_precision(fn: Callable[..., Any], precision: str) -> Callable[..., Any]:
+    """``fn`` traced under ``jax.default_matmul_precision(precision)``: the precision is part
+    of the program, whatever the caller's context."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any) -> Any:
+        with jax.default_matmul_precision(precision):
+            return fn(*args)
+
+    return wrapped
 
 
 def _compiled_cheaply(fn: Any) -> Callable[..., Any]:

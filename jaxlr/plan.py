@@ -24,9 +24,10 @@ divergence-select copy.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
-from jaxlr.config import SweepConfig
+from jaxlr.config import ConfigError, SweepConfig
 from jaxlr.models import layer_sizes, param_count
 
 EVAL_CHUNK = 2000  # test examples evaluated at once (bounds activation memory)
@@ -138,20 +139,99 @@ def make_plan(
 ) -> list[Chunk]:
     """All chunks of the sweep, sized so that each fits in ``memory_bytes``.
 
-    ``cfg.max_lanes``, when set, overrides the estimate.
+    ``cfg.max_lanes``, when set, overrides the estimate. Raises :class:`ConfigError` when a
+    single run does not fit.
     """
     chunks = []
     for b in make_buckets(cfg):
-        if cfg.max_lanes is not None:
-            max_lanes = cfg.max_lanes
-        else:
-            per_lane = lane_bytes(
-                in_features,
-                b.hidden,
-                num_classes,
-                batch_size=cfg.batch_size,
-                slots=optimizer_slots(b.optimizer, cfg.lr_rule),
+        per_lane = lane_bytes(
+            in_features,
+            b.hidden,
+            num_classes,
+            batch_size=cfg.batch_size,
+            slots=optimizer_slots(b.optimizer, cfg.lr_rule),
+        )
+        if per_lane > memory_bytes:
+            raise ConfigError(
+                f"one run of hidden {'-'.join(map(str, b.hidden))} needs about "
+                f"{_bytes(per_lane)} but the device offers {_bytes(memory_bytes)}; "
+                "use smaller widths or a smaller --batch-size"
             )
-            max_lanes = max(1, memory_bytes // per_lane)
+        max_lanes = cfg.max_lanes if cfg.max_lanes is not None else memory_bytes // per_lane
         chunks.extend(split_bucket(b, max_lanes, multiple))
     return chunks
+
+
+# rough sustained float32 rates and per-step latencies, for the plan's time estimate only
+_FLOPS = {"cpu": 1e11, "gpu": 2e13, "tpu": 5e13}
+_STEP_LATENCY_S = {"cpu": 2e-5, "gpu": 3e-5, "tpu": 3e-5}
+_COMPILE_S = 3.0
+
+
+def estimate_seconds(
+    chunks: list[Chunk],
+    cfg: SweepConfig,
+    in_features: int,
+    num_classes: int,
+    *,
+    steps_per_epoch: int,
+    n_test: int,
+    backend: str,
+    devices: int = 1,
+) -> float:
+    """A rough wall time for the plan: matmul FLOPs at a typical rate plus per-step latency.
+
+    Per lane, a step costs ``6 B M`` FLOPs and an evaluation ``2 n_test M``, where ``M`` is the
+    number of weights (multiply-adds of one example's forward pass). Each distinct program adds a
+    compile time. Good to a factor of a few: it tells minutes from hours.
+    """
+    rate = _FLOPS.get(backend, _FLOPS["cpu"]) * max(devices, 1)
+    latency = _STEP_LATENCY_S.get(backend, _STEP_LATENCY_S["cpu"])
+    total = 0.0
+    for c in chunks:
+        sizes = layer_sizes(in_features, c.bucket.hidden, num_classes)
+        m = sum(a * b for a, b in itertools.pairwise(sizes))
+        flops = c.n_lanes * m * (6 * cfg.batch_size * steps_per_epoch + 2 * n_test)
+        total += cfg.epochs * (flops / rate + steps_per_epoch * latency)
+    programs = {(c.bucket.hidden, c.bucket.optimizer, c.n_lanes) for c in chunks}
+    return total + _COMPILE_S * len(programs)
+
+
+def describe_plan(chunks: list[Chunk], per_chunk_bytes: int, seconds: float) -> str:
+    """One line: runs, programs, chunks, device memory and estimated time."""
+    runs = sum(c.n_lanes for c in chunks)
+    programs = len({(c.bucket.hidden, c.bucket.optimizer, c.n_lanes) for c in chunks})
+    return (
+        f"plan: {runs} runs in {len(chunks)} chunk(s) of {programs} compiled program(s); "
+        f"up to {_bytes(per_chunk_bytes)} of device memory per chunk; "
+        f"roughly {format_duration(seconds)}"
+    )
+
+
+def chunk_bytes(chunk: Chunk, cfg: SweepConfig, in_features: int, num_classes: int) -> int:
+    """Estimated device memory of one chunk."""
+    per_lane = lane_bytes(
+        in_features,
+        chunk.bucket.hidden,
+        num_classes,
+        batch_size=cfg.batch_size,
+        slots=optimizer_slots(chunk.bucket.optimizer, cfg.lr_rule),
+    )
+    return per_lane * chunk.n_lanes
+
+
+def format_duration(seconds: float) -> str:
+    """``"40 s"``, ``"12 min"``, ``"3.5 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"

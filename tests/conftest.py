@@ -1,6 +1,11 @@
-"""Test isolation: no system-wide dataset directories, whatever this machine has installed."""
+"""Test isolation: no system-wide dataset directories, whatever this machine has installed, and
+no persistent compilation cache (tests that need one set their own directory)."""
+
+import os
 
 import pytest
+
+os.environ["JAXLR_COMPILATION_CACHE"] = "0"  # inherited by the CLI subprocesses too
 
 
 @pytest.fixture(autouse=True)

@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 
 from jaxlr import checkpoint as ckpt
-from jaxlr import runner
+from jaxlr import devices
 from jaxlr.config import ConfigError, SweepConfig
 from jaxlr.data import load_dataset
-from jaxlr.runner import merge_runs, run_sweep
+from jaxlr.merge import merge_runs
+from jaxlr.runner import run_sweep
 
 METRICS = ["train_loss", "test_loss", "test_accuracy"]
 BASE = SweepConfig(widths=(8, 32), lrs=(0.02, 0.1, 0.3, 0.05), seeds=(0, 1), epochs=2)
@@ -101,7 +102,7 @@ def test_shards_merged_equal_unsharded(digits, tmp_path):
         )
         for i in range(2)
     ]
-    merged = merge_runs([tmp_path / "p0", tmp_path / "p1"], tmp_path / "m2")
+    merged = merge_runs([tmp_path / "p0", tmp_path / "p1"], tmp_path / "m2").results
     assert len(merged) == len(whole) == sum(map(len, parts))
     np.testing.assert_allclose(merged[METRICS].to_numpy(), whole[METRICS].to_numpy(), rtol=1e-5)
 
@@ -113,7 +114,7 @@ def test_merge_refuses_different_configs(digits, tmp_path):
         dataset=digits,
         progress=False,
     )
-    with pytest.raises(ConfigError, match="different configs"):
+    with pytest.raises(ConfigError, match="different sweep"):
         merge_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
     with pytest.raises(ConfigError, match="twice"):
         merge_runs([tmp_path / "a", tmp_path / "a"], tmp_path / "m")
@@ -208,7 +209,7 @@ def test_checkpoint_integrity(tmp_path):
 
 def test_small_memory_limit_chunks_without_changing_results(digits, monkeypatch, tmp_path):
     whole = run_sweep(BASE, dataset=digits, progress=False)
-    monkeypatch.setattr(runner, "device_memory_bytes", lambda device=None: 200_000)
+    monkeypatch.setattr(devices, "device_memory_bytes", lambda device=None: 200_000)
     chunked = run_sweep(BASE.replace(out=str(tmp_path / "c")), dataset=digits, progress=False)
     plan = json.loads(Path(tmp_path / "c" / "config.json").read_text())["plan"]
     assert len(plan) > 2 and all(len(c["seeds"]) * len(c["lrs"]) < 8 for c in plan)

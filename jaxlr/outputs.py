@@ -1,0 +1,104 @@
+"""What a sweep leaves in its output directory, and the record of how it was made.
+
+``config.json`` (:func:`config_record`) holds the config, its hash, where the data came from, the
+plan, the library versions and the devices; the tables (``results.csv``, ``summary.csv``) and
+plots are written by :func:`write_outputs` when a sweep (or a merge) finishes. Every file is
+written atomically, and a plot that fails never costs the tables, which are written first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from jaxlr import results as res
+from jaxlr.config import SweepConfig
+from jaxlr.plan import Chunk
+
+
+@dataclasses.dataclass
+class SweepOutcome:
+    """A finished sweep: its results table, its summary and the files written."""
+
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    files: list[str] = dataclasses.field(default_factory=list)
+    exponent_text: str = ""
+
+
+def dataset_record(dataset: Any, batch_size: int) -> dict[str, Any]:
+    """What ``config.json`` says about the data (sizes, normalization, where it came from)."""
+    return {
+        "name": dataset.name,
+        "origin": getattr(dataset, "origin", None),
+        "n_train": dataset.n_train,
+        "n_test": dataset.n_test,
+        "in_features": dataset.in_features,
+        "num_classes": dataset.num_classes,
+        "normalization": {"mean": float(dataset.mean), "std": float(dataset.std)},
+        "steps_per_epoch": dataset.n_train // batch_size,
+        "dropped_per_epoch": dataset.n_train % batch_size,
+    }
+
+
+def plan_record(chunks: list[Chunk]) -> list[dict[str, Any]]:
+    """The chunks of the plan, in order, as JSON."""
+    return [
+        {
+            "hidden": list(c.bucket.hidden),
+            "optimizer": c.bucket.optimizer,
+            "seeds": list(c.seeds),
+            "lrs": list(c.lrs),
+        }
+        for c in chunks
+    ]
+
+
+def config_record(cfg: SweepConfig, dataset: Any, chunks: list[Chunk]) -> dict[str, Any]:
+    """The ``config.json`` record of a sweep (``elapsed_s`` is added when it finishes)."""
+    import jax
+
+    return {
+        "config": cfg.to_dict(),
+        "grid_hash": cfg.grid_hash(),
+        "dataset": dataset_record(dataset, cfg.batch_size),
+        "plan": plan_record(chunks),
+        "versions": res.library_versions(),
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+    }
+
+
+def title_of(cfg: SweepConfig, dataset_name: str) -> str:
+    """The plots' title."""
+    return f"{dataset_name}: {', '.join(cfg.optimizers)}, batch {cfg.batch_size}"
+
+
+def write_outputs(
+    out: Path, df: pd.DataFrame, cfg: SweepConfig, record: dict[str, Any]
+) -> SweepOutcome:
+    """Writes the tables, the record and the plots of a finished sweep into ``out``."""
+    summary = res.summarize(df, select=cfg.select)
+    res.write_csv(out / "results.csv", df)
+    res.write_csv(out / "summary.csv", summary)
+    res.write_json(out / "config.json", record)
+    files = ["results.csv", "summary.csv", "config.json"]
+    if df.empty:
+        return SweepOutcome(df, summary, files)
+    from jaxlr import plots
+
+    title = title_of(cfg, record["dataset"]["name"])
+    for name, plot in (
+        ("loss_curves", plots.plot_loss_curves),
+        ("lr_sensitivity", plots.plot_lr_sensitivity),
+    ):
+        try:
+            plot(df, out / f"{name}.png", title=title)
+            files.append(f"{name}.png")
+        except Exception as e:  # a plot must never cost the results, which are on disk
+            warnings.warn(f"could not draw {name}.png: {e}", stacklevel=2)
+    return SweepOutcome(df, summary, files)
