@@ -276,7 +276,8 @@ class SweepConfig(TrainOptions):
     # --- execution
     max_lanes: int | None = option(
         None,
-        "runs per compiled chunk",
+        "runs per compiled chunk; it sets the lane grouping, which float32 rounding depends on, "
+        "so shards of one sweep must share it",
         group="execution",
         shown_default="from a device-memory estimate",
     )
@@ -357,7 +358,7 @@ class SweepConfig(TrainOptions):
 
 # fields that do not change any number of a sweep's results
 EXECUTION_FIELDS = frozenset(
-    {"out", "devices", "max_lanes", "checkpoint_every", "shard", "preset", "compilation_cache"}
+    {"out", "devices", "checkpoint_every", "shard", "preset", "compilation_cache"}
 )
 
 

@@ -38,6 +38,16 @@ def _check_same_sweep(dirs: list[Path], records: list[dict]) -> None:
                 f"merge: {d} is a shard of a different sweep than {dirs[0]} ({diff}); "
                 "only --shard may differ"
             )
+    for d, r in zip(dirs[1:], records[1:], strict=True):
+        ours, theirs = records[0].get("numerics", {}), r.get("numerics", {})
+        diff = [
+            f"{k} {ours.get(k)!r} vs {theirs.get(k)!r}" for k in ours if ours[k] != theirs.get(k)
+        ]
+        if diff:
+            raise ConfigError(
+                f"merge: {d} was computed differently from {dirs[0]} ({'; '.join(diff)}); "
+                "its float32 results would not match: rerun it where the others ran"
+            )
     shards = [c.shard for c in configs]
     if len(set(shards)) != len(shards):
         raise ConfigError(f"merge: the same shard appears twice among {list(map(str, dirs))}")
@@ -72,6 +82,10 @@ def merge_runs(dirs: list[str | os.PathLike], out: str | os.PathLike) -> SweepOu
         "config": cfg.to_dict(),
         "grid_hash": cfg.grid_hash(),
         "plan": [p for r in records for p in r.get("plan", [])],
+        "shards": [
+            {"dir": str(d), "elapsed_s": r.get("elapsed_s")}
+            for d, r in zip(dirs, records, strict=True)
+        ],
         "merged_from": [str(d) for d in dirs],
         "versions": res.library_versions(),
     }

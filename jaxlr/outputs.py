@@ -9,6 +9,7 @@ written atomically, and a plot that fails never costs the tables, which are writ
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,26 @@ def plan_record(chunks: list[Chunk]) -> list[dict[str, Any]]:
     ]
 
 
-def config_record(cfg: SweepConfig, dataset: Any, chunks: list[Chunk]) -> dict[str, Any]:
+def numerics_record(n_devices: int) -> dict[str, Any]:
+    """What, besides the config, decides a sweep's float32 results bit for bit: the software,
+    the device kind, how many devices share each chunk's lanes, and the XLA flags."""
+    import jax
+
+    versions = res.library_versions()
+    return {
+        "jax": versions["jax"],
+        "jaxlib": versions["jaxlib"],
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "devices_per_chunk": n_devices,
+        "processes": jax.process_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def config_record(
+    cfg: SweepConfig, dataset: Any, chunks: list[Chunk], n_devices: int = 1
+) -> dict[str, Any]:
     """The ``config.json`` record of a sweep (``elapsed_s`` is added when it finishes)."""
     import jax
 
@@ -67,8 +87,8 @@ def config_record(cfg: SweepConfig, dataset: Any, chunks: list[Chunk]) -> dict[s
         "grid_hash": cfg.grid_hash(),
         "dataset": dataset_record(dataset, cfg.batch_size),
         "plan": plan_record(chunks),
+        "numerics": numerics_record(n_devices),
         "versions": res.library_versions(),
-        "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
     }
 

@@ -7,9 +7,12 @@
   the same bucket and shape reuse the compiled program. Lanes are vmapped as ``seeds`` (outer)
   x ``lrs`` (inner), so lanes that differ only in lr share their batch, and the first layer's
   matmul runs once for all of them.
-* A **grid shard** ``i/n`` (for spreading a sweep over hosts) takes every n-th (bucket, lr)
-  pair; all seeds of a chosen lr stay together, so the shards' results are exactly the rows of
-  the unsharded sweep.
+* A **grid shard** ``i/n`` (for spreading a sweep over hosts) runs a subset of the *whole*
+  sweep's chunks, unchanged (chunks are dealt to shards longest first, each to the least loaded
+  shard). A shard therefore runs exactly the programs, with the same lane grouping and shapes,
+  that the unsharded sweep runs for those runs, and the merged shards are byte-identical to it.
+  With fewer chunks than shards some shards are empty; ``--max-lanes`` splits buckets into more
+  chunks (it is part of the config hash, so the whole sweep and its shards must use the same).
 
 Memory per lane is estimated from the shapes (float32):
 
@@ -84,20 +87,33 @@ def lane_bytes(
 
 
 def make_buckets(cfg: SweepConfig) -> list[Bucket]:
-    """The buckets of ``cfg``'s grid shard ``cfg.shard``, in a stable order."""
-    i, n = cfg.shard
-    buckets = []
-    unit = 0
-    for hidden in cfg.architectures:
-        for opt in cfg.optimizers:
-            lrs = []
-            for lr in cfg.lrs:
-                if unit % n == i:
-                    lrs.append(lr)
-                unit += 1
-            if lrs:
-                buckets.append(Bucket(tuple(hidden), opt, tuple(lrs), tuple(cfg.seeds)))
-    return buckets
+    """The buckets of ``cfg``'s whole grid (every shard), in a stable order."""
+    return [
+        Bucket(tuple(hidden), opt, tuple(cfg.lrs), tuple(cfg.seeds))
+        for hidden in cfg.architectures
+        for opt in cfg.optimizers
+    ]
+
+
+def chunk_cost(chunk: Chunk, in_features: int, num_classes: int) -> int:
+    """Relative cost of a chunk: lanes x multiply-adds of one example's forward pass."""
+    sizes = layer_sizes(in_features, chunk.bucket.hidden, num_classes)
+    return chunk.n_lanes * sum(a * b for a, b in itertools.pairwise(sizes))
+
+
+def shard_of_chunks(chunks: list[Chunk], n: int, in_features: int, num_classes: int) -> list[int]:
+    """The grid shard (``0..n-1``) of each chunk: longest chunks first, each to the least
+    loaded shard (ties to the lower index). Deterministic, so every host agrees."""
+    load = [0] * n
+    owner = [0] * len(chunks)
+    order = sorted(
+        range(len(chunks)), key=lambda k: (-chunk_cost(chunks[k], in_features, num_classes), k)
+    )
+    for k in order:
+        i = min(range(n), key=lambda j: (load[j], j))
+        owner[k] = i
+        load[i] += chunk_cost(chunks[k], in_features, num_classes)
+    return owner
 
 
 def split_bucket(bucket: Bucket, max_lanes: int, multiple: int = 1) -> list[Chunk]:
@@ -159,7 +175,11 @@ def make_plan(
             )
         max_lanes = cfg.max_lanes if cfg.max_lanes is not None else memory_bytes // per_lane
         chunks.extend(split_bucket(b, max_lanes, multiple))
-    return chunks
+    i, n = cfg.shard
+    if n == 1:
+        return chunks
+    owner = shard_of_chunks(chunks, n, in_features, num_classes)
+    return [c for c, o in zip(chunks, owner, strict=True) if o == i]
 
 
 # rough sustained float32 rates and per-step latencies, for the plan's time estimate only

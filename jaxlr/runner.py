@@ -122,7 +122,7 @@ def run(
         )
     mesh = dev.lane_mesh(cfg.devices)
     chunks = _plan(cfg, dataset, mesh, confirm_long, log)
-    record = config_record(cfg, dataset, chunks)
+    record = config_record(cfg, dataset, chunks, dev.mesh_size(mesh))
     if out is not None:
         res.write_json(out / "config.json", record)
     t0 = time.perf_counter()

@@ -115,3 +115,46 @@ def test_output_directory_is_never_clobbered(tmp_path):
     assert p.returncode == 2 and "is a file" in p.stderr and "Traceback" not in p.stderr
     p = _run("--resume", "--no-progress")
     assert p.returncode == 2 and "--resume needs --out" in p.stderr
+
+
+def _one_line_exit_2(p: subprocess.CompletedProcess, needle: str) -> None:
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_newcomer_tour(tmp_path):
+    quick = ["--preset", "quick", "--no-progress"]
+    # an empty shard of a Slurm array is not a failure
+    p = _run("--widths", "16", "--lrs", "0.1", "--epochs", "1", "--shard", "1/2",
+             "--out", str(tmp_path / "s"), "--no-progress")  # fmt: skip
+    assert p.returncode == 0 and "shard 1/2 has no runs" in p.stdout, p.stderr
+    # unwritable or impossible outputs are refused before training, in one line
+    (tmp_path / "afile.txt").write_text("x")
+    _one_line_exit_2(_run(*quick, "--out", str(tmp_path / "afile.txt" / "sub")), "not writable")
+    _one_line_exit_2(_run(*quick, "--out", "/proc/x"), "not writable")
+    # a run that cannot fit in memory is refused before training
+    _one_line_exit_2(
+        _run(*quick, "--widths", "1000000", "--out", str(tmp_path / "w")), "needs about"
+    )
+    assert not (tmp_path / "w" / "config.json").exists()
+    # a sweep of hours asks for --yes; the plan is printed even without a progress bar
+    p = _run(*quick, "--lr-grid", "1e-6:1:10000", "--epochs", "20", "--out", str(tmp_path / "l"))
+    _one_line_exit_2(p, "add --yes")
+    assert "10000" not in p.stderr or "runs" in p.stderr
+    p = _run(*quick, "--widths", "8", "--lrs", "0.1", "--epochs", "1", "--out", str(tmp_path / "p"))
+    assert p.returncode == 0 and "plan: 1 runs" in p.stderr, p.stderr
+    # flags that would be ignored are errors
+    _one_line_exit_2(_run(*quick, "--weight-norm-factor", "0.5"), "only applies")
+    _one_line_exit_2(_run(*quick, "--hidden", "64-16", "--widths", "32"), "only applies")
+    _one_line_exit_2(_run(*quick, "--dataset", "fashion_mnist", "--data-dir",
+                          str(tmp_path / "nowhere")), "nowhere")  # fmt: skip
+
+
+def test_resume_with_other_flags_names_the_field(tmp_path):
+    out = str(tmp_path / "r")
+    args = ["--preset", "quick", "--widths", "8", "--lrs", "0.1", "--epochs", "1"]
+    assert _run(*args, "--out", out, "--no-progress").returncode == 0
+    p = _run(*args[:-1], "2", "--resume", "--out", out, "--no-progress")
+    _one_line_exit_2(p, "--epochs 1 vs 2")

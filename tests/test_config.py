@@ -124,8 +124,9 @@ def test_run_spec_carries_every_train_option():
 
 def test_hash_ignores_execution_fields_and_diff_names_fields():
     a = SweepConfig(lrs=(0.1, 0.2))
-    b = a.replace(out="elsewhere", devices=2, max_lanes=3, shard=(1, 2), checkpoint_every=0)
+    b = a.replace(out="elsewhere", devices=2, shard=(1, 2), checkpoint_every=0)
     assert a.grid_hash() == b.grid_hash()
+    assert a.replace(max_lanes=3).grid_hash() != a.grid_hash()  # the grouping is part of it
     c = a.replace(lrs=(0.1, 0.3), epochs=5)
     assert config_diff(a, c) == ["--lrs 0.1,0.2 vs 0.1,0.3", "--epochs 20 vs 5"]
 

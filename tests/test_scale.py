@@ -79,32 +79,16 @@ def test_four_devices_equal_one_device(tmp_path):
 
 
 def test_shards_merged_equal_unsharded(digits, tmp_path):
-    # identical chunk shapes (one lane per chunk): bit-identical files
-    cfg = BASE.replace(max_lanes=1)
-    run_sweep(cfg.replace(out=str(tmp_path / "all")), dataset=digits, progress=False)
-    dirs = []
-    for i in range(3):
-        d = tmp_path / f"s{i}"
-        run_sweep(cfg.replace(shard=(i, 3), out=str(d)), dataset=digits, progress=False)
-        dirs.append(d)
-    merge_runs(dirs, tmp_path / "merged")
-    assert (tmp_path / "merged" / "results.csv").read_bytes() == (
-        tmp_path / "all" / "results.csv"
-    ).read_bytes()
-    assert (tmp_path / "merged" / "summary.csv").read_bytes() == (
-        tmp_path / "all" / "summary.csv"
-    ).read_bytes()
-    # default chunking: the same runs, equal up to float32 rounding
-    whole = run_sweep(BASE, dataset=digits, progress=False)
-    parts = [
-        run_sweep(
-            BASE.replace(shard=(i, 2), out=str(tmp_path / f"p{i}")), dataset=digits, progress=False
-        )
-        for i in range(2)
-    ]
-    merged = merge_runs([tmp_path / "p0", tmp_path / "p1"], tmp_path / "m2").results
-    assert len(merged) == len(whole) == sum(map(len, parts))
-    np.testing.assert_allclose(merged[METRICS].to_numpy(), whole[METRICS].to_numpy(), rtol=1e-5)
+    """Shards run the whole sweep's programs unchanged: merged, they are the same bytes."""
+    for name, cfg, n in (("one-lane", BASE.replace(max_lanes=1), 3), ("default", BASE, 2)):
+        whole = tmp_path / name / "all"
+        run_sweep(cfg.replace(out=str(whole)), dataset=digits, progress=False)
+        dirs = [tmp_path / name / f"s{i}" for i in range(n)]
+        for i, d in enumerate(dirs):
+            run_sweep(cfg.replace(shard=(i, n), out=str(d)), dataset=digits, progress=False)
+        merge_runs(dirs, tmp_path / name / "merged")
+        for f in ("results.csv", "summary.csv"):
+            assert (tmp_path / name / "merged" / f).read_bytes() == (whole / f).read_bytes()
 
 
 def test_merge_refuses_different_configs(digits, tmp_path):
@@ -118,6 +102,13 @@ def test_merge_refuses_different_configs(digits, tmp_path):
         merge_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
     with pytest.raises(ConfigError, match="twice"):
         merge_runs([tmp_path / "a", tmp_path / "a"], tmp_path / "m")
+    # a shard computed on other hardware or software would not match: refused, named
+    run_sweep(BASE.replace(shard=(1, 2), out=str(tmp_path / "c")), dataset=digits, progress=False)
+    record = json.loads((tmp_path / "c" / "config.json").read_text())
+    record["numerics"]["device_kind"] = "NVIDIA H100 80GB HBM3"
+    (tmp_path / "c" / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="device_kind .* vs 'NVIDIA H100"):
+        merge_runs([tmp_path / "a", tmp_path / "c"], tmp_path / "m")
     p = _sweep("merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m"))
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
 
