@@ -306,6 +306,22 @@ class SweepConfig(TrainOptions):
         group="execution",
         shown_default="on, in ${XDG_CACHE_HOME:-~/.cache}/jaxlr/xla",
     )
+    coordinator_address: str | None = option(
+        None,
+        "jax.distributed: HOST:PORT of process 0; one sweep runs over every process's devices "
+        "and process 0 writes the outputs (needs --num-processes and --process-id)",
+        group="execution",
+        metavar="HOST:PORT",
+    )
+    num_processes: int | None = option(
+        None, "jax.distributed: number of processes", group="execution"
+    )
+    process_id: int | None = option(None, "jax.distributed: this process's id", group="execution")
+    distributed: bool = option(
+        False,
+        "call jax.distributed.initialize() with its cluster auto-detection (e.g. Slurm)",
+        group="execution",
+    )
     preset: str | None = option(
         None, "the preset this config started from", group="grid", cli=False
     )
@@ -358,7 +374,18 @@ class SweepConfig(TrainOptions):
 
 # fields that do not change any number of a sweep's results
 EXECUTION_FIELDS = frozenset(
-    {"out", "devices", "checkpoint_every", "shard", "preset", "compilation_cache"}
+    {
+        "out",
+        "devices",
+        "checkpoint_every",
+        "shard",
+        "preset",
+        "compilation_cache",
+        "coordinator_address",
+        "num_processes",
+        "process_id",
+        "distributed",
+    }
 )
 
 
@@ -559,6 +586,16 @@ def _validate(c: SweepConfig) -> None:
             _fail(f"--{name.replace('_', '-')} must be at least 1, got {v}")
     if c.checkpoint_every is not None and c.checkpoint_every < 0:
         _fail(f"--checkpoint-every must be >= 0, got {c.checkpoint_every}")
+    given = [c.coordinator_address, c.num_processes, c.process_id]
+    if any(v is not None for v in given) and any(v is None for v in given):
+        _fail(
+            "--coordinator-address, --num-processes and --process-id go together "
+            "(or use --distributed for the cluster's auto-detection)"
+        )
+    if c.num_processes is not None and not (0 <= c.process_id < c.num_processes):
+        _fail(f"--process-id must be in 0..{c.num_processes - 1}, got {c.process_id}")
+    if c.distributed and c.coordinator_address is not None:
+        _fail("--distributed auto-detects the cluster; drop it or --coordinator-address")
     i, n = c.shard
     if not (n >= 1 and 0 <= i < n):
         _fail(f"--shard must be i/n with 0 <= i < n, got {i}/{n}")

@@ -32,18 +32,48 @@ def device_memory_bytes(device: jax.Device | None = None) -> int:
         return 8 << 30
 
 
+def initialize_distributed(cfg: Any) -> None:
+    """Joins the processes of a multi-process sweep (``jax.distributed.initialize``), if asked.
+
+    Must run before anything else touches a JAX backend; a second call is a no-op.
+    """
+    if cfg.coordinator_address is None and not cfg.distributed:
+        return
+    if jax.distributed.is_initialized():
+        return
+    try:
+        if cfg.distributed:
+            jax.distributed.initialize()
+        else:
+            jax.distributed.initialize(
+                cfg.coordinator_address, num_processes=cfg.num_processes, process_id=cfg.process_id
+            )
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"jax.distributed could not start: {e}".splitlines()[0]) from None
+
+
+def is_writer() -> bool:
+    """Whether this process writes the sweep's files (process 0 of a multi-process sweep)."""
+    return jax.process_index() == 0
+
+
 def lane_mesh(devices: int | None) -> Mesh | None:
-    """A 1-D ``lanes`` mesh over the first ``devices`` local devices (``None`` for one)."""
-    local = jax.local_devices()
-    n = devices or len(local)
-    if n > len(local):
+    """A 1-D ``lanes`` mesh over the first ``devices`` devices (``None`` for one).
+
+    In a multi-process sweep the mesh spans every process's devices (``jax.devices()``).
+    """
+    pool = jax.devices() if jax.process_count() > 1 else jax.local_devices()
+    n = devices or len(pool)
+    if n > len(pool):
         raise ConfigError(
-            f"--devices {n} asks for more devices than this process has ({len(local)}: "
-            f"{local[0].platform}); use --devices {len(local)} or fewer"
+            f"--devices {n} asks for more devices than this sweep has ({len(pool)}: "
+            f"{pool[0].platform}); use --devices {len(pool)} or fewer"
         )
+    if jax.process_count() > 1 and n != len(pool):
+        raise ConfigError("a multi-process sweep uses every process's devices; drop --devices")
     if n == 1:
         return None
-    return Mesh(np.array(local[:n]), ("lanes",))
+    return Mesh(np.array(pool[:n]), ("lanes",))
 
 
 def mesh_size(mesh: Mesh | None) -> int:

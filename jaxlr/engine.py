@@ -331,7 +331,7 @@ def _compiled_cheaply(fn: Any) -> Callable[..., Any]:
     compiled: dict[Any, Any] = {}
 
     def call(*args: Any) -> Any:
-        key = tuple((a.shape, a.dtype) for a in args)
+        key = tuple((a.shape, a.dtype, getattr(a, "sharding", None)) for a in args)
         if key not in compiled:
             lowered = fn.lower(*args)
             try:
@@ -347,6 +347,15 @@ def _compiled_cheaply(fn: Any) -> Callable[..., Any]:
 def cached_trainer(spec: RunSpec) -> Trainer:
     """:func:`make_trainer`, memoized so that chunks of one bucket share the compiled program."""
     return make_trainer(spec)
+
+
+def to_host(x: Any) -> np.ndarray:
+    """``x`` as a numpy array, gathered from every process when it spans several."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 def train_lanes(
@@ -373,7 +382,7 @@ def train_lanes(
     history: list[EpochMetrics] = []
     for e in range(start_epoch, epochs):
         state, metrics = trainer.epoch(state, seeds, lrs, jnp.int32(e), data)
-        metrics = jax.device_get(metrics)  # one host sync per epoch
+        metrics = jax.tree.map(to_host, metrics)  # one host sync per epoch
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(e, state, metrics)

@@ -28,7 +28,7 @@ from jaxlr import devices as dev
 from jaxlr import plan as planning
 from jaxlr import results as res
 from jaxlr.config import ConfigError, SweepConfig, check_resumable, check_writable
-from jaxlr.engine import RunSpec, cached_trainer, device_data, train_lanes
+from jaxlr.engine import RunSpec, cached_trainer, device_data, to_host, train_lanes
 from jaxlr.outputs import SweepOutcome, config_record, write_outputs
 from jaxlr.plan import Chunk
 
@@ -67,6 +67,7 @@ class _Sweep:
     out: Path | None
     resume: bool
     bar: Any
+    writer: bool = True  # this process writes files (process 0)
 
     @property
     def steps(self) -> int:
@@ -111,8 +112,13 @@ def run(
     with ``confirm_long`` set, a sweep estimated to take longer than that many seconds raises
     :class:`SweepTooLong` before anything is trained or written.
     """
+    dev.initialize_distributed(cfg)
+    writer = dev.is_writer()
     out = Path(cfg.out) if cfg.out else None
-    check_resumable(cfg) if resume else check_writable(cfg)
+    if resume:
+        check_resumable(cfg)
+    elif writer:
+        check_writable(cfg)
     if dataset is None:
         dataset = load_config_dataset(cfg)
     if cfg.batch_size > dataset.n_train:
@@ -123,7 +129,7 @@ def run(
     mesh = dev.lane_mesh(cfg.devices)
     chunks = _plan(cfg, dataset, mesh, confirm_long, log)
     record = config_record(cfg, dataset, chunks, dev.mesh_size(mesh))
-    if out is not None:
+    if out is not None and writer:
         res.write_json(out / "config.json", record)
     t0 = time.perf_counter()
     cache = compilation.use_persistent_cache(compilation.cache_dir(cfg.compilation_cache))
@@ -131,7 +137,7 @@ def run(
     total = sum(c.n_lanes for c in chunks) * (dataset.n_train // cfg.batch_size) * cfg.epochs
     frames: list[pd.DataFrame] = []
     with _progress(total, progress) as bar, compilation.tracking(cache) as compiled:
-        sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar)
+        sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar, writer)
         for i, chunk in enumerate(chunks):
             bar.set_description(
                 f"[{i + 1}/{len(chunks)}] {'-'.join(map(str, chunk.bucket.hidden))} "
@@ -150,12 +156,12 @@ def run(
                     div,
                 )
             )
-            if out is not None:  # finished chunks are on disk as soon as they finish
+            if out is not None and writer:  # finished chunks are on disk as soon as they finish
                 res.write_csv(out / "results.csv", res.sort_results(pd.concat(frames)))
     df = res.sort_results(pd.concat(frames)) if frames else pd.DataFrame(columns=res.COLUMNS)
     record["elapsed_s"] = round(time.perf_counter() - t0, 3)
     record["compilation"] = compiled.record()
-    if out is None:
+    if out is None or not writer:
         return SweepOutcome(df, res.summarize(df, select=cfg.select))
     return write_outputs(out, df, cfg, record)
 
@@ -244,9 +250,9 @@ def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.nd
         if found is not None:
             start, leaves, history = found
             treedef = jax.tree.structure(state)
-            state = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
+            state = jax.tree.unflatten(treedef, [np.asarray(x) for x in leaves])
             sweep.bar.update(lane_steps * start)
-    saver = _EpochSaver(store, cfg, history, sweep.bar, lane_steps)
+    saver = _EpochSaver(store, cfg, history, sweep.bar, lane_steps, sweep.writer)
     state, metrics = train_lanes(
         spec,
         sweep.data,
@@ -259,8 +265,8 @@ def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.nd
     )
     metrics = _stack(history, [metrics]) if history else metrics
     metrics = {k: v[:, :, :n_l] for k, v in metrics.items()}
-    div = np.asarray(state.diverged_epoch)[:, :n_l]
-    if store is not None:
+    div = to_host(state.diverged_epoch)[:, :n_l]
+    if store is not None and sweep.writer:
         store.finish(metrics, div)
     return metrics, div
 
@@ -269,9 +275,16 @@ class _EpochSaver:
     """Called after each epoch: advances the progress bar and checkpoints when due."""
 
     def __init__(
-        self, store: ckpt.ChunkStore | None, cfg: SweepConfig, history: Any, bar: Any, steps: int
+        self,
+        store: ckpt.ChunkStore | None,
+        cfg: SweepConfig,
+        history: Any,
+        bar: Any,
+        steps: int,
+        write: bool,
     ):
         self.store, self.cfg, self.history, self.bar, self.steps = store, cfg, history, bar, steps
+        self.write = write  # every process gathers the state; process 0 writes it
         self.so_far: list[Any] = []
         self.last_save = time.monotonic()
 
@@ -281,14 +294,17 @@ class _EpochSaver:
             return False
         if every:
             return epochs_done % every == 0
-        return time.monotonic() - self.last_save > AUTO_CKPT_S
+        # clocks differ between processes, which must all take part in gathering the state:
+        # a multi-process sweep checkpoints only with --checkpoint-every
+        return jax.process_count() == 1 and time.monotonic() - self.last_save > AUTO_CKPT_S
 
     def __call__(self, epoch: int, state: Any, metrics: Any) -> None:
         self.bar.update(self.steps)
         self.so_far.append(metrics)
         if self._due(epoch + 1):
-            leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
-            self.store.save(epoch + 1, leaves, _stack(self.history, self.so_far))
+            leaves = [to_host(x) for x in jax.tree.leaves(state)]
+            if self.write:
+                self.store.save(epoch + 1, leaves, _stack(self.history, self.so_far))
             self.last_save = time.monotonic()
 
 

@@ -107,7 +107,7 @@ def test_merge_refuses_different_configs(digits, tmp_path):
     record = json.loads((tmp_path / "c" / "config.json").read_text())
     record["numerics"]["device_kind"] = "NVIDIA H100 80GB HBM3"
     (tmp_path / "c" / "config.json").write_text(json.dumps(record))
-    with pytest.raises(ConfigError, match="device_kind .* vs 'NVIDIA H100"):
+    with pytest.raises(ConfigError, match=r"device_kind .* vs 'NVIDIA H100"):
         merge_runs([tmp_path / "a", tmp_path / "c"], tmp_path / "m")
     p = _sweep("merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m"))
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
@@ -206,3 +206,47 @@ def test_small_memory_limit_chunks_without_changing_results(digits, monkeypatch,
     assert len(plan) > 2 and all(len(c["seeds"]) * len(c["lrs"]) < 8 for c in plan)
     assert len(chunked) == len(whole)
     np.testing.assert_allclose(chunked[METRICS].to_numpy(), whole[METRICS].to_numpy(), rtol=1e-5)
+
+
+def test_two_processes_equal_two_devices(tmp_path):
+    """One sweep over 2 processes (1 CPU device each, jax.distributed on localhost) writes the
+    same bytes as 1 process with 2 devices: the same program, partitioned the same way."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    grid = ["--widths", "8,32", "--lrs", "0.02,0.1,0.3,0.05", "--seeds", "2", "--epochs", "2",
+            "--n-train", "512", "--n-test", "120"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    two_dev = {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    p = _sweep(*grid, "--devices", "2", "--out", str(tmp_path / "dev"), env=two_dev)
+    assert p.returncode == 0, p.stderr
+    cluster = ["--coordinator-address", f"localhost:{port}", "--num-processes", "2"]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jaxlr.sweep",
+                "--no-progress",
+                *grid,
+                *cluster,
+                "--process-id",
+                str(i),
+                "--out",
+                str(tmp_path / "mp"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    record = json.loads((tmp_path / "mp" / "config.json").read_text())
+    assert record["numerics"]["processes"] == 2
+    for f in ("results.csv", "summary.csv"):
+        assert (tmp_path / "mp" / f).read_bytes() == (tmp_path / "dev" / f).read_bytes()
