@@ -99,24 +99,22 @@ def _split(s: str) -> list[str]:
     return [v.strip() for v in s.split(",") if v.strip()]
 
 
-def _parse_value(tp: Any, s: str, flag: str) -> Any:
+def _parse_value(tp: Any, s: str) -> Any:
     """Parses one command-line string as a value of field type ``tp``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         (inner,) = [a for a in args if a is not type(None)]
-        return _parse_value(inner, s, flag)
+        return _parse_value(inner, s)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return tuple(_parse_value(args[0], v, flag) for v in _split(s))
+        return tuple(_parse_value(args[0], v) for v in _split(s))
     if origin is Literal:
         if s not in args:
-            raise argparse.ArgumentTypeError(
-                f"{flag}: unknown value {s!r}; choose from {', '.join(args)}"
-            )
+            raise argparse.ArgumentTypeError(f"unknown value {s!r}; choose from {', '.join(args)}")
         return s
     try:
         return {int: int, float: float, str: str}[tp](s)
     except (ValueError, KeyError):
-        raise argparse.ArgumentTypeError(f"{flag}: expected {_example(tp)}, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {_example(tp)}, got {s!r}") from None
 
 
 def _example(tp: Any) -> str:
@@ -124,21 +122,20 @@ def _example(tp: Any) -> str:
 
 
 def _field_parser(f: dataclasses.Field, tp: Any) -> Any:
-    flag = flag_of(f)
     special = {"hidden": _hidden, "shard": _shard, "seeds": _seeds}
     if f.name in special:
         return special[f.name]
     if f.name in ("lrs", "layer_lr_mults"):
-        return lambda s: _floats(s, flag)
-    return lambda s: _parse_value(tp, s, flag)
+        return _floats
+    return lambda s: _parse_value(tp, s)
 
 
-def _floats(s: str, flag: str) -> tuple[float, ...]:
+def _floats(s: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in _split(s))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{flag}: expected comma-separated numbers, e.g. 1,0.1,0.01; got {s!r}"
+            f"expected comma-separated numbers, e.g. 1,0.1,0.01; got {s!r}"
         ) from None
 
 
@@ -148,11 +145,9 @@ def _lr_grid(s: str) -> tuple[float, ...]:
         lo, hi, n = s.split(":")
         lo_f, hi_f, n_i = float(lo), float(hi), int(n)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--lr-grid must be lo:hi:n, e.g. 1e-4:1:13; got {s!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected lo:hi:n, e.g. 1e-4:1:13; got {s!r}") from None
     if not (lo_f > 0 and hi_f > 0 and n_i >= 1):
-        raise argparse.ArgumentTypeError(f"--lr-grid needs lo, hi > 0 and n >= 1; got {s!r}")
+        raise argparse.ArgumentTypeError(f"needs lo, hi > 0 and n >= 1; got {s!r}")
     if n_i == 1:
         return (lo_f,)
     a, b = math.log(lo_f), math.log(hi_f)
@@ -164,7 +159,7 @@ def _hidden(s: str) -> tuple[tuple[int, ...], ...]:
         return tuple(tuple(int(w) for w in arch.split("-")) for arch in _split(s))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--hidden must be '-'-joined widths, comma-separated, e.g. 64-16,128-32; got {s!r}"
+            f"expected '-'-joined widths, comma-separated, e.g. 64-16,128-32; got {s!r}"
         ) from None
 
 
@@ -173,7 +168,7 @@ def _shard(s: str) -> tuple[int, int]:
         i, n = s.split("/")
         return int(i), int(n)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--shard must be i/n, e.g. 0/4; got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected i/n, e.g. 0/4; got {s!r}") from None
 
 
 def _seeds(s: str) -> int | tuple[int, ...]:
@@ -182,7 +177,7 @@ def _seeds(s: str) -> int | tuple[int, ...]:
         vals = tuple(int(v) for v in _split(s))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--seeds must be a count N or comma-separated seeds, e.g. 3 or 0,5,7; got {s!r}"
+            f"expected a count N or comma-separated seeds, e.g. 3 or 0,5,7; got {s!r}"
         ) from None
     return vals[0] if len(vals) == 1 and "," not in s else vals
 

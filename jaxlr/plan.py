@@ -183,8 +183,9 @@ def make_plan(
 
 
 # rough sustained float32 rates and per-step latencies, for the plan's time estimate only
-_FLOPS = {"cpu": 1e11, "gpu": 2e13, "tpu": 5e13}
-_STEP_LATENCY_S = {"cpu": 2e-5, "gpu": 3e-5, "tpu": 3e-5}
+_FLOPS = {"cpu": 5e10, "gpu": 2e13, "tpu": 5e13}
+_STEP_LATENCY_S = {"cpu": 2e-5, "gpu": 3e-5, "tpu": 3e-5}  # per program step
+_LANE_STEP_S = {"cpu": 5e-5, "gpu": 5e-7, "tpu": 5e-7}  # per run and step, besides matmuls
 _COMPILE_S = 3.0
 
 
@@ -202,17 +203,20 @@ def estimate_seconds(
     """A rough wall time for the plan: matmul FLOPs at a typical rate plus per-step latency.
 
     Per lane, a step costs ``6 B M`` FLOPs and an evaluation ``2 n_test M``, where ``M`` is the
-    number of weights (multiply-adds of one example's forward pass). Each distinct program adds a
-    compile time. Good to a factor of a few: it tells minutes from hours.
+    number of weights (multiply-adds of one example's forward pass), plus a fixed cost per lane
+    and step (the elementwise work of small layers) and a latency per program step. Each distinct
+    program adds a compile time. Good to a factor of a few: it tells minutes from hours.
     """
     rate = _FLOPS.get(backend, _FLOPS["cpu"]) * max(devices, 1)
     latency = _STEP_LATENCY_S.get(backend, _STEP_LATENCY_S["cpu"])
+    lane_step = _LANE_STEP_S.get(backend, _LANE_STEP_S["cpu"]) / max(devices, 1)
     total = 0.0
     for c in chunks:
         sizes = layer_sizes(in_features, c.bucket.hidden, num_classes)
         m = sum(a * b for a, b in itertools.pairwise(sizes))
         flops = c.n_lanes * m * (6 * cfg.batch_size * steps_per_epoch + 2 * n_test)
-        total += cfg.epochs * (flops / rate + steps_per_epoch * latency)
+        steps = steps_per_epoch * (latency + c.n_lanes * lane_step)
+        total += cfg.epochs * (flops / rate + steps)
     programs = {(c.bucket.hidden, c.bucket.optimizer, c.n_lanes) for c in chunks}
     return total + _COMPILE_S * len(programs)
 

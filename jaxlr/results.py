@@ -115,14 +115,18 @@ def final_epoch(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["epoch"] == df["epoch"].max()]
 
 
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (architecture, optimizer): the best lr and the lowest diverging lr."""
+def summarize(df: pd.DataFrame, select: str = "test_loss") -> pd.DataFrame:
+    """Per (architecture, optimizer): the best lr by the final ``select`` loss (``test_loss`` or
+    ``train_loss``, mean over seeds) and the lowest diverging lr."""
+    if select not in ("test_loss", "train_loss"):
+        raise ValueError(f"select must be test_loss or train_loss, got {select!r}")
     last = final_epoch(df)
     rows = []
     for key, g in last.groupby(GROUP_KEYS, sort=False):
         per_lr = g.groupby("lr").agg(
-            loss_mean=("test_loss", "mean"),
-            loss_std=("test_loss", "std"),
+            loss_mean=(select, "mean"),
+            test_mean=("test_loss", "mean"),
+            test_std=("test_loss", "std"),
             acc_mean=("test_accuracy", "mean"),
             any_div=("diverged", "any"),
             n_seeds=("seed", "nunique"),
@@ -134,13 +138,17 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             best = ok["loss_mean"].idxmin()
             row.update(
                 best_lr=float(best),
-                best_test_loss=float(ok.loc[best, "loss_mean"]),
-                best_test_loss_std=float(np.nan_to_num(ok.loc[best, "loss_std"])),
+                select=select,
+                best_loss=float(ok.loc[best, "loss_mean"]),
+                best_test_loss=float(ok.loc[best, "test_mean"]),
+                best_test_loss_std=float(np.nan_to_num(ok.loc[best, "test_std"])),
                 best_test_accuracy=float(ok.loc[best, "acc_mean"]),
             )
         else:
             row.update(
                 best_lr=np.nan,
+                select=select,
+                best_loss=np.nan,
                 best_test_loss=np.nan,
                 best_test_loss_std=np.nan,
                 best_test_accuracy=np.nan,
@@ -215,16 +223,24 @@ def format_summary(summary: pd.DataFrame) -> str:
         "n_seeds": "seeds",
     }
     extra = [c for c in ("lr_rule", "parametrization") if summary[c].nunique() > 1]
+    if "select" in summary and (summary["select"] == "train_loss").any():
+        cols = {
+            **dict(list(cols.items())[:3]),
+            "best_loss": "train loss",
+            **dict(list(cols.items())[3:]),
+        }
     t = summary[[*extra, *cols]].rename(columns=cols).copy()
     fmt = {
         "best lr": lambda v: "-" if not np.isfinite(v) else f"{v:.4g}",
         "test loss": lambda v: "-" if not np.isfinite(v) else f"{v:.4f}",
+        "train loss": lambda v: "-" if not np.isfinite(v) else f"{v:.4f}",
         "± std": lambda v: "-" if not np.isfinite(v) else f"{v:.4f}",
         "test acc": lambda v: "-" if not np.isfinite(v) else f"{v:.3f}",
         "lowest diverged lr": lambda v: "none" if not np.isfinite(v) else f"{v:.4g}",
     }
     for col, f in fmt.items():
-        t[col] = [f(float(v)) for v in t[col]]
+        if col in t:
+            t[col] = [f(float(v)) for v in t[col]]
     return t.to_string(index=False)
 
 
