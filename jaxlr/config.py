@@ -168,6 +168,13 @@ class TrainOptions:
         group="training",
     )
 
+    deterministic: bool = option(
+        True,
+        "GPU: deterministic reductions and scatters (XLA's xla_gpu_deterministic_ops), so the "
+        "same command gives the same bytes; off may be faster",
+        group="execution",
+    )
+
     def __post_init__(self) -> None:
         _coerce_fields(self)
         _validate_train(self)

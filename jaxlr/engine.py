@@ -307,7 +307,18 @@ def make_trainer(spec: RunSpec) -> Trainer:
         return TrainState(params, opt_state, alive, div_epoch), metrics
 
     init, epoch = _with_precision(init, spec.precision), _with_precision(epoch, spec.precision)
-    return Trainer(spec, _compiled_cheaply(jax.jit(init)), jax.jit(epoch, donate_argnums=(0,)))
+    options = compiler_options(spec)
+    return Trainer(
+        spec,
+        _compiled_cheaply(jax.jit(init), options),
+        jax.jit(epoch, donate_argnums=(0,), compiler_options=options),
+    )
+
+
+def compiler_options(spec: RunSpec) -> dict[str, Any]:
+    """Per-program XLA options: deterministic GPU reductions unless ``spec.deterministic`` is off
+    (CPU programs are deterministic either way; the option is ignored there)."""
+    return {"xla_gpu_deterministic_ops": True} if spec.deterministic else {}
 
 
 def _with_precision(fn: Callable[..., Any], precision: str) -> Callable[..., Any]:
@@ -322,7 +333,7 @@ def _with_precision(fn: Callable[..., Any], precision: str) -> Callable[..., Any
     return wrapped
 
 
-def _compiled_cheaply(fn: Any) -> Callable[..., Any]:
+def _compiled_cheaply(fn: Any, options: dict[str, Any]) -> Callable[..., Any]:
     """``fn`` (jitted) compiled at XLA backend optimization level 0, once per input shape.
 
     For run-once functions (initialization: mostly threefry PRNG code) this cuts the compile
@@ -335,9 +346,9 @@ def _compiled_cheaply(fn: Any) -> Callable[..., Any]:
         if key not in compiled:
             lowered = fn.lower(*args)
             try:
-                compiled[key] = lowered.compile({"xla_backend_optimization_level": 0})
+                compiled[key] = lowered.compile({**options, "xla_backend_optimization_level": 0})
             except Exception:  # a backend that rejects the option
-                compiled[key] = lowered.compile()
+                compiled[key] = lowered.compile(options)
         return compiled[key](*args)
 
     return call
