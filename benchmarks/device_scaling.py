@@ -32,7 +32,16 @@ CHILD = textwrap.dedent(
     ds = load_dataset("synthetic", n_train=steps * 64, n_test=2000)
     mesh = Mesh(np.array(jax.devices()[:devices]), ("lanes",))
     data = device_data(ds, sharding=NamedSharding(mesh, P()))
-    spec = RunSpec(784, (width, width), 10, "sgd", 64, steps, ds.n_train, ds.n_test)
+    spec = RunSpec(
+        in_features=784,
+        hidden=(width, width),
+        num_classes=10,
+        optimizer="sgd",
+        batch_size=64,
+        steps_per_epoch=steps,
+        n_train=ds.n_train,
+        n_test=ds.n_test,
+    )
     tr = cached_trainer(spec)
     seeds = jnp.arange(n_seeds, dtype=jnp.int32)
     lrs = jax.device_put(jnp.geomspace(1e-3, 0.5, n_lrs).astype(jnp.float32),

@@ -84,7 +84,10 @@ TORCH_PRECISION = {
     "tensorfloat32": "high",
     "bfloat16": "medium",
 }
-EVAL_CHUNK = 2000  # test examples per forward pass on the PyTorch sides (jaxlr's EVAL_CHUNK)
+from jaxlr.cli import parse_floats, parse_ints  # noqa: E402
+from jaxlr.plan import EVAL_CHUNK  # noqa: E402  (test examples per forward pass, both sides)
+from jaxlr.results import atomic_write  # noqa: E402
+
 WARMUP_STEPS = 3  # untimed steps per PyTorch method and width before timing
 
 Method = Literal["torch_dataloader", "torch_memory", "torch_func", "jaxlr_e2e", "jaxlr"]
@@ -505,21 +508,11 @@ def time_torch(
 
 def jaxlr_spec(width: int, cfg: BenchConfig, ds: Any) -> Any:
     """The :class:`jaxlr.engine.RunSpec` of width ``width``: an epoch is ``steps_per_epoch``."""
+    from jaxlr.config import TrainOptions
     from jaxlr.engine import RunSpec
 
-    return RunSpec(
-        in_features=cfg.features,
-        hidden=(width, width),
-        num_classes=cfg.num_classes,
-        optimizer="sgd",
-        batch_size=cfg.batch_size,
-        steps_per_epoch=cfg.steps_per_epoch,
-        n_train=ds.n_train,
-        n_test=ds.n_test,
-        init="torch",
-        data_mean=float(ds.mean),
-        data_std=float(ds.std),
-    )
+    spec = RunSpec.create(TrainOptions(batch_size=cfg.batch_size), ds, (width, width), "sgd")
+    return dataclasses.replace(spec, steps_per_epoch=cfg.steps_per_epoch)
 
 
 def time_jaxlr(
@@ -1009,25 +1002,15 @@ def _json_default(v: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: p.write_text(text))
 
 
 # --------------------------------------------------------------------------------------------
 # command line
 
 
-def _ints(s: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in s.split(",") if v.strip())
-
-
-def _floats(s: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in s.split(",") if v.strip())
-
-
-def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
-    """The command line as a validated :class:`BenchConfig` (raises :class:`BenchError`)."""
+def _parser() -> argparse.ArgumentParser:
+    """The benchmark's argument table."""
     p = argparse.ArgumentParser(
         prog="python benchmarks/sweep_vs_torch.py",
         description=__doc__.split("\n\n")[0],
@@ -1041,13 +1024,15 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         help="grid: time --steps steps per run; seed-001: the seed-001 grid end to end "
         "(3 widths x 8 lrs x 3 seeds x 50 epochs of 937 steps), baselines extrapolated",
     )
-    p.add_argument("--widths", type=_ints, help="hidden widths (default 64,256,1024)")
+    p.add_argument("--widths", type=parse_ints, help="hidden widths (default 64,256,1024)")
     p.add_argument(
         "--steps", type=int, help="steps per run (grid default: 150 on cpu, 937 = an epoch on gpu)"
     )
     p.add_argument("--epochs", type=int, help="seed-001: epochs (default 50)")
     p.add_argument("--lrs-count", type=int, help="first K of 1,.5,.1,.05,.01,1e-3,1e-4,1e-5")
-    p.add_argument("--lrs", type=_floats, help="explicit learning rates (overrides --lrs-count)")
+    p.add_argument(
+        "--lrs", type=parse_floats, help="explicit learning rates (overrides --lrs-count)"
+    )
     p.add_argument("--seeds", type=int, help="seeds per lr (grid default 1, seed-001 3)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--n-train", type=int, default=60_000)
@@ -1082,7 +1067,12 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     p.add_argument("--ceiling-size", type=int, help="seed-001: n of the timed n x n float32 matmul")
     p.add_argument("--note", default="", help="a note for the report (machine conditions)")
     p.add_argument("--out", help="markdown file; a .json is written beside it")
-    a = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
+    """The command line as a validated :class:`BenchConfig` (raises :class:`BenchError`)."""
+    a = _parser().parse_args(argv)
 
     precisions = tuple(v.strip() for v in a.precision.split(",") if v.strip())
     for prec in precisions:

@@ -29,10 +29,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from jaxlr import results as res
 from jaxlr.sweep import SweepConfig, run_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RUN_KEYS = ["width", "hidden", "optimizer", "lr_rule", "parametrization"]
 
 
 def log2_grid(lo: int, hi: int, step: int = 1) -> tuple[float, ...]:
@@ -75,9 +75,12 @@ def run(cfg: SweepConfig, data: Any = None, **tags: Any) -> pd.DataFrame:
 
 
 def final_rows(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
-    """The last epoch's row of every run (the last epoch per ``by`` column when given)."""
-    last = df.groupby(by)["epoch"].transform("max") if by else df["epoch"].max()
-    return df[df["epoch"] == last].reset_index(drop=True)
+    """The last epoch's row of every run (:func:`jaxlr.results.final_epoch`, applied per value
+    of the ``by`` column when given: experiments that join sweeps of different lengths)."""
+    if by is None:
+        return res.final_epoch(df).reset_index(drop=True)
+    parts = [res.final_epoch(g) for _, g in df.groupby(by, sort=False)]
+    return pd.concat(parts).sort_index().reset_index(drop=True)
 
 
 def per_lr(
@@ -204,6 +207,7 @@ def save(fig: plt.Figure, path: Path) -> None:
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Writes ``df`` with 6 significant digits (small, diff-friendly CSVs)."""
-    df.to_csv(path, index=False, float_format="%.6g")
+    """Writes ``df`` atomically (:func:`jaxlr.results.atomic_write`) with 6 significant digits:
+    small, diff-friendly CSVs of aggregates (the sweeps' own tables keep float32 exactly)."""
+    res.atomic_write(path, lambda p: df.to_csv(p, index=False, float_format="%.6g"))
     print(f"wrote {path}", file=sys.stderr)

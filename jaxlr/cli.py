@@ -121,6 +121,16 @@ def _example(tp: Any) -> str:
     return {int: "an integer", float: "a number"}.get(tp, "a value")
 
 
+def parse_ints(s: str) -> tuple[int, ...]:
+    """``"64,256"`` -> ``(64, 256)`` (an ``argparse`` type)."""
+    return _parse_value(tuple[int, ...], s)
+
+
+def parse_floats(s: str) -> tuple[float, ...]:
+    """``"1,0.1"`` -> ``(1.0, 0.1)`` (an ``argparse`` type)."""
+    return _floats(s)
+
+
 def _field_parser(f: dataclasses.Field, tp: Any) -> Any:
     special = {"hidden": _hidden, "shard": _shard, "seeds": _seeds}
     if f.name in special:
