@@ -273,6 +273,12 @@ class SweepConfig(TrainOptions):
     optimizers: tuple[Optimizer, ...] = option(
         ("sgd",), "one or more optimizers", group="grid", flag="--optimizer", metavar="OPT[,OPT]"
     )
+    refine: int = option(
+        0,
+        "rounds that each add lrs around every bucket's best lr at half the previous log "
+        "spacing, reusing the compiled programs",
+        group="grid",
+    )
     select: Select = option(
         "test_loss",
         "the final loss that picks the best lr (muP-style studies use train_loss)",
@@ -563,6 +569,10 @@ def _validate_grid(c: SweepConfig) -> None:
         _fail("the grid is empty: --seeds must be at least 1")
     if any(s < 0 for s in c.seeds) or len(set(c.seeds)) != len(c.seeds):
         _fail(f"seeds must be distinct non-negative integers, got {list(c.seeds)}")
+    if c.refine < 0:
+        _fail(f"--refine must be >= 0, got {c.refine}")
+    if c.refine and c.shard[1] > 1:
+        _fail("--refine needs every run of a bucket in one sweep; it cannot be sharded")
     if not c.optimizers:
         _fail("the grid is empty: give at least one optimizer")
     if len(set(c.optimizers)) != len(c.optimizers):

@@ -57,10 +57,54 @@ class Chunk:
     bucket: Bucket
     seeds: tuple[int, ...]
     lrs: tuple[float, ...]
+    round: int = 0  # 0: the grid; k: the k-th refinement round
+    lanes_lrs: int = 0  # compile for this many lrs (inert padding lanes), to reuse a program
 
     @property
     def n_lanes(self) -> int:
         return len(self.lrs) * len(self.seeds)
+
+
+def refine_lrs(tested: list[float], best: float) -> tuple[float, ...]:
+    """The lrs a refinement round adds around ``best``: half the log spacing to each neighbour.
+
+    With neighbours ``lo < best < hi`` among ``tested``, the new lrs are ``sqrt(lo * best)`` and
+    ``sqrt(best * hi)``; at an edge of the tested range the missing side mirrors the other
+    (``best * sqrt(best / lo)``), so the search can leave a grid that was too narrow. Values are
+    rounded to 6 significant digits; lrs already tested are not repeated.
+    """
+    lrs = sorted(set(tested))
+    k = lrs.index(best)
+    lo = lrs[k - 1] if k > 0 else None
+    hi = lrs[k + 1] if k + 1 < len(lrs) else None
+    if lo is None and hi is None:
+        return ()
+    half_lo = math.sqrt(lo * best) if lo is not None else best / math.sqrt(hi / best)
+    half_hi = math.sqrt(best * hi) if hi is not None else best * math.sqrt(best / lo)
+    new = (float(f"{half_lo:.6g}"), float(f"{half_hi:.6g}"))
+    return tuple(v for v in new if v not in lrs)
+
+
+def refine_chunks(
+    grid: list[Chunk], best: dict[tuple[tuple[int, ...], str], float], tested: dict, round_: int
+) -> list[Chunk]:
+    """The chunks of refinement round ``round_``: per bucket, :func:`refine_lrs` around its
+    ``best`` lr, in chunks shaped like the bucket's first grid chunk (same seeds and lr count,
+    padded with inert lanes), so the grid's compiled program is reused."""
+    out = []
+    for b_key, lr_star in best.items():
+        new = refine_lrs(tested[b_key], lr_star)
+        shapes: dict[tuple[int, ...], Chunk] = {}  # seed slice -> its first grid chunk
+        for c in grid:
+            if (c.bucket.hidden, c.bucket.optimizer) == b_key:
+                shapes.setdefault(c.seeds, c)
+        for seeds, first in shapes.items():
+            per = len(first.lrs)
+            out += [
+                Chunk(first.bucket, seeds, new[k : k + per], round=round_, lanes_lrs=per)
+                for k in range(0, len(new), per)
+            ]
+    return out
 
 
 def optimizer_slots(optimizer: str, lr_rule: str) -> int:

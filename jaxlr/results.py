@@ -13,6 +13,7 @@ lr_rule            ``none``, ``per-layer``, ``weight-norm``, ``adagrad-param``, 
 parametrization    ``sp`` or ``mup``
 lr                 the swept (base) learning rate
 seed               init and batch-order seed
+round              0 for the grid's lrs, k for lrs added by refinement round k (``--refine``)
 epoch              1-based epoch
 train_loss         mean batch loss over the epoch (NaN once diverged)
 test_loss          cross-entropy on the full test set (NaN once diverged)
@@ -42,6 +43,7 @@ RUN_KEYS = ["width", "depth", "hidden", "optimizer", "lr_rule", "parametrization
 GROUP_KEYS = ["width", "depth", "hidden", "optimizer", "lr_rule", "parametrization"]
 COLUMNS = [
     *RUN_KEYS,
+    "round",
     "epoch",
     "train_loss",
     "test_loss",
@@ -61,6 +63,7 @@ def chunk_frame(
     metrics: dict[str, np.ndarray],
     diverged_epoch: np.ndarray,
     start_epoch: int = 0,
+    round_: int = 0,
 ) -> pd.DataFrame:
     """Long-format rows of one chunk; ``metrics[k]`` has shape ``(epochs, S, L)``.
 
@@ -82,6 +85,7 @@ def chunk_frame(
             "parametrization": parametrization,
             "lr": np.asarray(lrs, np.float64)[lr_i],
             "seed": np.asarray(seeds, np.int64)[s],
+            "round": round_,
             "epoch": epoch,
             "train_loss": metrics["train_loss"].ravel().astype(np.float32),
             "test_loss": metrics["test_loss"].ravel().astype(np.float32),
@@ -98,6 +102,8 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     f32 = {k: np.float32 for k in ("train_loss", "test_loss", "test_accuracy")}
     df = pd.read_csv(path, dtype={"hidden": str, "diverged_epoch": "Int64", **f32})
     df["diverged"] = df["diverged"].astype(bool)
+    if "round" not in df:  # written before refinement rounds existed
+        df["round"] = 0
     return df[COLUMNS]
 
 

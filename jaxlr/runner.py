@@ -29,7 +29,7 @@ from jaxlr import plan as planning
 from jaxlr import results as res
 from jaxlr.config import ConfigError, SweepConfig, check_resumable, check_writable
 from jaxlr.engine import RunSpec, cached_trainer, device_data, to_host, train_lanes
-from jaxlr.outputs import SweepOutcome, config_record, write_outputs
+from jaxlr.outputs import SweepOutcome, config_record, plan_record, write_outputs
 from jaxlr.plan import Chunk
 
 MEMORY_FRACTION = 0.5  # share of device memory the lanes of one chunk may use
@@ -138,32 +138,61 @@ def run(
     frames: list[pd.DataFrame] = []
     with _progress(total, progress) as bar, compilation.tracking(cache) as compiled:
         sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar, writer)
-        for i, chunk in enumerate(chunks):
-            bar.set_description(
-                f"[{i + 1}/{len(chunks)}] {'-'.join(map(str, chunk.bucket.hidden))} "
-                f"{chunk.bucket.optimizer}"
-            )
-            metrics, div = _run_chunk(sweep, i, chunk)
-            frames.append(
-                res.chunk_frame(
-                    chunk.bucket.hidden,
-                    chunk.bucket.optimizer,
-                    cfg.lr_rule,
-                    cfg.parametrization,
-                    chunk.seeds,
-                    chunk.lrs,
-                    metrics,
-                    div,
-                )
-            )
-            if out is not None and writer:  # finished chunks are on disk as soon as they finish
-                res.write_csv(out / "results.csv", res.sort_results(pd.concat(frames)))
+        _run_chunks(sweep, chunks, 0, frames)
+        grid = list(chunks)
+        for r in range(1, cfg.refine + 1):
+            new = _refinement(cfg, grid, pd.concat(frames), r)
+            bar.total += sum(c.n_lanes for c in new) * sweep.steps * cfg.epochs
+            _run_chunks(sweep, new, len(chunks), frames)
+            chunks += new
+    record["plan"] = plan_record(chunks)
     df = res.sort_results(pd.concat(frames)) if frames else pd.DataFrame(columns=res.COLUMNS)
     record["elapsed_s"] = round(time.perf_counter() - t0, 3)
     record["compilation"] = compiled.record()
     if out is None or not writer:
         return SweepOutcome(df, res.summarize(df, select=cfg.select))
     return write_outputs(out, df, cfg, record)
+
+
+def _run_chunks(sweep: _Sweep, chunks: list[Chunk], first: int, frames: list) -> None:
+    """Runs ``chunks`` (numbered from ``first``), appending their rows to ``frames`` and, after
+    each, rewriting ``results.csv``."""
+    cfg, out = sweep.cfg, sweep.out
+    for i, chunk in enumerate(chunks, start=first):
+        sweep.bar.set_description(
+            f"[{i + 1}] {'-'.join(map(str, chunk.bucket.hidden))} {chunk.bucket.optimizer}"
+            + (f" refine {chunk.round}" if chunk.round else "")
+        )
+        metrics, div = _run_chunk(sweep, i, chunk)
+        frames.append(
+            res.chunk_frame(
+                chunk.bucket.hidden,
+                chunk.bucket.optimizer,
+                cfg.lr_rule,
+                cfg.parametrization,
+                chunk.seeds,
+                chunk.lrs,
+                metrics,
+                div,
+                round_=chunk.round,
+            )
+        )
+        if out is not None and sweep.writer:  # finished chunks are on disk as they finish
+            res.write_csv(out / "results.csv", res.sort_results(pd.concat(frames)))
+
+
+def _refinement(cfg: SweepConfig, grid: list[Chunk], df: pd.DataFrame, round_: int) -> list:
+    """The chunks of refinement round ``round_``, from the results so far."""
+    summary = res.summarize(df, select=cfg.select)
+    best, tested = {}, {}
+    for _, row in summary.iterrows():
+        if not np.isfinite(row["best_lr"]):
+            continue  # every lr diverged: nothing to refine around
+        key = (tuple(int(w) for w in str(row["hidden"]).split("-")), row["optimizer"])
+        best[key] = float(row["best_lr"])
+        runs = df[(df["hidden"] == row["hidden"]) & (df["optimizer"] == row["optimizer"])]
+        tested[key] = sorted(float(v) for v in runs["lr"].unique())
+    return planning.refine_chunks(grid, best, tested, round_)
 
 
 def _plan(
@@ -240,7 +269,9 @@ def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.nd
         return done
     spec = RunSpec.create(cfg, sweep.dataset, chunk.bucket.hidden, chunk.bucket.optimizer)
     # pad the lr axis to a multiple of the device count (padding lanes are dropped at the end)
-    lrs = chunk.lrs + (chunk.lrs[-1],) * (-n_l % dev.mesh_size(sweep.mesh))
+    n_pad = max(n_l, chunk.lanes_lrs)  # refinement rounds reuse the grid's lane shape
+    n_pad += -n_pad % dev.mesh_size(sweep.mesh)
+    lrs = chunk.lrs + (chunk.lrs[-1],) * (n_pad - n_l)
     seeds_a = jnp.asarray(chunk.seeds, jnp.int32)
     lrs_a = dev.place_lrs(jnp.asarray(lrs, jnp.float32), sweep.mesh)
     state = cached_trainer(spec).init(seeds_a, lrs_a)

@@ -64,7 +64,12 @@ def test_four_devices_equal_one_device(tmp_path):
                                  / np.abs(one[cols].to_numpy()))),
         )))
     """)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    # virtual devices are CPU devices: the test runs on the CPU on every machine
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    }
     p = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
     )
@@ -219,6 +224,7 @@ def test_two_processes_equal_two_devices(tmp_path):
     grid = ["--widths", "8,32", "--lrs", "0.02,0.1,0.3,0.05", "--seeds", "2", "--epochs", "2",
             "--n-train", "512", "--n-test", "120"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"  # virtual devices are CPU devices, also on a GPU machine
     two_dev = {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     p = _sweep(*grid, "--devices", "2", "--out", str(tmp_path / "dev"), env=two_dev)
     assert p.returncode == 0, p.stderr
