@@ -313,6 +313,11 @@ class SweepConfig(TrainOptions):
     out: str | None = option(
         None, "output directory", group="execution", shown_default="runs/<timestamp>"
     )
+    autotune: Literal["auto", "on", "off"] = option(
+        "auto",
+        "GPU kernel autotuning: auto tunes programs predicted to train for 20 s or more",
+        group="execution",
+    )
     compilation_cache: bool = option(
         True,
         "keep compiled programs in JAX's persistent cache (off: also JAXLR_COMPILATION_CACHE=0)",
@@ -394,6 +399,7 @@ EXECUTION_FIELDS = frozenset(
         "shard",
         "preset",
         "compilation_cache",
+        "autotune",
         "coordinator_address",
         "num_processes",
         "process_id",

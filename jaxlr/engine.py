@@ -54,6 +54,7 @@ class RunSpec(TrainOptions):
     n_test: int
     data_mean: float = 0.0
     data_std: float = 1.0
+    autotune: bool = True  # GPU: let XLA autotune the kernels (the plan decides per program)
 
     @classmethod
     def create(
@@ -316,9 +317,14 @@ def make_trainer(spec: RunSpec) -> Trainer:
 
 
 def compiler_options(spec: RunSpec) -> dict[str, Any]:
-    """Per-program XLA options: deterministic GPU reductions unless ``spec.deterministic`` is off
-    (CPU programs are deterministic either way; the option is ignored there)."""
-    return {"xla_gpu_deterministic_ops": True} if spec.deterministic else {}
+    """Per-program XLA options: deterministic GPU reductions unless ``spec.deterministic`` is off,
+    no autotuning where the plan says it does not pay (the CPU ignores both)."""
+    options: dict[str, Any] = {}
+    if spec.deterministic:
+        options["xla_gpu_deterministic_ops"] = True
+    if not spec.autotune:
+        options["xla_gpu_autotune_level"] = 0
+    return options
 
 
 def _with_precision(fn: Callable[..., Any], precision: str) -> Callable[..., Any]:

@@ -54,6 +54,8 @@ def plan_record(chunks: list[Chunk]) -> list[dict[str, Any]]:
             "optimizer": c.bucket.optimizer,
             "seeds": list(c.seeds),
             "lrs": list(c.lrs),
+            "round": c.round,
+            "autotune": c.autotune,
         }
         for c in chunks
     ]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Callable
 
 from jaxlr.config import ConfigError, SweepConfig
 from jaxlr.models import layer_sizes, param_count
@@ -59,6 +60,7 @@ class Chunk:
     lrs: tuple[float, ...]
     round: int = 0  # 0: the grid; k: the k-th refinement round
     lanes_lrs: int = 0  # compile for this many lrs (inert padding lanes), to reuse a program
+    autotune: bool = True  # let XLA autotune this chunk's GPU kernels (see autotune_chunks)
 
     @property
     def n_lanes(self) -> int:
@@ -98,10 +100,10 @@ def refine_chunks(
         for c in grid:
             if (c.bucket.hidden, c.bucket.optimizer) == b_key:
                 shapes.setdefault(c.seeds, c)
-        for seeds, first in shapes.items():
+        for first in shapes.values():
             per = len(first.lrs)
             out += [
-                Chunk(first.bucket, seeds, new[k : k + per], round=round_, lanes_lrs=per)
+                dataclasses.replace(first, lrs=new[k : k + per], round=round_, lanes_lrs=per)
                 for k in range(0, len(new), per)
             ]
     return out
@@ -243,6 +245,7 @@ def estimate_seconds(
     n_test: int,
     backend: str,
     devices: int = 1,
+    compile: bool = True,
 ) -> float:
     """A rough wall time for the plan: matmul FLOPs at a typical rate plus per-step latency.
 
@@ -262,7 +265,26 @@ def estimate_seconds(
         steps = steps_per_epoch * (latency + c.n_lanes * lane_step)
         total += cfg.epochs * (flops / rate + steps)
     programs = {(c.bucket.hidden, c.bucket.optimizer, c.n_lanes) for c in chunks}
-    return total + _COMPILE_S * len(programs)
+    return total + (_COMPILE_S * len(programs) if compile else 0.0)
+
+
+AUTOTUNE_MIN_S = 20.0  # autotune a GPU program predicted to train at least this long
+
+
+def autotune_chunks(
+    chunks: list[Chunk], mode: str, seconds: Callable[[Chunk], float]
+) -> list[Chunk]:
+    """Decides per chunk whether XLA autotunes its GPU kernels.
+
+    Autotuning picks the fastest kernels by timing candidates while compiling: several seconds
+    per program on an H100, which made the width-1024 step of the seed-001 grid 3.5x faster but
+    is most of the compile time of small programs. ``"auto"`` autotunes a program when its
+    predicted training time (``seconds(chunk)``, without compilation) is at least
+    :data:`AUTOTUNE_MIN_S`; ``"on"`` and ``"off"`` decide for all. The CPU ignores it.
+    """
+    if mode in ("on", "off"):
+        return [dataclasses.replace(c, autotune=mode == "on") for c in chunks]
+    return [dataclasses.replace(c, autotune=seconds(c) >= AUTOTUNE_MIN_S) for c in chunks]
 
 
 def describe_plan(chunks: list[Chunk], per_chunk_bytes: int, seconds: float) -> str:

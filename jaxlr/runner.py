@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -214,16 +215,18 @@ def _plan(
     )
     if not chunks:
         return chunks
-    seconds = planning.estimate_seconds(
-        chunks,
-        cfg,
-        dataset.in_features,
-        dataset.num_classes,
+    estimate = functools.partial(
+        planning.estimate_seconds,
+        cfg=cfg,
+        in_features=dataset.in_features,
+        num_classes=dataset.num_classes,
         steps_per_epoch=dataset.n_train // cfg.batch_size,
         n_test=dataset.n_test,
         backend=jax.default_backend(),
         devices=n_dev,
     )
+    seconds = estimate(chunks)
+    chunks = planning.autotune_chunks(chunks, cfg.autotune, lambda c: estimate([c], compile=False))
     per_chunk = max(
         planning.chunk_bytes(c, cfg, dataset.in_features, dataset.num_classes) for c in chunks
     )
@@ -268,6 +271,7 @@ def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.nd
         sweep.bar.update(lane_steps * cfg.epochs)
         return done
     spec = RunSpec.create(cfg, sweep.dataset, chunk.bucket.hidden, chunk.bucket.optimizer)
+    spec = dataclasses.replace(spec, autotune=chunk.autotune)
     # pad the lr axis to a multiple of the device count (padding lanes are dropped at the end)
     n_pad = max(n_l, chunk.lanes_lrs)  # refinement rounds reuse the grid's lane shape
     n_pad += -n_pad % dev.mesh_size(sweep.mesh)

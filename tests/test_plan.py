@@ -59,3 +59,28 @@ def test_memory_limit_splits_buckets():
     chunks = make_plan(cfg, 784, 10, memory_bytes=per_lane * 5)
     assert all(c.n_lanes <= 5 for c in chunks) and sum(c.n_lanes for c in chunks) == 24
     assert len(make_plan(cfg, 784, 10, memory_bytes=per_lane * 100)) == 1
+
+
+def test_autotune_policy_follows_the_predicted_run_time():
+    from jaxlr.engine import RunSpec, compiler_options
+    from jaxlr.plan import AUTOTUNE_MIN_S, autotune_chunks, estimate_seconds
+
+    cfg = SweepConfig(widths=(64, 1024), lrs=tuple(10.0**-k for k in range(8)), epochs=50)
+    chunks = make_plan(cfg, 784, 10, memory_bytes=1 << 40)
+
+    def seconds(c):  # the seed-001 grid's shapes on a GPU, compile excluded
+        kw = dict(steps_per_epoch=937, n_test=10_000, backend="gpu", compile=False)
+        return estimate_seconds([c], cfg, 784, 10, **kw)
+
+    small, big = sorted(chunks, key=seconds)
+    assert seconds(small) < AUTOTUNE_MIN_S <= seconds(big)
+    decided = {c.bucket.hidden: c.autotune for c in autotune_chunks(chunks, "auto", seconds)}
+    assert decided == {(64, 64): False, (1024, 1024): True}
+    assert all(c.autotune for c in autotune_chunks(chunks, "on", seconds))
+    assert not any(c.autotune for c in autotune_chunks(chunks, "off", seconds))
+    spec = RunSpec(in_features=784, hidden=(64,), num_classes=10, optimizer="sgd",
+                   steps_per_epoch=1, n_train=64, n_test=10, autotune=False)  # fmt: skip
+    assert compiler_options(spec) == {
+        "xla_gpu_deterministic_ops": True,
+        "xla_gpu_autotune_level": 0,
+    }
