@@ -204,6 +204,7 @@ class Trainer(NamedTuple):
     spec: RunSpec
     init: Callable[[jax.Array, jax.Array], TrainState]  # (seeds (S,), lrs (L,)) -> state
     epoch: Callable[..., tuple[TrainState, EpochMetrics]]  # (state, seeds, lrs, epoch, data)
+    abstract_init: Callable[[Any, Any], TrainState]  # init's output shapes, nothing computed
 
 
 def seed_keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -309,11 +310,28 @@ def make_trainer(spec: RunSpec) -> Trainer:
 
     init, epoch = _with_precision(init, spec.precision), _with_precision(epoch, spec.precision)
     options = compiler_options(spec)
+    init_jit = jax.jit(init)
     return Trainer(
         spec,
-        _compiled_cheaply(jax.jit(init), options),
+        _compiled_cheaply(init_jit, options),
         jax.jit(epoch, donate_argnums=(0,), compiler_options=options),
+        lambda seeds, lrs: jax.eval_shape(init_jit, seeds, lrs),
     )
+
+
+def compile_epoch(spec: RunSpec, n_seeds: int, n_lrs: int, data: DeviceData) -> Callable[..., Any]:
+    """The epoch program of ``spec`` for ``n_seeds x n_lrs`` lanes, compiled ahead of time.
+
+    Safe to call from several threads at once: XLA compiles without holding the GIL, so the
+    programs of a plan can compile in parallel while earlier ones train. The result is called
+    like :attr:`Trainer.epoch` (single-device arrays).
+    """
+    trainer = cached_trainer(spec)
+    seeds = jax.ShapeDtypeStruct((n_seeds,), jnp.int32)
+    lrs = jax.ShapeDtypeStruct((n_lrs,), jnp.float32)
+    state = trainer.abstract_init(seeds, lrs)
+    epoch = jax.ShapeDtypeStruct((), jnp.int32)
+    return trainer.epoch.lower(state, seeds, lrs, epoch, data).compile()
 
 
 def compiler_options(spec: RunSpec) -> dict[str, Any]:
@@ -385,20 +403,23 @@ def train_lanes(
     on_epoch: Callable[[int, TrainState, EpochMetrics], None] | None = None,
     state: TrainState | None = None,
     start_epoch: int = 0,
+    epoch_fn: Callable[..., tuple[TrainState, EpochMetrics]] | None = None,
 ) -> tuple[TrainState, dict[str, np.ndarray]]:
     """Trains the lanes ``seeds x lrs`` for ``epochs`` epochs; returns the final state and
     metrics stacked as numpy arrays of shape ``(epochs - start_epoch, S, L)``.
 
     ``on_epoch(epoch, state, metrics)`` is called after each epoch (progress, checkpoints).
+    ``epoch_fn`` replaces the jitted epoch, e.g. by a program from :func:`compile_epoch`.
     """
     trainer = cached_trainer(spec)
+    run_epoch = epoch_fn or trainer.epoch
     seeds = jnp.asarray(seeds, jnp.int32)
     lrs = jnp.asarray(lrs, jnp.float32)
     if state is None:
         state = trainer.init(seeds, lrs)
     history: list[EpochMetrics] = []
     for e in range(start_epoch, epochs):
-        state, metrics = trainer.epoch(state, seeds, lrs, jnp.int32(e), data)
+        state, metrics = run_epoch(state, seeds, lrs, jnp.int32(e), data)
         metrics = jax.tree.map(to_host, metrics)  # one host sync per epoch
         history.append(metrics)
         if on_epoch is not None:

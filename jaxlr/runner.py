@@ -9,9 +9,11 @@ tables and plots (:mod:`jaxlr.outputs`).
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import dataclasses
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +31,14 @@ from jaxlr import devices as dev
 from jaxlr import plan as planning
 from jaxlr import results as res
 from jaxlr.config import ConfigError, SweepConfig, check_resumable, check_writable
-from jaxlr.engine import RunSpec, cached_trainer, device_data, to_host, train_lanes
+from jaxlr.engine import (
+    RunSpec,
+    cached_trainer,
+    compile_epoch,
+    device_data,
+    to_host,
+    train_lanes,
+)
 from jaxlr.outputs import SweepOutcome, config_record, plan_record, write_outputs
 from jaxlr.plan import Chunk
 
@@ -57,6 +66,36 @@ def load_config_dataset(cfg: SweepConfig) -> Any:
     )
 
 
+class _Programs:
+    """The plan's epoch programs, compiled ahead of time in background threads.
+
+    Every distinct program is submitted as soon as the plan is known, so compilation overlaps
+    training instead of adding to it. Only for single-device sweeps (a sharded program is
+    compiled by ``jit`` on first use).
+    """
+
+    def __init__(self, data: Any, enabled: bool):
+        self.data, self.enabled = data, enabled
+        self.futures: dict[tuple, cf.Future] = {}
+        self.pool = cf.ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+
+    def submit(self, spec: RunSpec, n_seeds: int, n_lrs: int) -> None:
+        key = (spec, n_seeds, n_lrs)
+        if self.enabled and key not in self.futures:
+            self.futures[key] = self.pool.submit(compile_epoch, spec, n_seeds, n_lrs, self.data)
+
+    def get(self, spec: RunSpec, n_seeds: int, n_lrs: int) -> Callable[..., Any] | None:
+        self.submit(spec, n_seeds, n_lrs)
+        future = self.futures.get((spec, n_seeds, n_lrs))
+        return future.result() if future is not None else None
+
+    def compiling(self) -> int:
+        return sum(not f.done() for f in self.futures.values())
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclasses.dataclass
 class _Sweep:
     """What every chunk of one sweep shares."""
@@ -69,6 +108,19 @@ class _Sweep:
     resume: bool
     bar: Any
     writer: bool = True  # this process writes files (process 0)
+    programs: _Programs | None = None
+
+    def spec(self, chunk: Chunk) -> RunSpec:
+        """The program of ``chunk``."""
+        b = chunk.bucket
+        spec = RunSpec.create(self.cfg, self.dataset, b.hidden, b.optimizer)
+        return dataclasses.replace(spec, autotune=chunk.autotune)
+
+    def lane_lrs(self, chunk: Chunk) -> int:
+        """The lr lanes ``chunk`` is compiled for: its refinement shape, padded to a multiple of
+        the device count (padding lanes are inert and dropped)."""
+        n = max(len(chunk.lrs), chunk.lanes_lrs)
+        return n + (-n % dev.mesh_size(self.mesh))
 
     @property
     def steps(self) -> int:
@@ -138,14 +190,14 @@ def run(
     total = sum(c.n_lanes for c in chunks) * (dataset.n_train // cfg.batch_size) * cfg.epochs
     frames: list[pd.DataFrame] = []
     with _progress(total, progress) as bar, compilation.tracking(cache) as compiled:
-        sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar, writer)
-        _run_chunks(sweep, chunks, 0, frames)
-        grid = list(chunks)
-        for r in range(1, cfg.refine + 1):
-            new = _refinement(cfg, grid, pd.concat(frames), r)
-            bar.total += sum(c.n_lanes for c in new) * sweep.steps * cfg.epochs
-            _run_chunks(sweep, new, len(chunks), frames)
-            chunks += new
+        programs = _Programs(data, enabled=mesh is None)
+        sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar, writer, programs)
+        for c in chunks:
+            programs.submit(sweep.spec(c), len(c.seeds), sweep.lane_lrs(c))
+        try:
+            _run_all(sweep, chunks, frames)
+        finally:
+            programs.close()
     record["plan"] = plan_record(chunks)
     df = res.sort_results(pd.concat(frames)) if frames else pd.DataFrame(columns=res.COLUMNS)
     record["elapsed_s"] = round(time.perf_counter() - t0, 3)
@@ -153,6 +205,17 @@ def run(
     if out is None or not writer:
         return SweepOutcome(df, res.summarize(df, select=cfg.select))
     return write_outputs(out, df, cfg, record)
+
+
+def _run_all(sweep: _Sweep, chunks: list[Chunk], frames: list) -> None:
+    """The grid's chunks, then the refinement rounds (appended to ``chunks``)."""
+    _run_chunks(sweep, chunks, 0, frames)
+    grid = list(chunks)
+    for r in range(1, sweep.cfg.refine + 1):
+        new = _refinement(sweep.cfg, grid, pd.concat(frames), r)
+        sweep.bar.total += sum(c.n_lanes for c in new) * sweep.steps * sweep.cfg.epochs
+        _run_chunks(sweep, new, len(chunks), frames)
+        chunks += new
 
 
 def _run_chunks(sweep: _Sweep, chunks: list[Chunk], first: int, frames: list) -> None:
@@ -270,11 +333,8 @@ def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.nd
     if store is not None and sweep.resume and (done := store.finished()) is not None:
         sweep.bar.update(lane_steps * cfg.epochs)
         return done
-    spec = RunSpec.create(cfg, sweep.dataset, chunk.bucket.hidden, chunk.bucket.optimizer)
-    spec = dataclasses.replace(spec, autotune=chunk.autotune)
-    # pad the lr axis to a multiple of the device count (padding lanes are dropped at the end)
-    n_pad = max(n_l, chunk.lanes_lrs)  # refinement rounds reuse the grid's lane shape
-    n_pad += -n_pad % dev.mesh_size(sweep.mesh)
+    spec = sweep.spec(chunk)
+    n_pad = sweep.lane_lrs(chunk)
     lrs = chunk.lrs + (chunk.lrs[-1],) * (n_pad - n_l)
     seeds_a = jnp.asarray(chunk.seeds, jnp.int32)
     lrs_a = dev.place_lrs(jnp.asarray(lrs, jnp.float32), sweep.mesh)
@@ -288,6 +348,10 @@ def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.nd
             state = jax.tree.unflatten(treedef, [np.asarray(x) for x in leaves])
             sweep.bar.update(lane_steps * start)
     saver = _EpochSaver(store, cfg, history, sweep.bar, lane_steps, sweep.writer)
+    if sweep.programs is not None and (pending := sweep.programs.compiling()):
+        sweep.bar.set_postfix_str(f"compiling {pending} program(s)")
+    epoch_fn = sweep.programs.get(spec, len(chunk.seeds), n_pad) if sweep.programs else None
+    sweep.bar.set_postfix_str("")
     state, metrics = train_lanes(
         spec,
         sweep.data,
@@ -297,6 +361,7 @@ def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.nd
         on_epoch=saver,
         state=dev.place_state(state, sweep.mesh),
         start_epoch=start,
+        epoch_fn=epoch_fn,
     )
     metrics = _stack(history, [metrics]) if history else metrics
     metrics = {k: v[:, :, :n_l] for k, v in metrics.items()}

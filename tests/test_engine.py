@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -252,3 +254,22 @@ def test_mup_sweep_equals_sp_at_base_width_and_differs_elsewhere(digits, optimiz
         base.replace(parametrization="mup", base_width=8), dataset=digits, progress=False
     )
     assert not np.allclose(sp[cols].to_numpy(), wide[cols].to_numpy())
+
+
+def test_ahead_of_time_program_equals_jit(digits):
+    """The sweep trains with programs compiled ahead of time in threads: the same bits as jit."""
+    from jaxlr.engine import cached_trainer, compile_epoch
+
+    spec = _spec(digits, (16, 16), "adam")
+    data = device_data(digits)
+    seeds, lrs = jnp.asarray([0, 1], jnp.int32), jnp.asarray([0.01, 0.1, 3.0], jnp.float32)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        aot = pool.submit(compile_epoch, spec, 2, 3, data).result()
+    trainer = cached_trainer(spec)
+    outs = []
+    for step in (trainer.epoch, aot):
+        state = trainer.init(seeds, lrs)
+        for e in range(2):
+            state, m = step(state, seeds, lrs, jnp.int32(e), data)
+        outs.append(jax.tree.map(np.asarray, (state.params, m)))
+    jax.tree.map(np.testing.assert_array_equal, outs[0], outs[1])
