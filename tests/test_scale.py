@@ -158,7 +158,7 @@ def test_kill9_then_resume_gives_identical_results(tmp_path):
     assert (out / "summary.csv").read_bytes() == (tmp_path / "ref" / "summary.csv").read_bytes()
     # resuming with other flags is refused
     bad = _sweep("--resume", "--out", str(out), "--widths", "16", "--epochs", "10")
-    assert bad.returncode == 2 and "different config" in bad.stderr
+    assert bad.returncode == 2 and "other settings" in bad.stderr
 
 
 def test_checkpoint_integrity(tmp_path):
@@ -205,7 +205,8 @@ def test_checkpoint_integrity(tmp_path):
 
 def test_small_memory_limit_chunks_without_changing_results(digits, monkeypatch, tmp_path):
     whole = run_sweep(BASE, dataset=digits, progress=False)
-    monkeypatch.setattr(devices, "device_memory_bytes", lambda device=None: 200_000)
+    # room for 2-3 runs per chunk (a run here needs about 1 MB, mostly the evaluation chunk)
+    monkeypatch.setattr(devices, "device_memory_bytes", lambda device=None: 6_000_000)
     chunked = run_sweep(BASE.replace(out=str(tmp_path / "c")), dataset=digits, progress=False)
     plan = json.loads(Path(tmp_path / "c" / "config.json").read_text())["plan"]
     assert len(plan) > 2 and all(len(c["seeds"]) * len(c["lrs"]) < 8 for c in plan)
