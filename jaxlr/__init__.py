@@ -5,10 +5,10 @@ PyTorch-exact ReduceLROnPlateau), muP learning-rate scales, a PyTorch-compatible
 vectorized width x learning-rate sweeps (:func:`jaxlr.sweep.run_sweep`).
 """
 
+from jaxlr.coord_check import coord_check as coord_check
 from jaxlr.models import MLP as MLP
 from jaxlr.models import init_mlp as init_mlp
 from jaxlr.models import param_count as param_count
-from jaxlr.mup import coord_check as coord_check
 from jaxlr.mup import init_mup_mlp as init_mup_mlp
 from jaxlr.mup import mup_adam as mup_adam
 from jaxlr.mup import mup_lr_scales as mup_lr_scales

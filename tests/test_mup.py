@@ -1,9 +1,11 @@
-"""Tests for jaxlr.mup: muP against standard parametrization, the coordinate check, and the
-``mup`` PyPI package (``set_base_shapes``, ``MuReadout``, ``MuAdam``, ``MuSGD``) as reference."""
+"""Tests for jaxlr.mup: muP against standard parametrization, closed forms, and the ``mup`` PyPI
+package (``set_base_shapes``, ``MuReadout``, ``MuAdam``, ``MuSGD``) as reference. The coordinate
+check is tested in test_coord_check.py."""
 
 from __future__ import annotations
 
 import copy
+import doctest
 import itertools
 
 import chex
@@ -11,16 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pandas as pd
 import pytest
 
+from jaxlr import mup as mup_module
 from jaxlr.models import MLP, apply_mlp, init_mlp
 from jaxlr.mup import (
-    CoordCheckConfig,
-    coord_check_summary,
     infshapes,
     init_mup_mlp,
-    main,
     mlp_shapes,
     mup_adam,
     mup_layer_lrs,
@@ -28,8 +27,6 @@ from jaxlr.mup import (
     mup_mlp,
     mup_readout_mult,
     mup_sgd,
-    plot_coord_check,
-    run_coord_check,
     scale_by_tree,
 )
 from jaxlr.transforms import per_layer_lr
@@ -375,76 +372,6 @@ def test_training_matches_mup_torch(optimizer):
     chex.assert_trees_all_close(params, expected, rtol=1e-9, atol=1e-12)
 
 
-# --------------------------------------------------------------------------------------------
-# Coordinate check.
-# --------------------------------------------------------------------------------------------
-
-# Widths 64..1024 (base 64), 3 steps, 2 seeds, fixed standardized digits batch of 256; Adam lr
-# 1e-2, SGD lr 1.0. The CLI test reuses the same shapes, so it hits the compilation cache.
-CC = CoordCheckConfig(widths=(64, 256, 1024), base_width=64, steps=3, seeds=(0, 1))
-CC_ARGS = "--widths 64 256 --base-width 64 --steps 3 --seeds 0 1".split()
-
-
-@pytest.fixture(scope="module")
-def coord_df() -> pd.DataFrame:
-    return run_coord_check(CC)
-
-
-def test_coord_check_table(coord_df):
-    n = 2 * 2 * len(CC.widths) * 3 * (CC.steps + 1) * 2  # opt, par, width, layer, step, seed
-    assert len(coord_df) == n
-    assert {"width", "layer", "step", "seed", "l1", "loss"} <= set(coord_df.columns)
-    assert np.isfinite(coord_df["l1"]).all()
-    # Step 0 is the init: the same input layer for SP and muP (same torch init, finite fan-in).
-    init = coord_df[(coord_df.step == 0) & (coord_df.layer == "Dense_0")]
-    sp, mu = (
-        init[init.parametrization == p].sort_values(["optimizer", "width", "seed"])
-        for p in ("sp", "mup")
-    )
-    np.testing.assert_allclose(sp["l1"].to_numpy(), mu["l1"].to_numpy(), rtol=1e-6)
-    # muP: zero-init readout gives zero logits at init.
-    logits0 = coord_df[(coord_df.step == 0) & (coord_df.layer == "Dense_2")]
-    assert (logits0[logits0.parametrization == "mup"]["l1"] == 0).all()
-
-
-def test_coord_check_flat_for_mup_growing_for_sp(coord_df, tmp_path):
-    """Ratio l1(width 1024) / l1(width 64), seeds averaged, on a fixed digits batch.
-
-    Measured (steps 1..3): muP 0.79-1.04 for every layer (Adam and SGD); SP logits 15.7-29.7
-    (Adam, lr 1e-2) and 3.4-8.4 (SGD, lr 1.0), SP Adam second hidden layer 4.4-5.8. Asserted:
-    muP within [0.6, 1.5]; SP at the last step: Adam logits > 8 and hidden > 3, SGD logits > 4.
-    """
-    summary = coord_check_summary(coord_df)
-    summary.to_csv(tmp_path / "coord_check_summary.csv", index=False)
-    trained = summary[summary.step >= 1].set_index(
-        ["parametrization", "optimizer", "layer", "step"]
-    )
-    mup_ratio = trained.loc["mup", "ratio"]
-    assert mup_ratio.between(0.6, 1.5).all(), mup_ratio
-    last = trained.xs(CC.steps, level="step")["ratio"]
-    assert last["sp", "adam", "Dense_2"] > 8
-    assert last["sp", "adam", "Dense_1"] > 3
-    assert last["sp", "sgd", "Dense_2"] > 4
-    # muP also makes the loss after training nearly width-independent; SP's is not. Measured
-    # spread (max - min over widths): muP 0.038 (Adam) / 0.037 (SGD), SP 1.46 / 1.62.
-    last = coord_df[coord_df.step == CC.steps]
-    loss = last.groupby(["parametrization", "optimizer", "width"])["loss"].mean()
-    spread = loss.groupby(["parametrization", "optimizer"]).agg(np.ptp)
-    assert (spread["mup"] < 0.1).all(), spread
-    assert (spread["sp"] > 5 * spread["mup"]).all(), spread
-
-    path = plot_coord_check(coord_df, tmp_path / "coord_check.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    coord_df.to_csv(tmp_path / "coord_check.csv", index=False)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "coord_check.csv"), coord_df)
-
-
-def test_cli_writes_table_and_plot(coord_df, tmp_path, capsys):
-    main(["coord-check", "--out", str(tmp_path), *CC_ARGS])
-    df = pd.read_csv(tmp_path / "coord_check.csv")
-    # The fixture's first two widths: same shapes (no recompilation) and the same numbers.
-    expected = coord_df[coord_df.width <= 256].reset_index(drop=True)
-    pd.testing.assert_frame_equal(df, expected, check_exact=False, rtol=1e-6)
-    assert (tmp_path / "coord_check.png").stat().st_size > 0
-    assert (tmp_path / "coord_check_summary.csv").exists()
-    assert "Dense_1" in capsys.readouterr().out
+def test_doctests():
+    result = doctest.testmod(mup_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
