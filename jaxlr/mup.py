@@ -86,9 +86,7 @@ import optax
 from jaxlr.models import MLP, layer_sizes
 
 Optimizer = Literal["adam", "sgd"]
-Parametrization = Literal["sp", "mup"]
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-PARAMETRIZATIONS: tuple[str, ...] = ("sp", "mup")
 
 Shape = tuple[int, ...]
 

@@ -32,7 +32,7 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -44,9 +44,7 @@ from jaxlr.data import load_dataset
 from jaxlr.models import MLP
 from jaxlr.mup import (
     OPTIMIZERS,
-    PARAMETRIZATIONS,
     Optimizer,
-    Parametrization,
     mlp_shapes,
     mup_adam,
     mup_init_factors,
@@ -55,6 +53,9 @@ from jaxlr.mup import (
     mup_sgd,
 )
 from jaxlr.results import atomic_write
+
+Parametrization = Literal["sp", "mup"]  # SP: torch init, plain Adam/SGD; muP: jaxlr.mup
+PARAMETRIZATIONS: tuple[str, ...] = ("sp", "mup")
 
 __all__ = [
     "CoordCheckConfig",
