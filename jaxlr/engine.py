@@ -220,16 +220,8 @@ def epoch_batches(seed: jax.Array, epoch: jax.Array, n: int, batch: int, steps: 
     return perm[: steps * batch].reshape(steps, batch)
 
 
-def make_trainer(spec: RunSpec) -> Trainer:
-    """Builds the jitted ``init`` and ``epoch`` functions of a bucket (see the module doc)."""
-    model, init_params = spec.model()
-    mean, std = spec.data_mean, spec.data_std
-
-    def normalize(raw: jax.Array) -> jax.Array:
-        return (raw.astype(jnp.float32) - mean) / std
-
-    def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-        return cross_entropy(model.apply({"params": params}, x), y)
+def _make_init(spec: RunSpec, init_params: Callable[[jax.Array], Any]) -> Callable[..., TrainState]:
+    """``init(seeds (S,), lrs (L,))``: per seed one set of parameters, shared by its lrs."""
 
     def init(seeds: jax.Array, lrs: jax.Array) -> TrainState:
         n_s, n_l = seeds.shape[0], lrs.shape[0]
@@ -242,6 +234,15 @@ def make_trainer(spec: RunSpec) -> Trainer:
         opt_state = jax.vmap(jax.vmap(opt_init), in_axes=(0, None))(params, lrs)
         shape = (n_s, n_l)
         return TrainState(params, opt_state, jnp.ones(shape, bool), jnp.full(shape, -1, jnp.int32))
+
+    return init
+
+
+def _make_step(spec: RunSpec, model: Any) -> Callable[..., Any]:
+    """One optimizer step of every lane, ``(seeds, lrs)``-vmapped, with the divergence guard."""
+
+    def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        return cross_entropy(model.apply({"params": params}, x), y)
 
     def lane_step(params, opt_state, alive, lr, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
@@ -257,10 +258,16 @@ def make_trainer(spec: RunSpec) -> Trainer:
         )
 
     # inner vmap over lrs shares the batch; outer vmap over seeds has its own batch
-    step = jax.vmap(
+    return jax.vmap(
         jax.vmap(lane_step, in_axes=(0, 0, 0, 0, None, None)),
         in_axes=(0, 0, 0, None, 0, 0),
     )
+
+
+def _make_evaluate(
+    spec: RunSpec, model: Any, normalize: Callable[[jax.Array], jax.Array]
+) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """Test loss and accuracy of every lane, over the test set in chunks of ``EVAL_CHUNK``."""
 
     def lane_eval(params: Any, x: jax.Array, y: jax.Array, m: jax.Array) -> jax.Array:
         logits = model.apply({"params": params}, x)
@@ -277,6 +284,21 @@ def make_trainer(spec: RunSpec) -> Trainer:
 
         sums = jax.lax.map(chunk, (data.x_test, data.y_test, data.test_mask)).sum(0)
         return sums[..., 0] / spec.n_test, sums[..., 1] / spec.n_test
+
+    return evaluate
+
+
+def make_trainer(spec: RunSpec) -> Trainer:
+    """Builds the jitted ``init`` and ``epoch`` functions of a bucket (see the module doc)."""
+    model, init_params = spec.model()
+    mean, std = spec.data_mean, spec.data_std
+
+    def normalize(raw: jax.Array) -> jax.Array:
+        return (raw.astype(jnp.float32) - mean) / std
+
+    init = _make_init(spec, init_params)
+    step = _make_step(spec, model)
+    evaluate = _make_evaluate(spec, model, normalize)
 
     def epoch(state: TrainState, seeds: jax.Array, lrs: jax.Array, epoch: jax.Array, data):
         idx = jax.vmap(
