@@ -21,7 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from jaxlr.config import GROUPS, ConfigError, SweepConfig, field_types, flag_of, load_config
+from jaxlr.config import (
+    GROUPS,
+    ConfigError,
+    SweepConfig,
+    check_applies,
+    field_types,
+    flag_of,
+    load_config,
+)
 
 SEED_001_LRS = (1.0, 0.5, 0.1, 0.01, 0.001, 0.0001, 0.00001)
 
@@ -126,21 +134,17 @@ def parse_ints(s: str) -> tuple[int, ...]:
     return _parse_value(tuple[int, ...], s)
 
 
-def parse_floats(s: str) -> tuple[float, ...]:
-    """``"1,0.1"`` -> ``(1.0, 0.1)`` (an ``argparse`` type)."""
-    return _floats(s)
-
-
 def _field_parser(f: dataclasses.Field, tp: Any) -> Any:
     special = {"hidden": _hidden, "shard": _shard, "seeds": _seeds}
     if f.name in special:
         return special[f.name]
     if f.name in ("lrs", "layer_lr_mults"):
-        return _floats
+        return parse_floats
     return lambda s: _parse_value(tp, s)
 
 
-def _floats(s: str) -> tuple[float, ...]:
+def parse_floats(s: str) -> tuple[float, ...]:
+    """``"1,0.1"`` -> ``(1.0, 0.1)`` (an ``argparse`` type)."""
     try:
         return tuple(float(v) for v in _split(s))
     except ValueError:
@@ -317,16 +321,8 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     if fields.get("out") is None:
         fields["out"] = f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}"
     cfg = SweepConfig(**fields)
-    _check_given_apply(cfg, given)
+    check_applies(cfg, given)  # an explicit flag must apply, even set to its default
     return cfg
-
-
-def _check_given_apply(cfg: SweepConfig, given: dict[str, Any]) -> None:
-    """A flag given explicitly must apply, even when its value equals the default."""
-    for f in dataclasses.fields(SweepConfig):
-        applies = f.metadata.get("applies")
-        if f.name in given and applies is not None and not applies(cfg):
-            raise ConfigError(f"{flag_of(f)} only applies to {f.metadata['applies_to']}; remove it")
 
 
 def _error(prog: str, msg: str, code: int = 2) -> int:

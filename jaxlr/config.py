@@ -29,7 +29,7 @@ import os
 import tempfile
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -521,13 +521,14 @@ def _fail(msg: str) -> None:
     raise ConfigError(msg)
 
 
-def _check_applies(c: Any) -> None:
-    """A non-default value of an option that does not apply would be silently ignored."""
+def check_applies(c: Any, given: Collection[str] = ()) -> None:
+    """Refuses an option that does not apply (it would be silently ignored): one whose value is
+    not the default, or that is named in ``given`` (set explicitly, e.g. on the command line)."""
     for f in dataclasses.fields(c):
         applies = f.metadata.get("applies")
         if applies is None or applies(c):
             continue
-        if getattr(c, f.name) != f.default:
+        if f.name in given or getattr(c, f.name) != f.default:
             _fail(f"{flag_of(f)} only applies to {f.metadata['applies_to']}; remove it")
 
 
@@ -549,7 +550,7 @@ def _validate_train(c: TrainOptions) -> None:
         _fail("--parametrization mup needs a positive --base-width, e.g. --base-width 64")
     if not (c.divergence_loss > 0):
         _fail(f"--divergence-loss must be positive, got {c.divergence_loss}")
-    _check_applies(c)
+    check_applies(c)
 
 
 def _validate_grid(c: SweepConfig) -> None:
