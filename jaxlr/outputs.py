@@ -119,7 +119,7 @@ def write_outputs(
         ("lr_sensitivity", plots.plot_lr_sensitivity),
     ):
         try:
-            plot(df, out / f"{name}.png", title=title)
+            plot(df, out / f"{name}.png", title=title, select=cfg.select)
             files.append(f"{name}.png")
         except Exception as e:  # a plot must never cost the results, which are on disk
             warnings.warn(f"could not draw {name}.png: {e}", stacklevel=2)

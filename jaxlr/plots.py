@@ -1,9 +1,15 @@
 """Plots of a sweep's results table (matplotlib, Agg backend; no JAX).
 
 * :func:`plot_loss_curves`: train (solid) and test (dashed) loss against epoch, one panel per
-  lr, one colour per width, mean over seeds — the layout of seed 001's figures.
-* :func:`plot_lr_sensitivity`: final test loss against log2 lr, one curve per width, mean ± std
-  over seeds, diverged lrs marked with ``x`` at the top of the panel (muP paper, Figure 1).
+  lr, one colour per width, seed mean with a band (min..max over seeds) — the layout of seed
+  001's figures. Panels wrap into a grid; past ``max_panels`` lrs a heatmap of the final loss
+  over width x lr takes their place.
+* :func:`plot_lr_sensitivity`: final loss against log2 lr, one curve per width, mean ± std over
+  seeds, best lr starred (muP paper, Figure 1). Divergence is marked per width in a strip under
+  the axis; points above the axis are drawn on its edge as ``^``.
+
+Every figure is sized so that the PNG stays within :data:`MAX_PIXELS` on its longest side,
+whatever the grid.
 """
 
 from __future__ import annotations
@@ -17,16 +23,53 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
 
 from jaxlr.results import atomic_write
 
+MAX_PIXELS = 4000
+"""Longest side of any PNG, in pixels."""
+MAX_PANELS = 16
+"""Above this many lr panels per group, :func:`plot_loss_curves` draws a heatmap instead."""
+_DPI = 110
+_MAX_INCHES = 0.92 * MAX_PIXELS / _DPI  # room for what bbox_inches="tight" adds at the edges
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
-def _label(hidden: str) -> str:
-    return f"hidden {hidden}"
+
+def lr_label(lr: float) -> str:
+    """``2⁻⁷`` for a power of two, else three significant digits (``7.8e-03`` style below 0.01)."""
+    k = math.log2(lr) if lr > 0 else math.nan
+    if math.isfinite(k) and abs(k - round(k)) < 1e-9:
+        return "2" + str(round(k)).translate(_SUPERSCRIPT)
+    return f"{lr:.2e}" if lr < 1e-2 else f"{lr:.3g}"
+
+
+def _hidden_key(h: str) -> list[int]:
+    return [int(x) for x in str(h).split("-")]
+
+
+def _colors(hiddens: list[str]) -> dict[str, tuple]:
+    return {h: plt.cm.viridis(i / max(1, len(hiddens) - 1)) for i, h in enumerate(hiddens)}
+
+
+def _figure(
+    n_rows: int, n_cols: int, panel_w: float, panel_h: float, **kwargs
+) -> tuple[plt.Figure, np.ndarray]:
+    """A grid of panels, shrunk as a whole if it would exceed :data:`MAX_PIXELS`."""
+    w, h = panel_w * n_cols, panel_h * n_rows
+    shrink = min(1.0, _MAX_INCHES / max(w, h))
+    return plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(w * shrink, h * shrink),
+        squeeze=False,
+        layout="constrained",
+        **kwargs,
+    )
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
-    atomic_write(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"))
+    atomic_write(path, lambda p: fig.savefig(p, dpi=_DPI, bbox_inches="tight", format="png"))
     plt.close(fig)
 
 
@@ -40,102 +83,270 @@ def _panel_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     ]
 
 
-def plot_loss_curves(df: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> None:
-    """Loss against epoch, one panel per lr (rows: optimizer/rule groups), one line per width."""
+def _log_ticks(axis: matplotlib.axis.Axis, lo: float, hi: float) -> None:
+    """Plain-number labels on a log axis, denser when it spans less than a decade or two."""
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+    subs = (1.0, 2.0, 5.0) if decades > 1.5 else (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)
+    if decades > 4:
+        subs = (1.0,)
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def plot_loss_curves(
+    df: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    select: str = "test_loss",
+    max_panels: int = MAX_PANELS,
+) -> None:
+    """Loss against epoch, one panel per lr, one line per width (seed mean, min..max band).
+
+    Panels wrap into rows of at most four; each optimizer/rule/parametrization group starts a
+    new row. With more than ``max_panels`` lrs in a group, or more than ``3 * max_panels``
+    panels in all, draws :func:`plot_final_heatmap` (of the final ``select`` loss) instead.
+    """
     groups = _panel_groups(df)
-    lrs = sorted(df["lr"].unique(), reverse=True)
-    n_col = len(lrs)
-    fig, axes = plt.subplots(
-        len(groups), n_col, figsize=(3.2 * n_col, 2.8 * len(groups)), squeeze=False, sharex=True
-    )
-    hiddens = sorted(df["hidden"].unique(), key=lambda h: [int(x) for x in str(h).split("-")])
-    colors = {h: plt.cm.viridis(i / max(1, len(hiddens) - 1)) for i, h in enumerate(hiddens)}
-    for r, (gname, g) in enumerate(groups):
-        mean = g.groupby(["hidden", "lr", "epoch"])[["train_loss", "test_loss"]].mean()
-        for c, lr in enumerate(lrs):
-            ax = axes[r, c]
-            plotted = False
+    per_group = [g["lr"].nunique() for _, g in groups]
+    if max(per_group) > max_panels or sum(per_group) > 3 * max_panels:
+        plot_final_heatmap(df, path, title=title, select=select)
+        return
+    n_col = min(4, max(g["lr"].nunique() for _, g in groups))
+    rows_of = [math.ceil(g["lr"].nunique() / n_col) for _, g in groups]
+    fig, axes = _figure(sum(rows_of), n_col, 3.3, 2.7, sharex=True)
+    hiddens = sorted(df["hidden"].unique(), key=_hidden_key)
+    colors = _colors(hiddens)
+    n_seeds = df["seed"].nunique()
+    row0 = 0
+    for (gname, g), n_rows in zip(groups, rows_of, strict=True):
+        stats = g.groupby(["hidden", "lr", "epoch"])[["train_loss", "test_loss"]].agg(
+            ["mean", "min", "max"]
+        )
+        lrs = sorted(g["lr"].unique(), reverse=True)
+        for i in range(n_rows * n_col):
+            ax = axes[row0 + i // n_col, i % n_col]
+            if i >= len(lrs):
+                ax.axis("off")
+                continue
+            lr = lrs[i]
+            plotted, all_div = False, True
             for h in hiddens:
-                try:
-                    m = mean.loc[(h, lr)]
-                except KeyError:
+                if (h, lr) not in stats.index.droplevel("epoch"):
                     continue
-                ax.plot(m.index, m["train_loss"], color=colors[h], label=_label(h))
-                ax.plot(m.index, m["test_loss"], color=colors[h], ls="--")
-                vals = m[["train_loss", "test_loss"]].to_numpy()
-                plotted |= bool((np.isfinite(vals) & (vals > 0)).any())
-                div = g[(g["hidden"] == h) & (g["lr"] == lr) & g["diverged"]]
+                m = stats.loc[(h, lr)]
+                for col, ls in (("train_loss", "-"), ("test_loss", "--")):
+                    y = m[(col, "mean")].to_numpy(float)
+                    ok = np.isfinite(y) & (y > 0)
+                    if not ok.any():
+                        continue
+                    plotted = True
+                    x = m.index.to_numpy()
+                    ax.plot(x[ok], y[ok], color=colors[h], ls=ls, lw=1.2)
+                    lo, hi = m[(col, "min")].to_numpy(float), m[(col, "max")].to_numpy(float)
+                    band = ok & np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
+                    if band.any():
+                        ax.fill_between(x[band], lo[band], hi[band], color=colors[h], alpha=0.15)
+                runs = g[(g["hidden"] == h) & (g["lr"] == lr)]
+                div = runs[runs["diverged"]]
+                all_div &= runs["diverged"].all()
                 if len(div):
-                    e0 = div["diverged_epoch"].min()
-                    ax.axvline(e0, color=colors[h], ls=":", lw=1)
-            ax.set_title(f"{gname} lr={lr:g}".strip(), fontsize=9)
+                    ax.axvline(div["diverged_epoch"].min(), color=colors[h], ls=":", lw=1)
+            name = f"{gname}  lr = {lr_label(lr)}" if gname else f"lr = {lr_label(lr)}"
+            ax.set_title(name, fontsize=9)
             if plotted:
                 ax.set_yscale("log")
+                _log_ticks(ax.yaxis, *ax.get_ylim())
             else:
-                ax.text(0.5, 0.5, "all runs diverged", ha="center", transform=ax.transAxes)
-            if r == len(groups) - 1:
-                ax.set_xlabel("epoch")
-            if c == 0:
-                ax.set_ylabel("loss (solid train, dashed test)", fontsize=8)
-    axes[0, 0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if all_div:
+                ax.text(
+                    0.5,
+                    0.5,
+                    "every run diverged"
+                    if not plotted
+                    else "every run diverged\n(curves until then)",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    fontsize=9,
+                    color="0.3",
+                )
+            if i % n_col == 0:
+                ax.set_ylabel("loss", fontsize=8)
+            if i + n_col >= len(lrs):
+                ax.set_xlabel("epoch", fontsize=8)
+        row0 += n_rows
+    handles = [plt.Line2D([], [], color=colors[h], label=f"hidden {h}") for h in hiddens]
+    handles += [
+        plt.Line2D([], [], color="k", ls="-", label="train"),
+        plt.Line2D([], [], color="k", ls="--", label="test"),
+        plt.Line2D([], [], color="k", ls=":", label="first divergence"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(8, len(handles)), fontsize=8)
+    band = f"mean of {n_seeds} seeds, band min..max" if n_seeds > 1 else "1 seed"
+    fig.suptitle(f"{title}  ({band})".strip() if title else band, fontsize=10)
     _save(fig, path)
 
 
-def plot_lr_sensitivity(df: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> None:
-    """Final test loss against log2(lr), one curve per width; diverged lrs marked ``x``."""
+def plot_final_heatmap(
+    df: pd.DataFrame, path: str | os.PathLike, *, title: str = "", select: str = "test_loss"
+) -> None:
+    """Final ``select`` loss (seed mean) over width x lr, one heatmap per group.
+
+    A cell where every seed diverged is marked ``x``, one where some did ``+``; lrs that a width
+    did not run are blank.
+    """
     last = df[df["epoch"] == df["epoch"].max()]
     groups = _panel_groups(last)
-    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
-    hiddens = sorted(last["hidden"].unique(), key=lambda h: [int(x) for x in str(h).split("-")])
-    colors = {h: plt.cm.viridis(i / max(1, len(hiddens) - 1)) for i, h in enumerate(hiddens)}
-    for ax, (gname, g) in zip(axes[0], groups, strict=True):
-        finite = g["test_loss"][np.isfinite(g["test_loss"])]
-        top = float(finite.quantile(0.98)) if len(finite) else 1.0
-        for h in hiddens:
-            gh = g[g["hidden"] == h]
-            if gh.empty:
+    hiddens = sorted(last["hidden"].unique(), key=_hidden_key)
+    n_col = min(2, len(groups))
+    n_row = math.ceil(len(groups) / n_col)
+    fig, axes = _figure(n_row, n_col, 7.0, 0.5 * len(hiddens) + 2.0)
+    for i in range(n_row * n_col):
+        ax = axes[i // n_col, i % n_col]
+        if i >= len(groups):
+            ax.axis("off")
+            continue
+        gname, g = groups[i]
+        lrs = np.sort(g["lr"].unique())
+        agg = g.groupby(["hidden", "lr"]).agg(loss=(select, "mean"), div=("diverged", "mean"))
+        loss = np.full((len(hiddens), len(lrs)), np.nan)
+        frac = np.full_like(loss, np.nan)
+        for (h, lr), r in agg.iterrows():
+            j, k = hiddens.index(h), int(np.searchsorted(lrs, lr))
+            loss[j, k], frac[j, k] = r["loss"], r["div"]
+        shown = np.where(frac < 1, loss, np.nan)
+        finite = shown[np.isfinite(shown) & (shown > 0)]
+        if finite.size:
+            lo, hi = float(finite.min()), float(np.quantile(finite, 0.98))
+            norm = matplotlib.colors.LogNorm(vmin=lo, vmax=max(hi, lo * 1.001))
+        else:
+            norm = None
+        edges = np.log2(lrs)
+        step = np.diff(edges).min() if len(lrs) > 1 else 1.0
+        x_edges = np.concatenate([edges - step / 2, [edges[-1] + step / 2]])
+        if len(lrs) > 1:  # cell borders halfway between lrs (uneven after --refine)
+            mid = (edges[1:] + edges[:-1]) / 2
+            x_edges = np.concatenate([[edges[0] - step / 2], mid, [edges[-1] + step / 2]])
+        mesh = ax.pcolormesh(
+            x_edges,
+            np.arange(len(hiddens) + 1),
+            np.ma.masked_invalid(shown),
+            norm=norm,
+            cmap="viridis_r",
+        )
+        for mark, sel in (("x", frac >= 1), ("+", (frac > 0) & (frac < 1))):
+            jj, kk = np.nonzero(sel)
+            if len(jj):
+                ax.scatter(edges[kk], jj + 0.5, marker=mark, color="crimson", s=14, lw=0.8)
+        ax.set_yticks(np.arange(len(hiddens)) + 0.5, [str(h) for h in hiddens], fontsize=8)
+        ax.set_ylabel("hidden")
+        ax.set_xlabel("log2 learning rate")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, nbins=12))
+        ax.set_title(
+            f"{gname}  final {select.replace('_', ' ')}, x: all seeds diverged, + some".strip(),
+            fontsize=9,
+        )
+        if norm is not None:
+            bar = fig.colorbar(mesh, ax=ax, fraction=0.05, pad=0.02)
+            _log_ticks(bar.ax.yaxis, norm.vmin, norm.vmax)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def plot_lr_sensitivity(
+    df: pd.DataFrame, path: str | os.PathLike, *, title: str = "", select: str = "test_loss"
+) -> None:
+    """Final ``select`` loss against log2(lr), one curve per width, mean ± std over seeds.
+
+    Under each panel a strip with one row per width marks the lrs where that width diverged
+    (``x``: every seed, ``+``: some seeds); the curve stops there. The y axis covers the stable
+    points up to their 98th percentile; a point above it is drawn on the top edge as ``^``.
+    """
+    last = df[df["epoch"] == df["epoch"].max()]
+    groups = _panel_groups(last)
+    hiddens = sorted(last["hidden"].unique(), key=_hidden_key)
+    colors = _colors(hiddens)
+    n_col = min(3, len(groups))
+    n_row = math.ceil(len(groups) / n_col)
+    strip = 0.18 * len(hiddens) + 0.3
+    fig, axes = _figure(
+        2 * n_row,
+        n_col,
+        5.2,
+        (4.0 + strip) / 2,
+        gridspec_kw={"height_ratios": [4.0, strip] * n_row},
+    )
+    for i in range(n_row * n_col):
+        ax, sx = axes[2 * (i // n_col), i % n_col], axes[2 * (i // n_col) + 1, i % n_col]
+        if i >= len(groups):
+            ax.axis("off")
+            sx.axis("off")
+            continue
+        gname, g = groups[i]
+        agg = g.groupby(["hidden", "lr"]).agg(
+            m=(select, "mean"), s=(select, "std"), div=("diverged", "mean")
+        )
+        stable = agg[(agg["div"] == 0) & np.isfinite(agg["m"])]
+        top = float(stable["m"].quantile(0.98)) if len(stable) else 1.0
+        lo = float(stable["m"].min()) if len(stable) else 0.0
+        if not top > lo:
+            top = lo + max(abs(lo), 1.0) * 0.1
+        pad = 0.06 * (top - lo)
+        for j, h in enumerate(hiddens):
+            if h not in agg.index.get_level_values("hidden"):
                 continue
-            agg = gh.groupby("lr").agg(
-                m=("test_loss", "mean"), s=("test_loss", "std"), div=("diverged", "any")
-            )
-            x = np.log2(agg.index.to_numpy(float))
-            ok = ~agg["div"].to_numpy()
+            a = agg.loc[h]
+            x = np.log2(a.index.to_numpy(float))
+            m, s, div = a["m"].to_numpy(), np.nan_to_num(a["s"].to_numpy()), a["div"].to_numpy()
+            ok = (div == 0) & np.isfinite(m)
+            inside = ok & (m <= top + pad)
             ax.errorbar(
-                x[ok],
-                agg["m"].to_numpy()[ok],
-                yerr=np.nan_to_num(agg["s"].to_numpy()[ok]),
+                x[inside],
+                m[inside],
+                yerr=s[inside],
                 color=colors[h],
                 marker="o",
                 ms=3,
                 capsize=2,
-                label=_label(h),
+                label=f"hidden {h}",
             )
-            if (~ok).any():
-                ax.scatter(x[~ok], np.full((~ok).sum(), top), marker="x", color=colors[h], s=40)
-            if ok.any():
-                best = int(np.nanargmin(np.where(ok, agg["m"].to_numpy(), np.inf)))
+            above = ok & ~inside
+            if above.any():
                 ax.scatter(
-                    [x[best]],
-                    [agg["m"].to_numpy()[best]],
-                    marker="*",
-                    s=120,
+                    x[above],
+                    np.full(above.sum(), top + pad),
+                    marker="^",
                     color=colors[h],
-                    edgecolor="k",
-                    zorder=5,
+                    s=30,
+                    clip_on=False,
                 )
-        ax.set_xlabel("log2 learning rate")
-        ax.set_ylabel("final test loss (mean ± std over seeds)")
-        lo = float(finite.min()) if len(finite) else 0.0
-        if math.isfinite(top) and math.isfinite(lo) and top > lo:
-            ax.set_ylim(lo - 0.05 * (top - lo), top + 0.08 * (top - lo))
-        ax.set_title(
-            (gname + ("  " if gname else "") + "x = diverged, * = best").strip(), fontsize=9
-        )
+            if inside.any():
+                b = int(np.argmin(np.where(inside, m, np.inf)))
+                ax.scatter(
+                    [x[b]], [m[b]], marker="*", s=120, color=colors[h], edgecolor="k", zorder=5
+                )
+            for mark, sel in (("x", div >= 1), ("+", (div > 0) & (div < 1))):
+                if sel.any():
+                    sx.scatter(x[sel], np.full(sel.sum(), j), marker=mark, color=colors[h], s=30)
+        ax.set_ylim(lo - pad, top + pad)
+        span = np.log2(g["lr"].to_numpy(float))
+        ax.set_xlim(span.min() - 0.5, span.max() + 0.5)
+        ax.set_ylabel(f"final {select.replace('_', ' ')}\n(mean ± std over seeds)", fontsize=8)
+        ax.set_title((f"{gname}  " if gname else "") + "* best, ^ above the axis", fontsize=9)
         ax.legend(fontsize=7)
+        sx.set_ylim(-0.6, len(hiddens) - 0.4)
+        sx.set_yticks(range(len(hiddens)), [str(h) for h in hiddens], fontsize=6)
+        sx.set_xlim(ax.get_xlim())
+        sx.grid(axis="x", alpha=0.3)
+        sx.set_xlabel("log2 learning rate  (strip: diverged, x all seeds, + some)", fontsize=8)
+        ax.tick_params(labelbottom=False)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, nbins=12))
+        sx.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, nbins=12))
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=10)
     _save(fig, path)
