@@ -27,7 +27,8 @@ CHILD = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from jaxlr.data import load_dataset
-    from jaxlr.engine import RunSpec, cached_trainer, device_data
+    from jaxlr.data import device_data
+    from jaxlr.engine import RunSpec, cached_trainer
     width, devices, steps, n_lrs, n_seeds = map(int, sys.argv[1:6])
     ds = load_dataset("synthetic", n_train=steps * 64, n_test=2000)
     mesh = Mesh(np.array(jax.devices()[:devices]), ("lanes",))

@@ -85,7 +85,7 @@ TORCH_PRECISION = {
     "bfloat16": "medium",
 }
 from jaxlr.cli import parse_floats, parse_ints  # noqa: E402
-from jaxlr.plan import EVAL_CHUNK  # noqa: E402  (test examples per forward pass, both sides)
+from jaxlr.data import EVAL_CHUNK  # noqa: E402  (test examples per forward pass, both sides)
 from jaxlr.results import atomic_write  # noqa: E402
 
 WARMUP_STEPS = 3  # untimed steps per PyTorch method and width before timing
@@ -656,8 +656,7 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Be
     """Times every method at every width of ``cfg`` in this process; returns the rows."""
     import torch
 
-    from jaxlr.data import load_dataset
-    from jaxlr.engine import device_data
+    from jaxlr.data import device_data, load_dataset
 
     devices = resolve_devices(cfg.device)
     old_threads, old_prec = torch.get_num_threads(), torch.get_float32_matmul_precision()

@@ -1,9 +1,10 @@
 """Datasets as arrays: ``digits`` (embedded), ``fashion_mnist``, ``mnist`` and ``synthetic``.
 
-Every dataset comes back as a :class:`Dataset` of four host arrays (``x`` of shape
-``(n, in_features)``, ``y`` of shape ``(n,)`` and dtype ``int32``) plus the scalar normalization
-constants; :meth:`Dataset.to_device` puts the arrays on the accelerator in their raw dtype, and the
-training step calls :meth:`Dataset.normalize` inside ``jit``.
+Every dataset comes back as a :class:`Dataset` of four host numpy arrays (``x`` of shape
+``(n, in_features)``, ``y`` of shape ``(n,)`` and dtype ``int32``), the scalar normalization
+constants and its ``origin`` (where it was read from). There is one way onto the device:
+:func:`device_data` puts the arrays there in their raw dtype (test set padded into evaluation
+chunks), and the jitted training step calls :func:`normalize` on each raw batch.
 
 Datasets (``load_dataset(name)``):
 
@@ -29,21 +30,24 @@ Normalization: inputs are standardized with one scalar mean/std computed on the 
 
 computed exactly in float64 on the (possibly subsampled) training split and applied to both splits.
 ``synthetic`` is already standardized: ``mean = 0``, ``std = 1``. The arrays keep their raw dtype
-(``uint8`` for images: 4x less device memory than float32); :meth:`Dataset.normalize` converts.
+(``uint8`` for images: 4x less device memory than float32); :func:`normalize` converts.
 
-Where the IDX files are looked for, in order (the first directory holding all four files wins):
+Where the IDX files are looked for. With a ``data_dir`` argument (``--data-dir``), **only** there:
+a directory you name that does not hold the files is an error, never a silent fallback. Without
+it, in order (the first directory holding all four files wins):
 
-1. the ``data_dir`` argument (``--data-dir``),
-2. ``$JAXLR_DATA_DIR``,
-3. the cache directory ``$XDG_CACHE_HOME/jaxlr`` (default ``~/.cache/jaxlr``);
+1. ``$JAXLR_DATA_DIR``,
+2. the cache directory ``$XDG_CACHE_HOME/jaxlr`` (default ``~/.cache/jaxlr``),
+3. ``/usr/share/datasets`` (:data:`SYSTEM_DATA_DIRS`; Debian's ``dataset-fashion-mnist`` package
+   installs ``/usr/share/datasets/fashion-mnist/``);
 
-in each root both ``<root>/<name>/<file>`` and ``<root>/<file>`` are accepted (``<name>`` is
-``fashion_mnist`` or ``mnist``). When they are absent and ``download=True``, the missing files are
-downloaded once into ``<data_dir>/<name>/`` if ``data_dir`` was given, else into
-``<cache>/<name>/``, from the dataset's public mirror (:data:`IDX_SOURCES`; override it with
-``$JAXLR_FASHION_MNIST_MIRROR`` / ``$JAXLR_MNIST_MIRROR``), each verified against its sha256 and
-written atomically. Offline, :class:`DataError` says which files are missing, where to put them
-and where to get them.
+in each root ``<root>/<name>/<file>``, ``<root>/<name with - for _>/<file>`` and
+``<root>/<file>`` are accepted (``<name>`` is ``fashion_mnist`` or ``mnist``). When they are
+absent and ``download=True``, the missing files are downloaded once into ``<data_dir>/<name>/`` if
+``data_dir`` was given, else into ``<cache>/<name>/``, from the dataset's public mirror
+(:data:`IDX_SOURCES`; override it with ``$JAXLR_FASHION_MNIST_MIRROR`` / ``$JAXLR_MNIST_MIRROR``),
+each verified against its sha256 and written atomically. Offline, :class:`DataError` says which
+files are missing, where to put them and where to get them.
 
 Example:
 
@@ -53,6 +57,8 @@ Example:
   >>> x = ds.normalize(ds.x_train)
   >>> bool(abs(x.mean()) < 1e-5), bool(abs(x.std() - 1) < 1e-5)
   (True, True)
+  >>> ds.origin
+  'embedded: scikit-learn load_digits'
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -159,11 +165,10 @@ IDX_DTYPES: Mapping[int, np.dtype] = {
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/test split as arrays, in raw units, with its normalization constants.
+    """A train/test split as host arrays, in raw units, with its normalization constants.
 
-    Equality is identity (arrays have no single truth value); compare fields explicitly. A
-    ``Dataset`` is a pytree whose leaves are the four arrays (``name``, ``num_classes``, ``mean``
-    and ``std`` are static), so it can be passed through ``jax.jit`` or ``jax.device_put``.
+    Equality is identity (arrays have no single truth value); compare fields explicitly. To train
+    on it, :func:`device_data` puts it on the device.
     """
 
     name: str  # canonical dataset name, one of DATASETS
@@ -174,11 +179,9 @@ class Dataset:
     num_classes: int  # number of classes
     mean: float  # normalization in raw units: x = (raw - mean) / std
     std: float  # > 0
+    origin: str = ""  # where the arrays came from: a directory, "embedded: ...", "tfds: ..."
 
     def __post_init__(self) -> None:
-        arrays = (self.x_train, self.y_train, self.x_test, self.y_test)
-        if not all(hasattr(a, "ndim") and hasattr(a, "dtype") for a in arrays):
-            return  # jax.tree_util placeholders while (un)flattening: nothing to check
         xs, ys = (self.x_train, self.x_test), (self.y_train, self.y_test)
         if any(x.ndim != 2 for x in xs) or any(y.ndim != 1 for y in ys):
             raise DataError(f"{self.name}: x must be 2-D (n, features) and y 1-D (n,)")
@@ -208,24 +211,8 @@ class Dataset:
         return int(self.x_test.shape[0])
 
     def normalize(self, raw: Any, dtype: Any = jnp.float32) -> Any:
-        """``(raw - mean) / std`` in ``dtype``; numpy in, numpy out; jax (or traced) in, jax out.
-
-        Meant to run inside the jitted step on raw device batches (``mean``/``std`` are constants).
-        """
-        xp = np if isinstance(raw, np.ndarray) else jnp
-        x = xp.asarray(raw).astype(dtype)
-        return (x - xp.asarray(self.mean, dtype)) / xp.asarray(self.std, dtype)
-
-    def to_device(self, device: Any = None) -> Dataset:
-        """The same dataset with its arrays as ``jax.Array`` on ``device``, raw dtypes kept."""
-        put = lambda a: jax.device_put(a, device)
-        return dataclasses.replace(
-            self,
-            x_train=put(self.x_train),
-            y_train=put(self.y_train),
-            x_test=put(self.x_test),
-            y_test=put(self.y_test),
-        )
+        """:func:`normalize` with this dataset's ``mean`` and ``std``."""
+        return normalize(raw, self.mean, self.std, dtype)
 
     def __repr__(self) -> str:
         def arr(a: Any) -> str:
@@ -237,11 +224,50 @@ class Dataset:
         )
 
 
-jax.tree_util.register_dataclass(
-    Dataset,
-    data_fields=["x_train", "y_train", "x_test", "y_test"],
-    meta_fields=["name", "num_classes", "mean", "std"],
-)
+def normalize(raw: Any, mean: float, std: float, dtype: Any = jnp.float32) -> Any:
+    """``(raw - mean) / std`` in ``dtype``: numpy in, numpy out; jax (or traced) in, jax out.
+
+    The one normalization of the library: the training step applies it to raw device batches
+    inside ``jit`` (``mean`` and ``std`` are Python constants there).
+    """
+    xp = np if isinstance(raw, np.ndarray) else jnp
+    x = xp.asarray(raw).astype(dtype)
+    return (x - xp.asarray(mean, dtype)) / xp.asarray(std, dtype)
+
+
+EVAL_CHUNK = 2000
+"""Test examples evaluated at once (bounds activation memory); :func:`device_data`'s default."""
+
+
+class DeviceData(NamedTuple):
+    """A :class:`Dataset` on the device in raw dtype, as the training programs take it."""
+
+    x_train: jax.Array  # (n_train, d) raw dtype
+    y_train: jax.Array  # (n_train,) int32
+    x_test: jax.Array  # (chunks, chunk, d), zero-padded
+    y_test: jax.Array  # (chunks, chunk) int32
+    test_mask: jax.Array  # (chunks, chunk) float32, 0 on padding
+
+
+def device_data(dataset: Dataset, eval_chunk: int = EVAL_CHUNK, sharding: Any = None) -> DeviceData:
+    """Puts ``dataset`` on the device (``sharding``: e.g. replicated over a mesh), raw dtypes
+    kept, the test set padded into chunks of ``min(eval_chunk, n_test)`` with a 0/1 mask."""
+    x_test, y_test = np.asarray(dataset.x_test), np.asarray(dataset.y_test)
+    n_test = len(y_test)
+    chunk = min(eval_chunk, n_test)
+    n_chunks = -(-n_test // chunk)
+    pad = n_chunks * chunk - n_test
+    mask = np.concatenate([np.ones(n_test, np.float32), np.zeros(pad, np.float32)])
+    x_test = np.concatenate([x_test, np.zeros((pad, *x_test.shape[1:]), x_test.dtype)])
+    y_test = np.concatenate([y_test, np.zeros(pad, y_test.dtype)])
+    arrays = DeviceData(
+        np.asarray(dataset.x_train),
+        np.asarray(dataset.y_train, np.int32),
+        x_test.reshape(n_chunks, chunk, -1),
+        y_test.reshape(n_chunks, chunk).astype(np.int32),
+        mask.reshape(n_chunks, chunk),
+    )
+    return jax.device_put(arrays, sharding)
 
 
 def load_dataset(
@@ -272,7 +298,7 @@ def load_dataset(
       data_seed: synthetic only: seed of the numpy generator drawing inputs and labels.
 
     Returns:
-      A :class:`Dataset` of numpy arrays (call :meth:`Dataset.to_device` to move it).
+      A :class:`Dataset` of numpy arrays (:func:`device_data` puts it on the device).
 
     Raises:
       DataError: unknown name or source, invalid sizes, missing/corrupt files, failed download.
@@ -311,8 +337,10 @@ def load_dataset(
         if source != "idx":
             raise DataError("source='tfds' applies to fashion_mnist and mnist only")
         x_train, y_train, x_test, y_test = _digits_arrays()
+        origin = "embedded: scikit-learn load_digits"
     elif source == "tfds":
         x_train, y_train, x_test, y_test = _tfds_arrays(key, data_dir, n_train, n_test)
+        origin = f"tfds: {key} in {data_dir or 'the TFDS default data_dir'}"
     else:
         directory = find_idx_dir(key, data_dir)
         if directory is None:
@@ -324,10 +352,13 @@ def load_dataset(
                 )
             directory = fetch_idx_files(key, download_dir(key, data_dir))
         x_train, y_train, x_test, y_test = _read_idx_dataset(directory)
+        origin = str(directory.resolve())
     x_train, y_train = _head(key, "train", x_train, y_train, n_train)
     x_test, y_test = _head(key, "test", x_test, y_test, n_test)
     mean, std = _pixel_stats(x_train)
-    return Dataset(key, x_train, y_train, x_test, y_test, 10, mean, std)  # all have 10 classes
+    return Dataset(
+        key, x_train, y_train, x_test, y_test, 10, mean, std, origin
+    )  # all have 10 classes
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,7 +372,8 @@ def _synthetic(*, n_train: int, n_test: int, features: int, num_classes: int, da
     y_train = rng.integers(0, num_classes, n_train, dtype=np.int32)
     x_test = rng.standard_normal((n_test, features), dtype=np.float32)
     y_test = rng.integers(0, num_classes, n_test, dtype=np.int32)
-    return Dataset("synthetic", x_train, y_train, x_test, y_test, num_classes, 0.0, 1.0)
+    origin = f"generated: N(0, 1) inputs, uniform labels, data_seed={data_seed}"
+    return Dataset("synthetic", x_train, y_train, x_test, y_test, num_classes, 0.0, 1.0, origin)
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -483,9 +515,11 @@ SYSTEM_DATA_DIRS: tuple[str, ...] = ("/usr/share/datasets",)
 
 
 def search_roots(data_dir: str | os.PathLike[str] | None = None) -> list[pathlib.Path]:
-    """The roots searched for IDX files, in order: ``data_dir``, ``$JAXLR_DATA_DIR``, cache,
-    then :data:`SYSTEM_DATA_DIRS`."""
-    roots = [pathlib.Path(data_dir).expanduser()] if data_dir is not None else []
+    """The roots searched for IDX files: ``[data_dir]`` alone when given, else
+    ``$JAXLR_DATA_DIR``, the cache, then :data:`SYSTEM_DATA_DIRS`."""
+    if data_dir is not None:
+        return [pathlib.Path(data_dir).expanduser()]
+    roots = []
     if os.environ.get(DATA_DIR_ENV):
         roots.append(pathlib.Path(os.environ[DATA_DIR_ENV]).expanduser())
     roots.append(cache_dir())
@@ -519,7 +553,8 @@ def mirror_url(name: str) -> str:
 def _where_to_put(missing: Sequence[str], target: pathlib.Path, url: str) -> str:
     """The fix for missing IDX files: where to put them and where to get them."""
     return (
-        f"put {', '.join(missing)} in {target} (or pass data_dir / set ${DATA_DIR_ENV}); "
+        f"put {', '.join(missing)} in {target} (or point data_dir / ${DATA_DIR_ENV} at a "
+        "directory that has them); "
         f"get them from {url}"
     )
 
@@ -557,12 +592,23 @@ def fetch_idx_files(
     url = url if url.endswith("/") else url + "/"
     digests = IDX_SOURCES[name].sha256 if sha256 is None else sha256
     missing = [f for f in IDX_FILES if _idx_path(directory, f) is None]
+    created = [d for d in (directory, *directory.parents) if not d.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{name}: cannot create {directory} ({e}); pass a writable data_dir") from e
-    for i, file in enumerate(missing):
-        _download_verified(name, url + file, directory / file, digests[file], missing[i:], timeout)
+    try:
+        for i, file in enumerate(missing):
+            _download_verified(
+                name, url + file, directory / file, digests[file], missing[i:], timeout
+            )
+    except DataError:
+        for d in created:  # a failed download leaves no empty directories behind
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
     return directory
 
 

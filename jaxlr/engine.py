@@ -34,9 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlr import data as data_lib
 from jaxlr.config import Optimizer, TrainOptions
+from jaxlr.data import DeviceData
 from jaxlr.models import MLP
-from jaxlr.plan import EVAL_CHUNK
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -116,36 +117,6 @@ class EpochMetrics(NamedTuple):
     train_loss: jax.Array  # float32: mean batch loss; NaN if the lane died by this epoch
     test_loss: jax.Array  # float32: mean cross-entropy on the test set
     test_accuracy: jax.Array  # float32
-
-
-class DeviceData(NamedTuple):
-    """The dataset on the device; raw dtype (uint8 images) is normalized inside the step."""
-
-    x_train: jax.Array
-    y_train: jax.Array
-    x_test: jax.Array  # (chunks, EVAL_CHUNK, d), zero-padded
-    y_test: jax.Array  # (chunks, EVAL_CHUNK)
-    test_mask: jax.Array  # (chunks, EVAL_CHUNK) float32, 0 on padding
-
-
-def device_data(dataset: Any, eval_chunk: int = EVAL_CHUNK, sharding: Any = None) -> DeviceData:
-    """Puts a :class:`jaxlr.data.Dataset` on the device, test set padded into eval chunks."""
-    x_test, y_test = np.asarray(dataset.x_test), np.asarray(dataset.y_test)
-    n_test = len(y_test)
-    chunk = min(eval_chunk, n_test)
-    n_chunks = -(-n_test // chunk)
-    pad = n_chunks * chunk - n_test
-    mask = np.concatenate([np.ones(n_test, np.float32), np.zeros(pad, np.float32)])
-    x_test = np.concatenate([x_test, np.zeros((pad, *x_test.shape[1:]), x_test.dtype)])
-    y_test = np.concatenate([y_test, np.zeros(pad, y_test.dtype)])
-    arrays = DeviceData(
-        np.asarray(dataset.x_train),
-        np.asarray(dataset.y_train, np.int32),
-        x_test.reshape(n_chunks, chunk, -1),
-        y_test.reshape(n_chunks, chunk).astype(np.int32),
-        mask.reshape(n_chunks, chunk),
-    )
-    return jax.device_put(arrays, sharding)
 
 
 def make_optimizer(spec: RunSpec, lr: jax.Array | float) -> optax.GradientTransformation:
@@ -294,7 +265,7 @@ def make_trainer(spec: RunSpec) -> Trainer:
     mean, std = spec.data_mean, spec.data_std
 
     def normalize(raw: jax.Array) -> jax.Array:
-        return (raw.astype(jnp.float32) - mean) / std
+        return data_lib.normalize(raw, mean, std)
 
     init = _make_init(spec, init_params)
     step = _make_step(spec, model)

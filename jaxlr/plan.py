@@ -32,9 +32,8 @@ import math
 from collections.abc import Callable
 
 from jaxlr.config import ConfigError, SweepConfig
+from jaxlr.data import EVAL_CHUNK
 from jaxlr.models import layer_sizes, param_count
-
-EVAL_CHUNK = 2000  # test examples evaluated at once (bounds activation memory)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,14 +31,8 @@ from jaxlr import devices as dev
 from jaxlr import plan as planning
 from jaxlr import results as res
 from jaxlr.config import ConfigError, SweepConfig, check_resumable, check_writable
-from jaxlr.engine import (
-    RunSpec,
-    cached_trainer,
-    compile_epoch,
-    device_data,
-    to_host,
-    train_lanes,
-)
+from jaxlr.data import device_data
+from jaxlr.engine import RunSpec, cached_trainer, compile_epoch, to_host, train_lanes
 from jaxlr.outputs import SweepOutcome, config_record, plan_record, write_outputs
 from jaxlr.plan import Chunk
 

@@ -93,6 +93,7 @@ def test_cli_end_to_end(tmp_path):
     assert list(summary.width) == [8, 32] and (summary.min_diverged_lr == 100).all()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["widths"] == [8, 32] and "jax" in cfg["versions"]
+    assert cfg["dataset"]["origin"] == "embedded: scikit-learn load_digits"
     assert (out / "loss_curves.png").stat().st_size > 1000
 
 
@@ -148,8 +149,11 @@ def test_newcomer_tour(tmp_path):
     # flags that would be ignored are errors
     _one_line_exit_2(_run(*quick, "--weight-norm-factor", "0.5"), "only applies")
     _one_line_exit_2(_run(*quick, "--hidden", "64-16", "--widths", "32"), "only applies")
+    # an explicit --data-dir without the data is an error (no other directory is tried), and
+    # the failed fetch leaves nothing behind
     _one_line_exit_2(_run(*quick, "--dataset", "fashion_mnist", "--data-dir",
                           str(tmp_path / "nowhere")), "nowhere")  # fmt: skip
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_resume_with_other_flags_names_the_field(tmp_path):

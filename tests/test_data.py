@@ -250,10 +250,27 @@ def test_lookup_order_data_dir_then_env_then_cache(tmp_path, isolated_env, monke
     arg_arrays = make_idx_set(tmp_path / "arg", n_train=14, seed=6)
     ds = load_dataset("mnist", data_dir=tmp_path / "arg", download=False)
     _check_idx_dataset(ds, arg_arrays, name="mnist")
-    # An incomplete data_dir does not shadow a complete set further down the list.
+    assert ds.origin == str((tmp_path / "arg").resolve())
+    # A data_dir you name is the only place looked at: an incomplete one is an error that names
+    # it and the missing file, never a silent fallback to the complete set in $JAXLR_DATA_DIR.
     (tmp_path / "arg" / FILES[3]).unlink()
-    ds = load_dataset("mnist", data_dir=tmp_path / "arg", download=False)
-    _check_idx_dataset(ds, env_arrays, name="mnist")
+    with pytest.raises(DataError) as e:
+        load_dataset("mnist", data_dir=tmp_path / "arg", download=False)
+    assert str(tmp_path / "arg") in str(e.value) and FILES[3] in str(e.value)
+    assert str(tmp_path / "env") not in str(e.value)
+    with pytest.raises(DataError):
+        load_dataset("mnist", data_dir=tmp_path / "does" / "not" / "exist", download=False)
+
+
+def test_system_dir_is_searched_last_in_debian_layout(tmp_path, monkeypatch):
+    """Debian's dataset-fashion-mnist installs /usr/share/datasets/fashion-mnist/*.gz."""
+    arrays = make_idx_set(tmp_path / "share" / "fashion-mnist", n_train=9, seed=8)
+    monkeypatch.setattr(data, "SYSTEM_DATA_DIRS", (str(tmp_path / "share"),))
+    ds = load_dataset("fashion_mnist", download=False)
+    _check_idx_dataset(ds, arrays)
+    assert ds.origin == str((tmp_path / "share" / "fashion-mnist").resolve())
+    assert data.search_roots()[-1] == tmp_path / "share"
+    assert data.search_roots(tmp_path / "x") == [tmp_path / "x"]
 
 
 def test_missing_files_without_download_says_where(tmp_path, no_network):
@@ -352,7 +369,7 @@ def test_download_with_wrong_digest_keeps_nothing(tmp_path, mirror):
     with pytest.raises(DataError, match="sha256 mismatch") as e:
         data.fetch_idx_files("fashion_mnist", target, base_url=server.url, sha256=wrong)
     assert FILES[0] in str(e.value)
-    assert list(target.iterdir()) == []  # neither the bad file nor its temp file
+    assert not target.exists()  # neither the bad file, nor its temp file, nor the directory
 
 
 def test_download_http_error_is_a_data_error(tmp_path, mirror):
@@ -550,10 +567,10 @@ def test_synthetic_overrides_and_seeding():
 def test_normalize_numpy_jax_and_jit_agree():
     ds = load_dataset("digits")
     ref = ((ds.x_test.astype(np.float64) - ds.mean) / ds.std).astype(np.float32)
-    dev = ds.to_device()
+    x_dev = jax.device_put(ds.x_test)
     out_np = ds.normalize(ds.x_test)
-    out_jax = dev.normalize(dev.x_test)
-    out_jit = jax.jit(dev.normalize)(dev.x_test)
+    out_jax = data.normalize(x_dev, ds.mean, ds.std)
+    out_jit = jax.jit(lambda x: data.normalize(x, ds.mean, ds.std))(x_dev)
     assert isinstance(out_np, np.ndarray) and isinstance(out_jax, jax.Array)
     for out in (out_np, out_jax, out_jit):
         assert out.dtype == np.float32
@@ -561,20 +578,25 @@ def test_normalize_numpy_jax_and_jit_agree():
     assert ds.normalize(ds.x_test, dtype=jnp.bfloat16).dtype == jnp.bfloat16
 
 
-def test_to_device_keeps_raw_dtypes():
+def test_device_data_keeps_raw_dtypes_and_pads_the_test_set():
     ds = load_dataset("digits", n_train=100, n_test=30)
-    dev = ds.to_device(jax.devices()[0])
-    assert isinstance(dev, Dataset) and dev.name == "digits"
-    for field in ("x_train", "y_train", "x_test", "y_test"):
-        arr = getattr(dev, field)
-        assert isinstance(arr, jax.Array) and arr.dtype == getattr(ds, field).dtype
-        np.testing.assert_array_equal(np.asarray(arr), getattr(ds, field))
+    dev = data.device_data(ds, eval_chunk=8)  # 30 test examples -> 4 chunks of 8, 2 padded
+    assert all(isinstance(a, jax.Array) for a in dev)
     assert dev.x_train.dtype == jnp.uint8 and dev.y_train.dtype == jnp.int32
-    assert (dev.mean, dev.std, dev.n_train, dev.n_test) == (ds.mean, ds.std, 100, 30)
-    # A Dataset is a pytree whose leaves are its four arrays.
-    assert len(jax.tree.leaves(dev)) == 4
-    total = jax.jit(lambda d: d.y_train.sum() + d.n_test)(dev)
-    assert int(total) == int(ds.y_train.sum()) + 30
+    np.testing.assert_array_equal(np.asarray(dev.x_train), ds.x_train)
+    np.testing.assert_array_equal(np.asarray(dev.y_train), ds.y_train)
+    assert dev.x_test.shape == (4, 8, 64) and dev.y_test.shape == dev.test_mask.shape == (4, 8)
+    np.testing.assert_array_equal(np.asarray(dev.x_test).reshape(32, 64)[:30], ds.x_test)
+    np.testing.assert_array_equal(np.asarray(dev.y_test).reshape(32)[:30], ds.y_test)
+    mask = np.asarray(dev.test_mask).reshape(32)
+    assert mask.dtype == np.float32 and mask[:30].all() and not mask[30:].any()
+    whole = data.device_data(ds)  # the default chunk covers the whole test set
+    assert whole.x_test.shape == (1, 30, 64) and bool(whole.test_mask.all())
+
+
+def test_origin_says_where_the_data_came_from():
+    assert load_dataset("digits").origin.startswith("embedded")
+    assert "data_seed=3" in load_dataset("synthetic", n_train=4, n_test=2, data_seed=3).origin
 
 
 def test_dataset_validates_fields():

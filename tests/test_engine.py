@@ -11,8 +11,8 @@ import optax
 import pytest
 
 from jaxlr.config import SweepConfig
-from jaxlr.data import load_dataset
-from jaxlr.engine import RunSpec, device_data, epoch_batches, seed_keys, train_lanes
+from jaxlr.data import device_data, load_dataset
+from jaxlr.engine import RunSpec, epoch_batches, seed_keys, train_lanes
 from jaxlr.models import MLP
 from jaxlr.runner import run_sweep
 

@@ -33,7 +33,11 @@ from torch_parity.convert import (  # noqa: E402
     linear_prefixes,
     state_dict_to_flax,
 )
-from torch_parity.data import batch_indices, random_classification  # noqa: E402
+from torch_parity.data import (  # noqa: E402
+    batch_indices,
+    image_classification,
+    random_classification,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -239,3 +243,35 @@ def test_python_dash_m_exit_code():
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("torch_parity: unknown example nope; choose from: narrow")
+
+
+@pytest.mark.parametrize("given", ["", ",", " , "])
+def test_cli_example_naming_nothing_exits_2(capsys, given):
+    assert main(["--example", given]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "names no example" in err and "narrow" in err
+
+
+def test_cli_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("torch_parity.__main__.run_example", interrupted)
+    assert main(["--example", "narrow"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "torch_parity: interrupted (Ctrl-C); no results"
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("content", ["missing", "corrupt"])
+def test_cli_explicit_data_dir_without_good_files_exits_2(tmp_path, capsys, content):
+    """An explicit --data-dir never falls back to digits: missing or corrupt files are errors."""
+    from jaxlr.data import IDX_FILES
+
+    if content == "corrupt":
+        for name in IDX_FILES:
+            (tmp_path / name.removesuffix(".gz")).write_bytes(b"\x00\x00\x08\x03garbage")
+    image_classification.cache_clear()
+    assert main(["--example", "sgd-w64", "--steps", "1", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(tmp_path) in err

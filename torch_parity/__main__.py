@@ -52,7 +52,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--dataset",
         default="auto",
         choices=("auto", "fashion_mnist", "mnist", "digits"),
-        help="seed 001's data (auto: Fashion-MNIST if its files are on disk, else digits)",
+        help="seed 001's data (auto: Fashion-MNIST if its files are found in jaxlr.data's "
+        "default places, else digits; with --data-dir, Fashion-MNIST from there or an error)",
     )
     parser.add_argument("--data-dir", default=None, help="where the IDX files are (jaxlr.data)")
     parser.add_argument("--tolerance", type=float, default=None, help=argparse.SUPPRESS)
@@ -60,10 +61,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def selected_examples(requested: Sequence[str] | None) -> list[str]:
-    """The example names to run, in suite order; raises ``KeyError`` on an unknown one."""
-    if not requested:
+    """The example names to run, in suite order (all when ``requested`` is None); raises
+    ``KeyError`` on an unknown name or on an ``--example`` that names none."""
+    if requested is None:
         return list(EXAMPLE_NAMES)
     names = [n.strip() for item in requested for n in item.split(",") if n.strip()]
+    if not names:
+        raise KeyError(
+            f"--example {' '.join(map(repr, requested))} names no example; choose from: "
+            f"{', '.join(EXAMPLE_NAMES)} (or leave --example out to run them all)"
+        )
     unknown = [n for n in names if n not in EXAMPLE_NAMES]
     if unknown:
         raise KeyError(
@@ -73,8 +80,17 @@ def selected_examples(requested: Sequence[str] | None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the suite; returns 0 if every example passed, 1 if one failed, 2 on bad usage."""
-    args = parse_args(argv)
+    """Runs the suite; returns 0 if every example passed, 1 if one failed, 2 on bad usage,
+    130 on Ctrl-C."""
+    try:
+        return _main(parse_args(argv))
+    except KeyboardInterrupt:
+        print("torch_parity: interrupted (Ctrl-C); no results", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    """:func:`main` after argument parsing."""
     if args.list:
         for e in EXAMPLES:
             default = f"{e.steps} steps" if e.batch_size is None else f"{e.epochs} epochs"

@@ -53,20 +53,20 @@ def image_classification(name: str = "auto", data_dir: str | None = None) -> Par
 
     Args:
       name: ``"fashion_mnist"``, ``"mnist"``, ``"digits"`` (sklearn's 8x8 digits: 64 features,
-        1,437 training images), or ``"auto"``: Fashion-MNIST when its IDX files are on disk (see
-        :mod:`jaxlr.data` for where they are looked for), else digits.
-      data_dir: where the IDX files are, if not in jaxlr's default places.
+        1,437 training images), or ``"auto"``: Fashion-MNIST when its IDX files are found in
+        :mod:`jaxlr.data`'s default places, else digits. Files that are found but corrupt are an
+        error, never a reason to fall back.
+      data_dir: where the IDX files are, if not in jaxlr's default places. Naming it makes
+        ``"auto"`` mean Fashion-MNIST from there: a directory without them is an error.
 
     Returns:
       The training images flattened to ``[n, features]`` and their labels.
     """
-    from jaxlr.data import DataError, load_dataset
+    from jaxlr.data import find_idx_dir, load_dataset
 
     if name == "auto":
-        try:
-            return image_classification("fashion_mnist", data_dir)
-        except DataError:
-            return image_classification("digits", data_dir)
+        found = data_dir is not None or find_idx_dir("fashion_mnist") is not None
+        return image_classification("fashion_mnist" if found else "digits", data_dir)
     ds = load_dataset(name, data_dir=data_dir, download=False)
     x = np.asarray(ds.normalize(np.asarray(ds.x_train), np.float64), np.float64)
     y = np.asarray(ds.y_train).astype(np.int64)
