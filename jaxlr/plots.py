@@ -94,6 +94,39 @@ def _log_ticks(axis: matplotlib.axis.Axis, lo: float, hi: float) -> None:
     axis.set_minor_formatter(ticker.NullFormatter())
 
 
+def _curves_panel(
+    ax: plt.Axes, g: pd.DataFrame, stats: pd.DataFrame, lr: float, colors: dict[str, tuple]
+) -> None:
+    """One lr's panel: per width the seed-mean train/test curves with their min..max bands."""
+    plotted, all_div = False, True
+    for h, color in colors.items():
+        runs = g[(g["hidden"] == h) & (g["lr"] == lr)]
+        if runs.empty:
+            continue
+        m = stats.loc[(h, lr)]
+        x = m.index.to_numpy()
+        for col, ls in (("train_loss", "-"), ("test_loss", "--")):
+            y = m[(col, "mean")].to_numpy(float)
+            lo, hi = m[(col, "min")].to_numpy(float), m[(col, "max")].to_numpy(float)
+            ok = np.isfinite(y) & (y > 0)
+            plotted |= bool(ok.any())
+            ax.plot(x[ok], y[ok], color=color, ls=ls, lw=1.2)
+            band = ok & np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
+            ax.fill_between(x[band], lo[band], hi[band], color=color, alpha=0.15)
+        all_div &= bool(runs["diverged"].all())
+        if runs["diverged"].any():
+            ax.axvline(runs["diverged_epoch"].min(), color=color, ls=":", lw=1)
+    if plotted:
+        ax.set_yscale("log")
+        _log_ticks(ax.yaxis, *ax.get_ylim())
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if all_div:
+        said = "every run diverged" + ("\n(curves until then)" if plotted else "")
+        ax.text(0.5, 0.5, said, ha="center", va="center", transform=ax.transAxes, color="0.3")
+
+
 def plot_loss_curves(
     df: pd.DataFrame,
     path: str | os.PathLike,
@@ -113,81 +146,36 @@ def plot_loss_curves(
     if max(per_group) > max_panels or sum(per_group) > 3 * max_panels:
         plot_final_heatmap(df, path, title=title, select=select)
         return
-    n_col = min(4, max(g["lr"].nunique() for _, g in groups))
-    rows_of = [math.ceil(g["lr"].nunique() / n_col) for _, g in groups]
+    n_col = min(4, max(per_group))
+    rows_of = [math.ceil(n / n_col) for n in per_group]
     fig, axes = _figure(sum(rows_of), n_col, 3.3, 2.7, sharex=True)
-    hiddens = sorted(df["hidden"].unique(), key=_hidden_key)
-    colors = _colors(hiddens)
-    n_seeds = df["seed"].nunique()
+    colors = _colors(sorted(df["hidden"].unique(), key=_hidden_key))
     row0 = 0
     for (gname, g), n_rows in zip(groups, rows_of, strict=True):
         stats = g.groupby(["hidden", "lr", "epoch"])[["train_loss", "test_loss"]].agg(
             ["mean", "min", "max"]
         )
         lrs = sorted(g["lr"].unique(), reverse=True)
-        for i in range(n_rows * n_col):
-            ax = axes[row0 + i // n_col, i % n_col]
+        for i, ax in enumerate(axes[row0 : row0 + n_rows].ravel()):
             if i >= len(lrs):
                 ax.axis("off")
                 continue
-            lr = lrs[i]
-            plotted, all_div = False, True
-            for h in hiddens:
-                if (h, lr) not in stats.index.droplevel("epoch"):
-                    continue
-                m = stats.loc[(h, lr)]
-                for col, ls in (("train_loss", "-"), ("test_loss", "--")):
-                    y = m[(col, "mean")].to_numpy(float)
-                    ok = np.isfinite(y) & (y > 0)
-                    if not ok.any():
-                        continue
-                    plotted = True
-                    x = m.index.to_numpy()
-                    ax.plot(x[ok], y[ok], color=colors[h], ls=ls, lw=1.2)
-                    lo, hi = m[(col, "min")].to_numpy(float), m[(col, "max")].to_numpy(float)
-                    band = ok & np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
-                    if band.any():
-                        ax.fill_between(x[band], lo[band], hi[band], color=colors[h], alpha=0.15)
-                runs = g[(g["hidden"] == h) & (g["lr"] == lr)]
-                div = runs[runs["diverged"]]
-                all_div &= runs["diverged"].all()
-                if len(div):
-                    ax.axvline(div["diverged_epoch"].min(), color=colors[h], ls=":", lw=1)
-            name = f"{gname}  lr = {lr_label(lr)}" if gname else f"lr = {lr_label(lr)}"
-            ax.set_title(name, fontsize=9)
-            if plotted:
-                ax.set_yscale("log")
-                _log_ticks(ax.yaxis, *ax.get_ylim())
-            else:
-                ax.set_xticks([])
-                ax.set_yticks([])
-            if all_div:
-                ax.text(
-                    0.5,
-                    0.5,
-                    "every run diverged"
-                    if not plotted
-                    else "every run diverged\n(curves until then)",
-                    ha="center",
-                    va="center",
-                    transform=ax.transAxes,
-                    fontsize=9,
-                    color="0.3",
-                )
+            _curves_panel(ax, g, stats, lrs[i], colors)
+            ax.set_title(f"{gname}  lr = {lr_label(lrs[i])}".strip(), fontsize=9)
             if i % n_col == 0:
                 ax.set_ylabel("loss", fontsize=8)
             if i + n_col >= len(lrs):
                 ax.set_xlabel("epoch", fontsize=8)
         row0 += n_rows
-    handles = [plt.Line2D([], [], color=colors[h], label=f"hidden {h}") for h in hiddens]
+    handles = [plt.Line2D([], [], color=c, label=f"hidden {h}") for h, c in colors.items()]
     handles += [
-        plt.Line2D([], [], color="k", ls="-", label="train"),
-        plt.Line2D([], [], color="k", ls="--", label="test"),
-        plt.Line2D([], [], color="k", ls=":", label="first divergence"),
+        plt.Line2D([], [], color="k", ls=ls, label=name)
+        for ls, name in (("-", "train"), ("--", "test"), (":", "first divergence"))
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(8, len(handles)), fontsize=8)
+    n_seeds = df["seed"].nunique()
     band = f"mean of {n_seeds} seeds, band min..max" if n_seeds > 1 else "1 seed"
-    fig.suptitle(f"{title}  ({band})".strip() if title else band, fontsize=10)
+    fig.suptitle(f"{title}  ({band})" if title else band, fontsize=10)
     _save(fig, path)
 
 
@@ -258,6 +246,48 @@ def plot_final_heatmap(
     _save(fig, path)
 
 
+def _sensitivity_panel(
+    ax: plt.Axes, strip: plt.Axes, g: pd.DataFrame, colors: dict[str, tuple], select: str
+) -> None:
+    """One group's panel: per width the final-loss curve over log2 lr; divergence in ``strip``."""
+    agg = g.groupby(["hidden", "lr"]).agg(
+        m=(select, "mean"), s=(select, "std"), div=("diverged", "mean")
+    )
+    stable = agg[(agg["div"] == 0) & np.isfinite(agg["m"])]
+    top = float(stable["m"].quantile(0.98)) if len(stable) else 1.0
+    lo = float(stable["m"].min()) if len(stable) else 0.0
+    if not top > lo:
+        top = lo + max(abs(lo), 1.0) * 0.1
+    pad = 0.06 * (top - lo)
+    for j, (h, color) in enumerate(colors.items()):
+        if h not in agg.index.get_level_values("hidden"):
+            continue
+        a = agg.loc[h]
+        x = np.log2(a.index.to_numpy(float))
+        m, s, div = a["m"].to_numpy(), np.nan_to_num(a["s"].to_numpy()), a["div"].to_numpy()
+        ok = (div == 0) & np.isfinite(m)
+        inside = ok & (m <= top + pad)
+        ax.errorbar(x[inside], m[inside], yerr=s[inside], color=color, marker="o", ms=3,
+                    capsize=2, label=f"hidden {h}")  # fmt: skip
+        above = ok & ~inside
+        ax.scatter(x[above], np.full(above.sum(), top + pad), marker="^", color=color, s=30,
+                   clip_on=False)  # fmt: skip
+        if inside.any():
+            b = int(np.argmin(np.where(inside, m, np.inf)))
+            ax.scatter([x[b]], [m[b]], marker="*", s=120, color=color, edgecolor="k", zorder=5)
+        for mark, sel in (("x", div >= 1), ("+", (div > 0) & (div < 1))):
+            strip.scatter(x[sel], np.full(sel.sum(), j), marker=mark, color=color, s=30)
+    span = np.log2(g["lr"].to_numpy(float))
+    for a in (ax, strip):
+        a.set_xlim(span.min() - 0.5, span.max() + 0.5)
+        a.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, nbins=12))
+    ax.set_ylim(lo - pad, top + pad)
+    ax.tick_params(labelbottom=False)
+    strip.set_ylim(-0.6, len(colors) - 0.4)
+    strip.set_yticks(range(len(colors)), list(colors), fontsize=6)
+    strip.grid(axis="x", alpha=0.3)
+
+
 def plot_lr_sensitivity(
     df: pd.DataFrame, path: str | os.PathLike, *, title: str = "", select: str = "test_loss"
 ) -> None:
@@ -269,18 +299,14 @@ def plot_lr_sensitivity(
     """
     last = df[df["epoch"] == df["epoch"].max()]
     groups = _panel_groups(last)
-    hiddens = sorted(last["hidden"].unique(), key=_hidden_key)
-    colors = _colors(hiddens)
+    colors = _colors(sorted(last["hidden"].unique(), key=_hidden_key))
     n_col = min(3, len(groups))
     n_row = math.ceil(len(groups) / n_col)
-    strip = 0.18 * len(hiddens) + 0.3
+    strip = 0.18 * len(colors) + 0.3
     fig, axes = _figure(
-        2 * n_row,
-        n_col,
-        5.2,
-        (4.0 + strip) / 2,
+        2 * n_row, n_col, 5.2, (4.0 + strip) / 2,
         gridspec_kw={"height_ratios": [4.0, strip] * n_row},
-    )
+    )  # fmt: skip
     for i in range(n_row * n_col):
         ax, sx = axes[2 * (i // n_col), i % n_col], axes[2 * (i // n_col) + 1, i % n_col]
         if i >= len(groups):
@@ -288,65 +314,11 @@ def plot_lr_sensitivity(
             sx.axis("off")
             continue
         gname, g = groups[i]
-        agg = g.groupby(["hidden", "lr"]).agg(
-            m=(select, "mean"), s=(select, "std"), div=("diverged", "mean")
-        )
-        stable = agg[(agg["div"] == 0) & np.isfinite(agg["m"])]
-        top = float(stable["m"].quantile(0.98)) if len(stable) else 1.0
-        lo = float(stable["m"].min()) if len(stable) else 0.0
-        if not top > lo:
-            top = lo + max(abs(lo), 1.0) * 0.1
-        pad = 0.06 * (top - lo)
-        for j, h in enumerate(hiddens):
-            if h not in agg.index.get_level_values("hidden"):
-                continue
-            a = agg.loc[h]
-            x = np.log2(a.index.to_numpy(float))
-            m, s, div = a["m"].to_numpy(), np.nan_to_num(a["s"].to_numpy()), a["div"].to_numpy()
-            ok = (div == 0) & np.isfinite(m)
-            inside = ok & (m <= top + pad)
-            ax.errorbar(
-                x[inside],
-                m[inside],
-                yerr=s[inside],
-                color=colors[h],
-                marker="o",
-                ms=3,
-                capsize=2,
-                label=f"hidden {h}",
-            )
-            above = ok & ~inside
-            if above.any():
-                ax.scatter(
-                    x[above],
-                    np.full(above.sum(), top + pad),
-                    marker="^",
-                    color=colors[h],
-                    s=30,
-                    clip_on=False,
-                )
-            if inside.any():
-                b = int(np.argmin(np.where(inside, m, np.inf)))
-                ax.scatter(
-                    [x[b]], [m[b]], marker="*", s=120, color=colors[h], edgecolor="k", zorder=5
-                )
-            for mark, sel in (("x", div >= 1), ("+", (div > 0) & (div < 1))):
-                if sel.any():
-                    sx.scatter(x[sel], np.full(sel.sum(), j), marker=mark, color=colors[h], s=30)
-        ax.set_ylim(lo - pad, top + pad)
-        span = np.log2(g["lr"].to_numpy(float))
-        ax.set_xlim(span.min() - 0.5, span.max() + 0.5)
+        _sensitivity_panel(ax, sx, g, colors, select)
         ax.set_ylabel(f"final {select.replace('_', ' ')}\n(mean ± std over seeds)", fontsize=8)
-        ax.set_title((f"{gname}  " if gname else "") + "* best, ^ above the axis", fontsize=9)
+        ax.set_title(f"{gname}  * best, ^ above the axis".strip(), fontsize=9)
         ax.legend(fontsize=7)
-        sx.set_ylim(-0.6, len(hiddens) - 0.4)
-        sx.set_yticks(range(len(hiddens)), [str(h) for h in hiddens], fontsize=6)
-        sx.set_xlim(ax.get_xlim())
-        sx.grid(axis="x", alpha=0.3)
         sx.set_xlabel("log2 learning rate  (strip: diverged, x all seeds, + some)", fontsize=8)
-        ax.tick_params(labelbottom=False)
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, nbins=12))
-        sx.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, nbins=12))
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path)
