@@ -656,8 +656,6 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Be
     """Times every method at every width of ``cfg`` in this process; returns the rows."""
     import torch
 
-    from jaxlr.data import device_data, load_dataset
-
     devices = resolve_devices(cfg.device)
     old_threads, old_prec = torch.get_num_threads(), torch.get_float32_matmul_precision()
     threads = cfg.threads or _cores()
@@ -671,58 +669,16 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Be
             f" ({env['cores']} cores); matmul precision {cfg.precision} (torch "
             f"{env['torch_matmul_precision']})"
         )
-        ds = load_dataset(
-            "synthetic",
-            n_train=cfg.n_train,
-            n_test=cfg.n_test,
-            features=cfg.features,
-            num_classes=cfg.num_classes,
-        )
-        with jax.default_device(devices.jax):
-            t0 = time.perf_counter()
-            jdata = jax.block_until_ready(device_data(ds))
-            tdata = torch_data(ds, devices.torch)
-            _sync(devices.torch)
-            data_s = time.perf_counter() - t0
-        env["data_to_device_s"] = data_s
-        log(
-            f"data: synthetic {cfg.n_train:,} x {cfg.features} train, {cfg.n_test:,} test, "
-            f"{cfg.num_classes} classes; on the devices in {data_s:.2f} s"
-        )
+        ds, jdata, tdata, env["data_to_device_s"] = _benchmark_data(cfg, devices, log)
         log(
             f"grid: widths {list(cfg.widths)} x {len(cfg.lrs)} lrs x {cfg.seeds} seed(s) = "
             f"{cfg.lanes} runs per width; {cfg.total_steps} steps per run ({cfg.epochs} epoch(s)"
             f" of {cfg.steps_per_epoch}, test-set evaluation after each), batch {cfg.batch_size}"
         )
-        methods = ["torch_dataloader", "torch_memory"] + (["torch_func"] if cfg.torch_func else [])
         rows: list[Row] = []
         jax_extra: dict[str, Any] = {}
         for width in cfg.widths:
-            best: dict[str, Row] = {}
-            for rep in range(cfg.repeats):  # interleaved; each method's fastest repeat is kept
-                tag = f" (repeat {rep + 1}/{cfg.repeats})" if cfg.repeats > 1 else ""
-                for method in methods:
-                    row, timing = time_torch(
-                        method, width, cfg, tdata, devices.torch, warmup=rep == 0
-                    )
-                    log(_progress_line(row, timing) + tag)
-                    if method not in best or row.time_s < best[method].time_s:
-                        best[method] = row
-                with jax.default_device(devices.jax):
-                    if rep == 0:
-                        e2e, row, extra = time_jaxlr(width, cfg, jdata, ds, cfg.precision)
-                        best["jaxlr_e2e"], best["jaxlr"] = e2e, row
-                        jax_extra[str(width)] = extra
-                        log(_progress_line(e2e) + tag)
-                    else:
-                        row = dataclasses.replace(
-                            best["jaxlr"], time_s=retime_jaxlr(width, cfg, jdata, ds, cfg.precision)
-                        )
-                        best["jaxlr"] = min(best["jaxlr"], row, key=lambda r: r.time_s)
-                    log(_progress_line(row) + tag)
-            e2e = best["jaxlr_e2e"]
-            e2e.compile_s = max(e2e.time_s - best["jaxlr"].time_s, 0.0)
-            rows += [best[m] for m in (*methods, "jaxlr_e2e", "jaxlr")]
+            rows += _time_width(width, cfg, devices, (ds, jdata, tdata), jax_extra, log)
         if hasattr(os, "getloadavg"):
             env["load_average_end"] = list(os.getloadavg())
         result = BenchResult(cfg, rows, env)
@@ -732,6 +688,103 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Be
     finally:
         torch.set_num_threads(old_threads)
         torch.set_float32_matmul_precision(old_prec)
+
+
+def _benchmark_data(
+    cfg: BenchConfig, devices: Devices, log: Callable[[str], None]
+) -> tuple[Any, Any, Any, float]:
+    """The synthetic dataset, on the JAX and the torch device; returns (ds, jax, torch, secs)."""
+    from jaxlr.data import device_data, load_dataset
+
+    ds = load_dataset(
+        "synthetic",
+        n_train=cfg.n_train,
+        n_test=cfg.n_test,
+        features=cfg.features,
+        num_classes=cfg.num_classes,
+    )
+    with jax.default_device(devices.jax):
+        t0 = time.perf_counter()
+        jdata = jax.block_until_ready(device_data(ds))
+        tdata = torch_data(ds, devices.torch)
+        _sync(devices.torch)
+        data_s = time.perf_counter() - t0
+    log(
+        f"data: synthetic {cfg.n_train:,} x {cfg.features} train, {cfg.n_test:,} test, "
+        f"{cfg.num_classes} classes; on the devices in {data_s:.2f} s"
+    )
+    return ds, jdata, tdata, data_s
+
+
+def _time_width(
+    width: int,
+    cfg: BenchConfig,
+    devices: Devices,
+    data: tuple[Any, Any, Any],
+    jax_extra: dict[str, Any],
+    log: Callable[[str], None],
+) -> list[Row]:
+    """Every method at one width, repeats interleaved; each method's fastest repeat is kept."""
+    ds, jdata, tdata = data
+    methods = ["torch_dataloader", "torch_memory"] + (["torch_func"] if cfg.torch_func else [])
+    best: dict[str, Row] = {}
+    for rep in range(cfg.repeats):
+        tag = f" (repeat {rep + 1}/{cfg.repeats})" if cfg.repeats > 1 else ""
+        for method in methods:
+            row, timing = time_torch(method, width, cfg, tdata, devices.torch, warmup=rep == 0)
+            log(_progress_line(row, timing) + tag)
+            if method not in best or row.time_s < best[method].time_s:
+                best[method] = row
+        with jax.default_device(devices.jax):
+            if rep == 0:
+                e2e, row, extra = time_jaxlr(width, cfg, jdata, ds, cfg.precision)
+                best["jaxlr_e2e"], best["jaxlr"] = e2e, row
+                jax_extra[str(width)] = extra
+                log(_progress_line(e2e) + tag)
+            else:
+                row = dataclasses.replace(
+                    best["jaxlr"], time_s=retime_jaxlr(width, cfg, jdata, ds, cfg.precision)
+                )
+                best["jaxlr"] = min(best["jaxlr"], row, key=lambda r: r.time_s)
+            log(_progress_line(row) + tag)
+    e2e = best["jaxlr_e2e"]
+    e2e.compile_s = max(e2e.time_s - best["jaxlr"].time_s, 0.0)
+    return [best[m] for m in (*methods, "jaxlr_e2e", "jaxlr")]
+
+
+def _precision_run(
+    prec: str,
+    cfg: BenchConfig,
+    devices: Devices,
+    jdata: Any,
+    ds: Any,
+    base_loss: dict[str, np.ndarray],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The grid again at matmul precision ``prec``: times and final-loss drift per width."""
+    per_width = {}
+    for w in cfg.widths:
+        with jax.default_device(devices.jax):
+            e2e, row, extra = time_jaxlr(w, cfg, jdata, ds, prec)
+        loss = np.asarray(extra["test_loss"][-1])
+        both = np.isfinite(loss) & np.isfinite(base_loss[str(w)])
+        diff = np.abs(loss - base_loss[str(w)])[both]
+        rel = diff / np.abs(base_loss[str(w)][both])
+        per_width[str(w)] = {
+            "time_s": e2e.time_s,
+            "compiled_s": row.time_s,
+            "max_abs_final_test_loss_diff": float(diff.max()) if diff.size else None,
+            "max_rel_final_test_loss_diff": float(rel.max()) if diff.size else None,
+        }
+        log(
+            f"precision {prec}: width {w}: {e2e.time_s:.2f} s end to end; max |d final test "
+            f"loss| vs {cfg.precision}: {per_width[str(w)]['max_abs_final_test_loss_diff']}"
+        )
+    return {
+        "ceiling": matmul_ceiling(devices.jax, prec, cfg.ceiling_size),
+        "widths": per_width,
+        "total_s": sum(v["time_s"] for v in per_width.values()),
+    }
 
 
 def seed001_extras(
@@ -765,36 +818,11 @@ def seed001_extras(
                 "flops_per_s": total_f / r.time_s,
                 "share_of_ceiling": total_f / r.time_s / ceiling["flops_per_s"],
             }
-    precisions = {}
     base_loss = {str(w): np.asarray(jax_extra[str(w)]["test_loss"][-1]) for w in cfg.widths}
-    for prec in cfg.extra_precisions:
-        ceiling_p = matmul_ceiling(devices.jax, prec, cfg.ceiling_size)
-        per_width = {}
-        for w in cfg.widths:
-            with jax.default_device(devices.jax):
-                e2e, row, extra = time_jaxlr(w, cfg, jdata, ds, prec)
-            loss = np.asarray(extra["test_loss"][-1])
-            both = np.isfinite(loss) & np.isfinite(base_loss[str(w)])
-            diff = np.abs(loss - base_loss[str(w)])[both]
-            per_width[str(w)] = {
-                "time_s": e2e.time_s,
-                "compiled_s": row.time_s,
-                "max_abs_final_test_loss_diff": float(diff.max()) if diff.size else None,
-                "max_rel_final_test_loss_diff": float(
-                    (diff / np.abs(base_loss[str(w)][both])).max()
-                )
-                if diff.size
-                else None,
-            }
-            log(
-                f"precision {prec}: width {w}: {e2e.time_s:.2f} s end to end; max |d final test "
-                f"loss| vs {cfg.precision}: {per_width[str(w)]['max_abs_final_test_loss_diff']}"
-            )
-        precisions[prec] = {
-            "ceiling": ceiling_p,
-            "widths": per_width,
-            "total_s": sum(v["time_s"] for v in per_width.values()),
-        }
+    precisions = {
+        prec: _precision_run(prec, cfg, devices, jdata, ds, base_loss, log)
+        for prec in cfg.extra_precisions
+    }
     j = totals.get("jaxlr_e2e", {}).get("time_s")
     targets = {
         "grid_under_60s": j is not None and j < 60.0,
@@ -886,6 +914,49 @@ def _x(v: float | None) -> str:
     return "" if v is None else f"{v:.1f}x" if v >= 10 else f"{v:.2f}x"
 
 
+def _workload_lines(w: dict[str, Any], precision: str) -> list[str]:
+    """The seed-001 section of the report: totals, FLOP ceiling shares, other precisions."""
+    c = w["ceiling"]
+    lines = [
+        "",
+        "## seed-001 workload",
+        "",
+        f"Matmul ceiling: {c['n']}x{c['n']} float32 matmul at precision `{c['precision']}`: "
+        f"{c['flops_per_s'] / 1e12:.2f} TFLOP/s.",
+        "",
+        "| method | total time (s) | runs·steps/s |",
+        "|:---|---:|---:|",
+    ]
+    for method, t in w["totals"].items():
+        lines.append(f"| {LABELS[method]} | {t['time_s']:.1f} | {t['runs_steps_per_s']:,.0f} |")
+    lines += ["", "| width | jaxlr | matmul TFLOP/s | share of ceiling |", "|---:|:---|---:|---:|"]
+    for width, per in w["flops"].items():
+        for method, f in per.items():
+            lines.append(
+                f"| {width} | {LABELS[method]} | {f['flops_per_s'] / 1e12:.2f} | "
+                f"{100 * f['share_of_ceiling']:.1f}% |"
+            )
+    for prec, p in w["precisions"].items():
+        lines += [
+            "",
+            f"Precision `{prec}` (ceiling {p['ceiling']['flops_per_s'] / 1e12:.2f} TFLOP/s): "
+            f"jaxlr end to end {p['total_s']:.1f} s.",
+        ]
+        for width, v in p["widths"].items():
+            lines.append(
+                f"- width {width}: {v['time_s']:.2f} s; max |Δ final test loss| vs "
+                f"`{precision}` {v['max_abs_final_test_loss_diff']} "
+                f"(relative {v['max_rel_final_test_loss_diff']})"
+            )
+    t = w["targets"]
+    lines += [
+        "",
+        f"Targets: whole grid < 60 s: {t['grid_under_60s']}; >= 50x (a): "
+        f"{t['at_least_50x_vs_a']}; ahead of (d): {t['ahead_of_torch_func']}.",
+    ]
+    return lines
+
+
 def markdown_report(result: BenchResult) -> str:
     """The full markdown report: conditions, the table, and the seed-001 extras if any."""
     cfg, env = result.config, result.environment
@@ -926,50 +997,8 @@ def markdown_report(result: BenchResult) -> str:
             f"`*` extrapolated to the full run from {', '.join(map(str, sorted(steps)))} "
             "measured steps per run (time per step and per evaluation)."
         )
-    w = result.workload
-    if w:
-        c = w["ceiling"]
-        lines += [
-            "",
-            "## seed-001 workload",
-            "",
-            f"Matmul ceiling: {c['n']}x{c['n']} float32 matmul at precision `{c['precision']}`: "
-            f"{c['flops_per_s'] / 1e12:.2f} TFLOP/s.",
-            "",
-            "| method | total time (s) | runs·steps/s |",
-            "|:---|---:|---:|",
-        ]
-        for method, t in w["totals"].items():
-            lines.append(f"| {LABELS[method]} | {t['time_s']:.1f} | {t['runs_steps_per_s']:,.0f} |")
-        lines += [
-            "",
-            "| width | jaxlr | matmul TFLOP/s | share of ceiling |",
-            "|---:|:---|---:|---:|",
-        ]
-        for width, per in w["flops"].items():
-            for method, f in per.items():
-                lines.append(
-                    f"| {width} | {LABELS[method]} | {f['flops_per_s'] / 1e12:.2f} | "
-                    f"{100 * f['share_of_ceiling']:.1f}% |"
-                )
-        for prec, p in w["precisions"].items():
-            lines += [
-                "",
-                f"Precision `{prec}` (ceiling {p['ceiling']['flops_per_s'] / 1e12:.2f} TFLOP/s): "
-                f"jaxlr end to end {p['total_s']:.1f} s.",
-            ]
-            for width, v in p["widths"].items():
-                lines.append(
-                    f"- width {width}: {v['time_s']:.2f} s; max |Δ final test loss| vs "
-                    f"`{cfg.precision}` {v['max_abs_final_test_loss_diff']} "
-                    f"(relative {v['max_rel_final_test_loss_diff']})"
-                )
-        t = w["targets"]
-        lines += [
-            "",
-            f"Targets: whole grid < 60 s: {t['grid_under_60s']}; >= 50x (a): "
-            f"{t['at_least_50x_vs_a']}; ahead of (d): {t['ahead_of_torch_func']}.",
-        ]
+    if result.workload:
+        lines += _workload_lines(result.workload, cfg.precision)
     return "\n".join(lines) + "\n"
 
 
