@@ -348,6 +348,8 @@ def merge_main(argv: Sequence[str]) -> int:
     except ConfigError as e:
         return _error(p.prog, str(e))
     print(format_summary(outcome.summary))
+    if outcome.exponent_text:
+        print(f"\n{outcome.exponent_text}")
     print(f"\nmerged {len(args.dirs)} shard(s) into {out}/")
     return 0
 

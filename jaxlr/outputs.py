@@ -1,9 +1,10 @@
 """What a sweep leaves in its output directory, and the record of how it was made.
 
 ``config.json`` (:func:`config_record`) holds the config, its hash, where the data came from, the
-plan, the library versions and the devices; the tables (``results.csv``, ``summary.csv``) and
-plots are written by :func:`write_outputs` when a sweep (or a merge) finishes. Every file is
-written atomically, and a plot that fails never costs the tables, which are written first.
+plan, the library versions and the devices; the tables (``results.csv``, ``summary.csv``, and
+``width_exponent.csv`` for sweeps of 3 widths or more) and plots are written by
+:func:`write_outputs` when a sweep (or a merge) finishes. Every file is written atomically, and a
+plot that fails never costs the tables, which are written first.
 """
 
 from __future__ import annotations
@@ -111,16 +112,21 @@ def write_outputs(
     files = ["results.csv", "summary.csv", "config.json"]
     if df.empty:
         return SweepOutcome(df, summary, files)
-    from jaxlr import plots
+    from jaxlr import exponent, plots
 
     title = title_of(cfg, record["dataset"]["name"])
+    exponents = exponent.width_exponent(df, select=cfg.select)
+    if not exponents.empty:  # a sweep of at least 3 widths
+        res.write_csv(out / "width_exponent.csv", exponents)
+        files.append("width_exponent.csv")
     for name, plot in (
         ("loss_curves", plots.plot_loss_curves),
         ("lr_sensitivity", plots.plot_lr_sensitivity),
+        *([("width_exponent", exponent.plot_width_exponent)] if len(exponents) else []),
     ):
         try:
             plot(df, out / f"{name}.png", title=title, select=cfg.select)
             files.append(f"{name}.png")
         except Exception as e:  # a plot must never cost the results, which are on disk
             warnings.warn(f"could not draw {name}.png: {e}", stacklevel=2)
-    return SweepOutcome(df, summary, files)
+    return SweepOutcome(df, summary, files, exponent.format_exponent(exponents))

@@ -9,6 +9,7 @@ import pytest
 
 from jaxlr.config import ConfigError, SweepConfig
 from jaxlr.data import load_dataset
+from jaxlr.exponent import width_exponent
 from jaxlr.plan import Bucket, Chunk, refine_chunks, refine_lrs
 from jaxlr.results import summarize
 from jaxlr.runner import run_sweep
@@ -45,9 +46,10 @@ def test_refine_cannot_be_sharded():
 def test_refine_finds_the_dense_grids_optimum_with_fewer_runs():
     """SP Adam on digits, widths 32/128/512, 3 seeds: a 2-octave grid refined twice finds the
     optimum of a half-octave grid (within half an octave, or a loss within 2%) with at most 60%
-    of its runs. The optimum is that of the final train loss, as in muP studies: digits' test
-    set (360 images) gives a flat, noisy test-loss curve whose minimum moves by octaves with
-    the noise."""
+    of its runs, and the half-octave grid's width exponent lies in the refined run's bootstrap
+    interval (± 0.25). The optimum is that of the final train loss, as in muP studies: digits'
+    test set (360 images) gives a flat, noisy test-loss curve whose minimum moves by octaves
+    with the noise."""
     ds = load_dataset("digits")
     base = SweepConfig(
         widths=(32, 128, 512), optimizers=("adam",), seeds=(0, 1, 2), epochs=4, select="train_loss"
@@ -66,3 +68,6 @@ def test_refine_finds_the_dense_grids_optimum_with_fewer_runs():
         rel_loss = sr.loc[w, "best_loss"] / sd.loc[w, "best_loss"] - 1
         assert octaves <= 0.5 or rel_loss <= 0.02, (w, octaves, rel_loss)
     assert np.isfinite(sr["best_lr"]).all()
+    (ed,), (er,) = (width_exponent(df, select="train_loss").to_dict("records") for df in (d, r))
+    assert er["n_widths"] == 3 and er["n_seeds"] == 3
+    assert er["alpha_lo"] - 0.25 <= ed["alpha"] <= er["alpha_hi"] + 0.25, (ed, er)
