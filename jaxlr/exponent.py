@@ -19,6 +19,7 @@ alpha_div         the same slope for the divergence threshold
 alpha_div_lo      its 2.5th bootstrap percentile
 alpha_div_hi      its 97.5th bootstrap percentile
 n_widths_div      widths with a divergence threshold (alpha_div is NaN below 3)
+n_widths_edge     widths whose lr* is the lowest or highest lr tested: a bound, not an optimum
 ================  =========================================================================
 
 Only architectures whose hidden layers all have one width take part (``--hidden 64-16`` has no
@@ -51,6 +52,7 @@ COLUMNS = [
     "alpha_div_lo",
     "alpha_div_hi",
     "n_widths_div",
+    "n_widths_edge",
 ]
 
 
@@ -76,6 +78,7 @@ class GroupFit:
     boot_lr_star: np.ndarray  # (B, W)
     threshold: np.ndarray  # (W,) log2 divergence threshold, NaN where there is none
     boot_threshold: np.ndarray  # (B, W)
+    at_edge: np.ndarray  # (W,) bool: lr* is the lowest or highest lr tested at that width
     n_seeds: int
 
 
@@ -155,6 +158,7 @@ def _table(fits: list[GroupFit]) -> pd.DataFrame:
                 "alpha_div_lo": lo_div,
                 "alpha_div_hi": hi_div,
                 "n_widths_div": n_div,
+                "n_widths_edge": int(f.at_edge.sum()),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -180,7 +184,7 @@ def group_fits(
         if len(widths) < MIN_WIDTHS:
             continue
         n_seeds = min(w.present.shape[0] for w in widths)
-        point, boot = [], []
+        point, boot, edge = [], [], []
         for w in widths:
             n_s = w.present.shape[0]
             idx = rng.integers(0, n_s, size=(n_boot, n_s))
@@ -188,6 +192,7 @@ def group_fits(
             np.add.at(counts, (np.arange(n_boot)[:, None], idx), 1.0)
             point.append(_estimates(w, np.ones((1, n_s))))
             boot.append(_estimates(w, counts))
+            edge.append(point[-1][0][0] in (w.log2_lrs[0], w.log2_lrs[-1]))
         fits.append(
             GroupFit(
                 key=tuple(key),
@@ -196,6 +201,7 @@ def group_fits(
                 boot_lr_star=np.stack([b[0] for b in boot], axis=1),
                 threshold=np.concatenate([p[1] for p in point]),
                 boot_threshold=np.stack([b[1] for b in boot], axis=1),
+                at_edge=np.array(edge),
                 n_seeds=n_seeds,
             )
         )
@@ -305,6 +311,8 @@ def format_exponent(table: pd.DataFrame) -> str:
         name = [r["optimizer"], *([r["lr_rule"]] if r["lr_rule"] != "none" else [])]
         name += [r["parametrization"], *([f"depth {r['depth']}"] if many_depths else [])]
         tail = f"{r['n_widths']} widths, {r['n_seeds']} seed{'s' * (r['n_seeds'] != 1)}"
+        if r["n_widths_edge"]:
+            tail += f"; lr* at the edge of the lrs at {r['n_widths_edge']}: widen the grid"
         lines.append(
             f"lr* ∝ width^α, α = {_estimate(r, 'alpha', 'n_widths')}  ({', '.join(name)}, {tail}); "
             f"divergence threshold: α = {_estimate(r, 'alpha_div', 'n_widths_div')}"
@@ -376,6 +384,8 @@ def plot_width_exponent(
             ):
                 ok = np.isfinite(y)
                 label = f"{f.key[2]} {what}: α = {_estimate(r, col, n_col)}"
+                if col == "alpha" and r["n_widths_edge"]:
+                    label += f" ({r['n_widths_edge']} at the grid's edge)"
                 ax.plot(u[ok], y[ok], mark, color=c, mfc=c if mark == "o" else "none", label=label)
                 slope, icpt = fit_line(u, y)
                 if np.isfinite(slope[0]):

@@ -29,6 +29,7 @@ COLUMNS = [
     "alpha_div_lo",
     "alpha_div_hi",
     "n_widths_div",
+    "n_widths_edge",
 ]
 HALF_OCTAVES = tuple(np.arange(-14.0, 1.0, 0.5))  # log2 lr, 2^-14 .. 2^0.5
 
@@ -81,6 +82,7 @@ def test_exact_power_law_is_recovered_off_grid():
     t = ex.width_exponent(df, select="train_loss")
     assert t["alpha"].item() == pytest.approx(-0.5, abs=1e-9)
     assert t["n_widths"].item() == 5 and t["n_seeds"].item() == 4
+    assert t["n_widths_edge"].item() == 0
     # no noise: every resample gives the same slope
     assert t["alpha_lo"].item() == pytest.approx(-0.5, abs=1e-9)
     assert t["alpha_hi"].item() == pytest.approx(-0.5, abs=1e-9)
@@ -113,6 +115,15 @@ def test_parabola_refinement():
     # rows are independent (the bootstrap's resamples)
     both = ex.log2_optimum(x, np.stack([(x + 4.7) ** 2, (x + 2.5) ** 2]), np.ones((2, 5), bool))
     np.testing.assert_allclose(both, [-4.7, -2.5])
+
+
+def test_an_optimum_beyond_the_grid_is_flagged():
+    # lr*(w) = 2^3.6 w^-0.5 is above the grid (to 2^0.5) at widths 32, 64: the top lr is a bound
+    t = ex.width_exponent(table(c=2.0**3.6), select="train_loss", n_boot=10)
+    assert t["n_widths_edge"].item() == 2
+    assert "5 widths, 4 seeds; lr* at the edge of the lrs at 2: widen the grid)" in (
+        ex.format_exponent(t)
+    )
 
 
 def test_refined_optimum_is_within_half_a_step_of_summarize():
