@@ -383,6 +383,8 @@ def plot_width_exponent(
                 ),
             ):
                 ok = np.isfinite(y)
+                if not ok.any():
+                    continue  # e.g. no width diverged
                 label = f"{f.key[2]} {what}: α = {_estimate(r, col, n_col)}"
                 if col == "alpha" and r["n_widths_edge"]:
                     label += f" ({r['n_widths_edge']} at the grid's edge)"
