@@ -65,7 +65,8 @@ def run(cfg: SweepConfig, data: Any = None, **tags: Any) -> pd.DataFrame:
     n_runs = len(df[["hidden", "optimizer", "lr", "seed"]].drop_duplicates())
     print(
         f"  {n_runs} runs, widths {list(cfg.widths)}, {cfg.optimizers}, "
-        f"{cfg.parametrization}, {cfg.lr_rule}, {cfg.epochs} epochs: {time.time() - t0:.0f} s",
+        f"{','.join(cfg.parametrizations)}, {cfg.lr_rule}, {cfg.epochs} epochs: "
+        f"{time.time() - t0:.0f} s",
         file=sys.stderr,
         flush=True,
     )

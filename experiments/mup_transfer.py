@@ -2,7 +2,7 @@
 
 64-w-w-10 MLPs on digits, widths 64 ... 1024, trained with Adam and with SGD, on a log2 lr grid
 with several seeds, once in the standard parametrization (SP: torch init, one global lr) and once
-in muP (``parametrization="mup", base_width=64``: zero readout init, output multiplier 64/w,
+in muP (``parametrizations=("mup",), base_width=64``: zero readout init, output multiplier 64/w,
 per-parameter lr scales of ``mup.MuAdam`` / ``mup.MuSGD``; see :mod:`jaxlr.mup`). At width 64
 both are the same model except muP's zero readout init.
 
@@ -40,7 +40,7 @@ def configs(quick: bool) -> list[SweepConfig]:
         for opt, lrs in LRS.items():
             cfg = SweepConfig(
                 dataset="digits", widths=WIDTHS, depth=2, lrs=lrs, seeds=SEEDS,
-                optimizers=(opt,), epochs=EPOCHS, batch_size=64, parametrization=par,
+                optimizers=(opt,), epochs=EPOCHS, batch_size=64, parametrizations=(par,),
                 base_width=BASE_WIDTH if par == "mup" else None,
             )  # fmt: skip
             if quick:

@@ -421,7 +421,7 @@ def report(cfg: SweepConfig, outcome: Any) -> str:
 
     extra = "".join(
         f", {k} {v}"
-        for k, v in (("rule", cfg.lr_rule), ("parametrization", cfg.parametrization))
+        for k, v in (("rule", cfg.lr_rule), ("parametrization", ",".join(cfg.parametrizations)))
         if v not in ("none", "sp")
     )
     lines = [

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 Optimizer = Literal["sgd", "adam"]
 LrRule = Literal["none", "per-layer", "weight-norm", "adagrad-param", "adagrad-neuron"]
-Parametrization = Literal["sp", "mup"]
+Parametrization = Literal["sp", "mup", "lr-exp"]
 Init = Literal["torch", "flax", "mup"]
 Precision = Literal["highest", "high", "default"]
 DatasetName = Literal["digits", "fashion_mnist", "mnist", "synthetic"]
@@ -106,6 +106,15 @@ def _adagrad(c: Any) -> bool:
     return c.lr_rule.startswith("adagrad")
 
 
+def parametrizations_of(c: Any) -> tuple[str, ...]:
+    """The parametrizations of a :class:`SweepConfig` (its axis) or of one program (``RunSpec``)."""
+    return c.parametrizations if hasattr(c, "parametrizations") else (c.parametrization,)
+
+
+def _uses_base_width(c: Any) -> bool:
+    return bool({"mup", "lr-exp"} & set(parametrizations_of(c)))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
     """The options that change the compiled training program (besides the shapes).
@@ -146,16 +155,23 @@ class TrainOptions:
         applies=_adagrad,
         applies_to="--lr-rule adagrad-param or adagrad-neuron",
     )
-    parametrization: Parametrization = option(
-        "sp", "sp (standard) or mup (needs --base-width)", group="training"
-    )
     base_width: int | None = option(
         None,
-        "muP base width: at this width muP equals SP",
+        "muP / lr-exp base width: at this width both equal SP",
         group="training",
-        shown_default="required with mup",
-        applies=lambda c: c.parametrization == "mup",
-        applies_to="--parametrization mup",
+        shown_default="required with mup and lr-exp",
+        applies=_uses_base_width,
+        applies_to="--parametrization mup or lr-exp",
+    )
+    lr_exponents: tuple[float, ...] | None = option(
+        None,
+        "lr-exp: layer l trains at lr * (width / base_width)^(-e_l), one exponent per layer "
+        "(hidden layers, then the readout), e.g. 0,1,1",
+        group="training",
+        metavar="E1,E2,...",
+        shown_default="required with lr-exp",
+        applies=lambda c: "lr-exp" in parametrizations_of(c),
+        applies_to="--parametrization lr-exp",
     )
     divergence_loss: float = option(
         100.0,
@@ -273,6 +289,14 @@ class SweepConfig(TrainOptions):
     optimizers: tuple[Optimizer, ...] = option(
         ("sgd",), "one or more optimizers", group="grid", flag="--optimizer", metavar="OPT[,OPT]"
     )
+    parametrizations: tuple[Parametrization, ...] = option(
+        ("sp",),
+        "one or more of sp (standard), mup (muP; needs --base-width), lr-exp (SP with per-layer "
+        "rates lr * (width/base)^(-e_l); needs --base-width and --lr-exponents)",
+        group="grid",
+        flag="--parametrization",
+        metavar="P[,P]",
+    )
     refine: int = option(
         0,
         "rounds that each add lrs around every bucket's best lr at half the previous log "
@@ -372,6 +396,9 @@ class SweepConfig(TrainOptions):
         defaults.
         """
         known = {f.name for f in dataclasses.fields(cls)}
+        if "parametrization" in d and "parametrizations" not in d:  # a record before the axis
+            d = {("parametrizations" if k == "parametrization" else k): v for k, v in d.items()}
+            d["parametrizations"] = [d["parametrizations"]]
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(
@@ -546,11 +573,16 @@ def _validate_train(c: TrainOptions) -> None:
         _fail(f"--adagrad-eps must be positive, got {c.adagrad_eps}")
     if not math.isfinite(c.weight_norm_factor):
         _fail(f"--weight-norm-factor must be finite, got {c.weight_norm_factor}")
-    if c.parametrization == "mup" and (c.base_width is None or c.base_width <= 0):
-        _fail("--parametrization mup needs a positive --base-width, e.g. --base-width 64")
+    for par in {"mup", "lr-exp"} & set(parametrizations_of(c)):
+        if c.base_width is None or c.base_width <= 0:
+            _fail(f"--parametrization {par} needs a positive --base-width, e.g. --base-width 64")
+    if "lr-exp" in parametrizations_of(c):
+        if c.lr_exponents is None:
+            _fail("--parametrization lr-exp needs --lr-exponents, e.g. 0,1,1 (one per layer)")
+        if not all(math.isfinite(e) for e in c.lr_exponents):
+            _fail(f"--lr-exponents must be finite, got {list(c.lr_exponents)}")
     if not (c.divergence_loss > 0):
         _fail(f"--divergence-loss must be positive, got {c.divergence_loss}")
-    check_applies(c)
 
 
 def _validate_grid(c: SweepConfig) -> None:
@@ -584,12 +616,23 @@ def _validate_grid(c: SweepConfig) -> None:
         _fail("the grid is empty: give at least one optimizer")
     if len(set(c.optimizers)) != len(c.optimizers):
         _fail(f"optimizers must be distinct, got {list(c.optimizers)}")
-    if c.layer_lr_mults is not None:
+    if not c.parametrizations:
+        _fail("the grid is empty: give at least one parametrization")
+    if len(set(c.parametrizations)) != len(c.parametrizations):
+        _fail(f"parametrizations must be distinct, got {list(c.parametrizations)}")
+    for name in ("layer_lr_mults", "lr_exponents"):
+        _check_per_layer(c, name)
+
+
+def _check_per_layer(c: SweepConfig, name: str) -> None:
+    """One value per layer (hidden layers + readout) in ``c.<name>``, if it is set."""
+    values = getattr(c, name)
+    if values is not None:
         n_layers = {len(h) + 1 for h in c.architectures}
-        if len(n_layers) != 1 or len(c.layer_lr_mults) not in n_layers:
+        if len(n_layers) != 1 or len(values) not in n_layers:
             _fail(
-                f"--layer-lr-mults has {len(c.layer_lr_mults)} values but the model has "
-                f"{sorted(n_layers)} layers (hidden + readout); give one multiplier per layer"
+                f"--{name.replace('_', '-')} has {len(values)} values but the model has "
+                f"{sorted(n_layers)} layers (hidden + readout); give one value per layer"
             )
 
 
@@ -602,6 +645,7 @@ def _validate(c: SweepConfig) -> None:
         _fail(f"--num-classes must be at least 2, got {c.num_classes}")
     _validate_grid(c)
     _validate_train(c)
+    check_applies(c)
     if c.epochs < 1:
         _fail(f"--epochs must be at least 1, got {c.epochs}")
     for name in ("max_lanes", "devices"):

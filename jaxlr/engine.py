@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from jaxlr import data as data_lib
-from jaxlr.config import Optimizer, TrainOptions
+from jaxlr.config import Optimizer, Parametrization, TrainOptions
 from jaxlr.data import DeviceData
 from jaxlr.models import MLP
 
@@ -50,6 +50,7 @@ class RunSpec(TrainOptions):
     hidden: tuple[int, ...]
     num_classes: int
     optimizer: Optimizer
+    parametrization: Parametrization = "sp"
     steps_per_epoch: int
     n_train: int
     n_test: int
@@ -59,17 +60,28 @@ class RunSpec(TrainOptions):
 
     @classmethod
     def create(
-        cls, options: TrainOptions, dataset: Any, hidden: tuple[int, ...], optimizer: str
+        cls,
+        options: TrainOptions,
+        dataset: Any,
+        hidden: tuple[int, ...],
+        optimizer: str,
+        parametrization: str = "sp",
     ) -> RunSpec:
-        """The program of architecture ``hidden`` and ``optimizer`` on ``dataset`` (a
-        :class:`jaxlr.data.Dataset`) under ``options`` (a :class:`SweepConfig` is one)."""
+        """The program of architecture ``hidden``, ``optimizer`` and ``parametrization`` on
+        ``dataset`` (a :class:`jaxlr.data.Dataset`) under ``options`` (a :class:`SweepConfig`
+        is one)."""
         shared = {f.name: getattr(options, f.name) for f in dataclasses.fields(TrainOptions)}
+        if parametrization == "sp":  # what only mup / lr-exp read: one SP program for all sweeps
+            shared.update(base_width=None, lr_exponents=None)
+        elif parametrization == "mup":
+            shared.update(lr_exponents=None)
         return cls(
             **shared,
             in_features=dataset.in_features,
             hidden=tuple(hidden),
             num_classes=dataset.num_classes,
             optimizer=optimizer,
+            parametrization=parametrization,
             steps_per_epoch=dataset.n_train // options.batch_size,
             n_train=dataset.n_train,
             n_test=dataset.n_test,
@@ -147,11 +159,33 @@ def make_optimizer(spec: RunSpec, lr: jax.Array | float) -> optax.GradientTransf
             base = transforms.adagrad_lr(lr, eps=spec.adagrad_eps, granularity=gran, inner=inner)
         else:
             raise ValueError(f"unknown lr rule {rule!r}")
-    if spec.parametrization != "mup":
+    if spec.parametrization == "sp":
         return base
     from jaxlr import mup
 
-    return optax.chain(base, mup.scale_by_tree(mup_scales(spec)))
+    scales = mup_scales(spec) if spec.parametrization == "mup" else lr_exp_scales(spec)
+    return optax.chain(base, mup.scale_by_tree(scales))
+
+
+@functools.cache
+def lr_exp_scales(spec: RunSpec) -> dict[str, dict[str, float]]:
+    r"""Per-layer lr multipliers of the ``lr-exp`` parametrization (a tree of floats).
+
+    Layer :math:`l` (``Dense_l``: the hidden layers, then the readout) trains at
+
+    .. math:: \eta_l = \eta \, (n / n_0)^{-e_l},
+
+    with :math:`n` the first hidden width (the ``width`` column), :math:`n_0` ``base_width`` and
+    :math:`e_l` ``lr_exponents[l]`` — the per-layer learning-rate exponents of the
+    abc-parametrization view (Everett et al., 2024), on SP's init and forward pass. At
+    :math:`n = n_0` it is SP.
+    """
+    assert spec.lr_exponents is not None and spec.base_width is not None
+    ratio = spec.hidden[0] / spec.base_width
+    return {
+        f"Dense_{i}": {"kernel": ratio ** (-e), "bias": ratio ** (-e)}
+        for i, e in enumerate(spec.lr_exponents)
+    }
 
 
 @functools.cache

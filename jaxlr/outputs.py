@@ -24,12 +24,25 @@ from jaxlr.plan import Chunk
 
 @dataclasses.dataclass
 class SweepOutcome:
-    """A finished sweep: its results table, its summary and the files written."""
+    """A finished sweep: its results table, its summary, its width exponents (empty with fewer
+    than 3 widths) and the files written."""
 
     results: pd.DataFrame
     summary: pd.DataFrame
     files: list[str] = dataclasses.field(default_factory=list)
     exponent_text: str = ""
+    exponents: pd.DataFrame | None = None
+
+
+def outcome_of(df: pd.DataFrame, cfg: SweepConfig) -> SweepOutcome:
+    """The summary and the width exponents of a results table (nothing written)."""
+    from jaxlr import exponent
+
+    summary = res.summarize(df, select=cfg.select)
+    if df.empty:
+        return SweepOutcome(df, summary)
+    table = exponent.width_exponent(df, select=cfg.select)
+    return SweepOutcome(df, summary, [], exponent.format_exponent(table), table)
 
 
 def dataset_record(dataset: Any, batch_size: int) -> dict[str, Any]:
@@ -53,6 +66,7 @@ def plan_record(chunks: list[Chunk]) -> list[dict[str, Any]]:
         {
             "hidden": list(c.bucket.hidden),
             "optimizer": c.bucket.optimizer,
+            "parametrization": c.bucket.parametrization,
             "seeds": list(c.seeds),
             "lrs": list(c.lrs),
             "round": c.round,
@@ -105,17 +119,17 @@ def write_outputs(
     out: Path, df: pd.DataFrame, cfg: SweepConfig, record: dict[str, Any]
 ) -> SweepOutcome:
     """Writes the tables, the record and the plots of a finished sweep into ``out``."""
-    summary = res.summarize(df, select=cfg.select)
+    outcome = outcome_of(df, cfg)
     res.write_csv(out / "results.csv", df)
-    res.write_csv(out / "summary.csv", summary)
+    res.write_csv(out / "summary.csv", outcome.summary)
     res.write_json(out / "config.json", record)
-    files = ["results.csv", "summary.csv", "config.json"]
+    files = outcome.files = ["results.csv", "summary.csv", "config.json"]
     if df.empty:
-        return SweepOutcome(df, summary, files)
+        return outcome
     from jaxlr import exponent, plots
 
     title = title_of(cfg, record["dataset"]["name"])
-    exponents = exponent.width_exponent(df, select=cfg.select)
+    exponents = outcome.exponents
     if not exponents.empty:  # a sweep of at least 3 widths
         res.write_csv(out / "width_exponent.csv", exponents)
         files.append("width_exponent.csv")
@@ -129,4 +143,4 @@ def write_outputs(
             files.append(f"{name}.png")
         except Exception as e:  # a plot must never cost the results, which are on disk
             warnings.warn(f"could not draw {name}.png: {e}", stacklevel=2)
-    return SweepOutcome(df, summary, files, exponent.format_exponent(exponents))
+    return outcome

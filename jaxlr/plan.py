@@ -38,12 +38,18 @@ from jaxlr.models import layer_sizes, param_count
 
 @dataclasses.dataclass(frozen=True)
 class Bucket:
-    """All lanes of one architecture and optimizer that this grid shard runs."""
+    """All lanes of one architecture, optimizer and parametrization that this grid shard runs."""
 
     hidden: tuple[int, ...]
     optimizer: str
     lrs: tuple[float, ...]
     seeds: tuple[int, ...]
+    parametrization: str = "sp"
+
+    @property
+    def key(self) -> tuple[tuple[int, ...], str, str]:
+        """What makes the bucket a distinct program: (hidden, optimizer, parametrization)."""
+        return (self.hidden, self.optimizer, self.parametrization)
 
     @property
     def n_lanes(self) -> int:
@@ -87,7 +93,10 @@ def refine_lrs(tested: list[float], best: float) -> tuple[float, ...]:
 
 
 def refine_chunks(
-    grid: list[Chunk], best: dict[tuple[tuple[int, ...], str], float], tested: dict, round_: int
+    grid: list[Chunk],
+    best: dict[tuple[tuple[int, ...], str, str], float],
+    tested: dict,
+    round_: int,
 ) -> list[Chunk]:
     """The chunks of refinement round ``round_``: per bucket, :func:`refine_lrs` around its
     ``best`` lr, in chunks shaped like the bucket's first grid chunk (same seeds and lr count,
@@ -97,7 +106,7 @@ def refine_chunks(
         new = refine_lrs(tested[b_key], lr_star)
         shapes: dict[tuple[int, ...], Chunk] = {}  # seed slice -> its first grid chunk
         for c in grid:
-            if (c.bucket.hidden, c.bucket.optimizer) == b_key:
+            if c.bucket.key == b_key:
                 shapes.setdefault(c.seeds, c)
         for first in shapes.values():
             per = len(first.lrs)
@@ -134,9 +143,10 @@ def lane_bytes(
 def make_buckets(cfg: SweepConfig) -> list[Bucket]:
     """The buckets of ``cfg``'s whole grid (every shard), in a stable order."""
     return [
-        Bucket(tuple(hidden), opt, tuple(cfg.lrs), tuple(cfg.seeds))
+        Bucket(tuple(hidden), opt, tuple(cfg.lrs), tuple(cfg.seeds), par)
         for hidden in cfg.architectures
         for opt in cfg.optimizers
+        for par in cfg.parametrizations
     ]
 
 
@@ -263,7 +273,7 @@ def estimate_seconds(
         flops = c.n_lanes * m * (6 * cfg.batch_size * steps_per_epoch + 2 * n_test)
         steps = steps_per_epoch * (latency + c.n_lanes * lane_step)
         total += cfg.epochs * (flops / rate + steps)
-    programs = {(c.bucket.hidden, c.bucket.optimizer, c.n_lanes) for c in chunks}
+    programs = {(c.bucket.key, c.n_lanes) for c in chunks}
     return total + (_COMPILE_S * len(programs) if compile else 0.0)
 
 
@@ -289,7 +299,7 @@ def autotune_chunks(
 def describe_plan(chunks: list[Chunk], per_chunk_bytes: int, seconds: float) -> str:
     """One line: runs, programs, chunks, device memory and estimated time."""
     runs = sum(c.n_lanes for c in chunks)
-    programs = len({(c.bucket.hidden, c.bucket.optimizer, c.n_lanes) for c in chunks})
+    programs = len({(c.bucket.key, c.n_lanes) for c in chunks})
     return (
         f"plan: {runs} runs in {len(chunks)} chunk(s) of {programs} compiled program(s); "
         f"up to {_bytes(per_chunk_bytes)} of device memory per chunk; "

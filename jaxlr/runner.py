@@ -33,7 +33,7 @@ from jaxlr import results as res
 from jaxlr.config import ConfigError, SweepConfig, check_resumable, check_writable
 from jaxlr.data import device_data
 from jaxlr.engine import RunSpec, cached_trainer, compile_epoch, to_host, train_lanes
-from jaxlr.outputs import SweepOutcome, config_record, plan_record, write_outputs
+from jaxlr.outputs import SweepOutcome, config_record, outcome_of, plan_record, write_outputs
 from jaxlr.plan import Chunk
 
 MEMORY_FRACTION = 0.5  # share of device memory the lanes of one chunk may use
@@ -107,7 +107,7 @@ class _Sweep:
     def spec(self, chunk: Chunk) -> RunSpec:
         """The program of ``chunk``."""
         b = chunk.bucket
-        spec = RunSpec.create(self.cfg, self.dataset, b.hidden, b.optimizer)
+        spec = RunSpec.create(self.cfg, self.dataset, b.hidden, b.optimizer, b.parametrization)
         return dataclasses.replace(spec, autotune=chunk.autotune)
 
     def lane_lrs(self, chunk: Chunk) -> int:
@@ -197,7 +197,7 @@ def run(
     record["elapsed_s"] = round(time.perf_counter() - t0, 3)
     record["compilation"] = compiled.record()
     if out is None or not writer:
-        return SweepOutcome(df, res.summarize(df, select=cfg.select))
+        return outcome_of(df, cfg)
     return write_outputs(out, df, cfg, record)
 
 
@@ -219,6 +219,7 @@ def _run_chunks(sweep: _Sweep, chunks: list[Chunk], first: int, frames: list) ->
     for i, chunk in enumerate(chunks, start=first):
         sweep.bar.set_description(
             f"[{i + 1}] {'-'.join(map(str, chunk.bucket.hidden))} {chunk.bucket.optimizer}"
+            + (f" {chunk.bucket.parametrization}" if len(cfg.parametrizations) > 1 else "")
             + (f" refine {chunk.round}" if chunk.round else "")
         )
         metrics, div = _run_chunk(sweep, i, chunk)
@@ -227,7 +228,7 @@ def _run_chunks(sweep: _Sweep, chunks: list[Chunk], first: int, frames: list) ->
                 chunk.bucket.hidden,
                 chunk.bucket.optimizer,
                 cfg.lr_rule,
-                cfg.parametrization,
+                chunk.bucket.parametrization,
                 chunk.seeds,
                 chunk.lrs,
                 metrics,
@@ -246,9 +247,14 @@ def _refinement(cfg: SweepConfig, grid: list[Chunk], df: pd.DataFrame, round_: i
     for _, row in summary.iterrows():
         if not np.isfinite(row["best_lr"]):
             continue  # every lr diverged: nothing to refine around
-        key = (tuple(int(w) for w in str(row["hidden"]).split("-")), row["optimizer"])
+        hidden = tuple(int(w) for w in str(row["hidden"]).split("-"))
+        key = (hidden, row["optimizer"], row["parametrization"])
         best[key] = float(row["best_lr"])
-        runs = df[(df["hidden"] == row["hidden"]) & (df["optimizer"] == row["optimizer"])]
+        runs = df[
+            (df["hidden"] == row["hidden"])
+            & (df["optimizer"] == row["optimizer"])
+            & (df["parametrization"] == row["parametrization"])
+        ]
         tested[key] = sorted(float(v) for v in runs["lr"].unique())
     return planning.refine_chunks(grid, best, tested, round_)
 
@@ -314,7 +320,8 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
 
 
 def _chunk_key(chunk: Chunk) -> str:
-    return f"{chunk.bucket.hidden}|{chunk.bucket.optimizer}|{chunk.seeds}|{chunk.lrs}"
+    b = chunk.bucket
+    return f"{b.hidden}|{b.optimizer}|{b.parametrization}|{chunk.seeds}|{chunk.lrs}"
 
 
 def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.ndarray], Any]:

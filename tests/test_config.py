@@ -65,7 +65,8 @@ def test_flags_set_their_fields_and_types():
         (["--hidden", "64-16", "--widths", "32"], "--widths only applies"),
         (["--data-dir", "/tmp"], "--data-dir only applies to --dataset fashion_mnist"),
         (["--features", "5"], "--features only applies to --dataset synthetic"),
-        (["--base-width", "64"], "--base-width only applies to --parametrization mup"),
+        (["--base-width", "64"], "--base-width only applies to --parametrization mup or lr-exp"),
+        (["--lr-exponents", "0,1,1"], "--lr-exponents only applies to --parametrization lr-exp"),
         (["--adagrad-eps", "1e-6"], "--adagrad-eps only applies"),
     ],
 )

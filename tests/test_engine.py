@@ -245,15 +245,51 @@ def test_mup_sweep_equals_sp_at_base_width_and_differs_elsewhere(digits, optimiz
     )
     sp = run_sweep(base, dataset=digits, progress=False)
     mup = run_sweep(
-        base.replace(parametrization="mup", base_width=32), dataset=digits, progress=False
+        base.replace(parametrizations=("mup",), base_width=32), dataset=digits, progress=False
     )
     cols = ["train_loss", "test_loss", "test_accuracy"]
     np.testing.assert_array_equal(sp[cols].to_numpy(), mup[cols].to_numpy())
     assert set(mup.parametrization) == {"mup"}
     wide = run_sweep(
-        base.replace(parametrization="mup", base_width=8), dataset=digits, progress=False
+        base.replace(parametrizations=("mup",), base_width=8), dataset=digits, progress=False
     )
     assert not np.allclose(sp[cols].to_numpy(), wide[cols].to_numpy())
+    # both in one sweep (the parametrization axis): the same numbers as the separate sweeps
+    both = run_sweep(
+        base.replace(parametrizations=("sp", "mup"), base_width=8), dataset=digits, progress=False
+    )
+    for par, alone in (("sp", sp), ("mup", wide)):
+        got = both[both.parametrization == par].reset_index(drop=True)
+        np.testing.assert_array_equal(got[cols].to_numpy(), alone[cols].to_numpy())
+
+
+def test_lr_exponents_scale_each_layer(digits):
+    """lr-exp trains layer l at lr (w / base)^(-e_l): zero exponents are SP, bit for bit, and a
+    common exponent e is SP at the rescaled rate lr (w / base)^(-e) (SGD: the same step)."""
+    base = SweepConfig(widths=(32,), lrs=(0.05, 0.2), seeds=(0,), epochs=2)
+    cols = ["train_loss", "test_loss", "test_accuracy"]
+    sp = run_sweep(base, dataset=digits, progress=False)
+    zero = run_sweep(
+        base.replace(parametrizations=("lr-exp",), base_width=8, lr_exponents=(0.0, 0.0, 0.0)),
+        dataset=digits,
+        progress=False,
+    )
+    np.testing.assert_array_equal(sp[cols].to_numpy(), zero[cols].to_numpy())
+    assert set(zero.parametrization) == {"lr-exp"}
+    one = run_sweep(
+        base.replace(parametrizations=("lr-exp",), base_width=8, lr_exponents=(1.0, 1.0, 1.0)),
+        dataset=digits,
+        progress=False,
+    )
+    scaled = run_sweep(base.replace(lrs=(0.05 / 4, 0.2 / 4)), dataset=digits, progress=False)
+    np.testing.assert_allclose(one[cols].to_numpy(), scaled[cols].to_numpy(), rtol=1e-4)
+    # different exponents per layer are not a global rescaling
+    mixed = run_sweep(
+        base.replace(parametrizations=("lr-exp",), base_width=8, lr_exponents=(0.0, 1.0, 1.0)),
+        dataset=digits,
+        progress=False,
+    )
+    assert not np.allclose(mixed[cols].to_numpy(), scaled[cols].to_numpy(), rtol=1e-3)
 
 
 def test_ahead_of_time_program_equals_jit(digits):
