@@ -41,8 +41,15 @@ def log2_grid(lo: int, hi: int, step: int = 1) -> tuple[float, ...]:
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
-    """An argument parser with the flags every experiment takes (--quick, --out)."""
+    """An argument parser with the flags every experiment takes (--scale, --quick, --out)."""
     p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
+    p.add_argument(
+        "--scale",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu: the committed CI-sized runs; gpu: the full-scale answer, for one GPU "
+        "(results go to <name>_gpu/)",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny grid, to check the script runs")
     p.add_argument("--out", default=None, help="output folder (default experiments/results/NAME)")
     return p
@@ -50,6 +57,7 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 
 def out_dir(name: str, args: argparse.Namespace) -> Path:
     """The folder an experiment writes into (created)."""
+    name += "_gpu" if getattr(args, "scale", "cpu") == "gpu" else ""
     path = Path(args.out) if args.out else RESULTS / name
     if args.quick and not args.out:
         path = Path("/tmp") / f"jaxlr-experiments-quick/{name}"
@@ -62,7 +70,7 @@ def run(cfg: SweepConfig, data: Any = None, **tags: Any) -> pd.DataFrame:
     table with ``tags`` as extra columns."""
     t0 = time.time()
     df = run_sweep(cfg, dataset=data, progress=False)
-    n_runs = len(df[["hidden", "optimizer", "lr", "seed"]].drop_duplicates())
+    n_runs = len(df[["hidden", "optimizer", "parametrization", "lr", "seed"]].drop_duplicates())
     print(
         f"  {n_runs} runs, widths {list(cfg.widths)}, {cfg.optimizers}, "
         f"{','.join(cfg.parametrizations)}, {cfg.lr_rule}, {cfg.epochs} epochs: "

@@ -1,6 +1,6 @@
 """neuron_rules: how sensitive to the base lr is each per-layer / per-neuron rate rule?
 
-64-w-w-10 MLPs on digits (widths 32 and 256), batch 64, with SGD and with Adam, under each of
+64-w-w-10 MLPs on digits (widths 32, 128 and 512), batch 64, with SGD and with Adam, under each of
 jaxlr's rate rules (see :mod:`jaxlr.transforms`), the swept lr being the rule's base rate:
 
 - ``none``: one global rate;
@@ -14,12 +14,17 @@ far smaller base rates there: each (rule, optimizer) has its own log2 grid (``GR
 enough to reach divergence or a flat plateau on both sides of its optimum.
 
 Sensitivity of a rule = the width (in octaves, i.e. grid points spaced x2) of the set of lrs whose
-seed-mean final test loss is within 25% (and within 100%) of the rule's best.
+seed-mean final test loss is within 25% (and within 100%) of the rule's best. The width
+exponent of each rule (:func:`jaxlr.exponent.width_exponent`: lr* ∝ width^α with a 95% bootstrap
+interval over seeds) answers whether a per-neuron rule makes the optimum width-independent, as
+muP does (α ≈ 0).
 
-    python experiments/neuron_rules.py [--quick]
+    python experiments/neuron_rules.py [--scale cpu|gpu] [--quick]
 
-Writes into ``experiments/results/neuron_rules/``: ``final.csv``, ``per_lr.csv``,
-``optimum.csv``, ``sensitivity.csv`` and ``neuron_rules.png``.
+``--scale gpu``: Fashion-MNIST (784-w-w-10), widths 64..4096, 5 seeds, 20 epochs (into
+``neuron_rules_gpu/``). Writes into ``experiments/results/neuron_rules/``: ``final.csv``,
+``per_lr.csv``, ``optimum.csv``, ``sensitivity.csv``, ``width_exponent.csv`` and
+``neuron_rules.png``.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from jaxlr import exponent
 from jaxlr.data import load_dataset
 from jaxlr.sweep import SweepConfig
 
-WIDTHS = (32, 256)
+WIDTHS = (32, 128, 512)
+GPU = dict(dataset="fashion_mnist", widths=(64, 256, 1024, 4096), seeds=(0, 1, 2, 3, 4), epochs=20)
 SEEDS = (0, 1, 2)
 EPOCHS = 10
 RULES = ("none", "per-layer", "weight-norm", "adagrad-param", "adagrad-neuron")
@@ -53,7 +60,7 @@ LOSS = "test_loss"
 TOLERANCES = (0.25, 1.0)
 
 
-def configs(quick: bool) -> list[SweepConfig]:
+def configs(quick: bool, scale: str = "cpu") -> list[SweepConfig]:
     """One sweep per (optimizer, rule)."""
     cfgs = []
     for (opt, rule), (lo, hi) in GRIDS.items():
@@ -63,6 +70,8 @@ def configs(quick: bool) -> list[SweepConfig]:
             layer_lr_mults=(1.0, 0.5, 0.2) if rule == "per-layer" else None,
             weight_norm_factor=0.01, adagrad_eps=1e-8,
         )  # fmt: skip
+        if scale == "gpu":
+            cfg = cfg.replace(**GPU)
         if quick:
             cfg = cfg.replace(widths=(16,), seeds=(0,), lrs=common.log2_grid(lo, hi, 4), epochs=1)
         cfgs.append(cfg)
@@ -89,10 +98,13 @@ def sensitivity(agg: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
-    args = common.parser(__doc__).parse_args()
+    p = common.parser(__doc__)
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST's IDX files (gpu scale)")
+    args = p.parse_args()
     out = common.out_dir("neuron_rules", args)
-    data = load_dataset("digits")
-    df = pd.concat([common.run(c, data) for c in configs(args.quick)], ignore_index=True)
+    cfgs = configs(args.quick, args.scale)
+    data = load_dataset(cfgs[0].dataset, data_dir=args.data_dir if args.scale == "gpu" else None)
+    df = pd.concat([common.run(c, data) for c in cfgs], ignore_index=True)
     final = common.final_rows(df)
     common.write_csv(final, out / "final.csv")
     agg = common.per_lr(final, KEYS)
@@ -101,6 +113,8 @@ def main() -> None:
     common.write_csv(opt, out / "optimum.csv")
     sens = sensitivity(agg)
     common.write_csv(sens, out / "sensitivity.csv")
+    alpha = exponent.width_exponent(df, select=LOSS)
+    common.write_csv(alpha, out / "width_exponent.csv")
 
     fig, axes = plt.subplots(2, len(RULES), figsize=(3.6 * len(RULES), 7.0), squeeze=False)
     for i, o in enumerate(("sgd", "adam")):
@@ -117,6 +131,7 @@ def main() -> None:
     common.save(fig, out / "neuron_rules.png")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(sens.to_string(index=False))
+    print(exponent.format_exponent(alpha))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 Does the divergence threshold, or the optimal rate, of 784-w-w-10 / 64-w-w-10 MLPs trained with
 plain SGD (batch 64, torch init) depend on the width w in {64, 256, 1024}?
 
-    python experiments/seed001.py [--quick] [--data-dir DIR]
+    python experiments/seed001.py [--scale cpu|gpu] [--quick] [--data-dir DIR]
 
-Runs on ``digits`` always, and on Fashion-MNIST (reduced: a subsample and few epochs, see
-``FMNIST``) when its IDX files are found in ``--data-dir``. Writes into
-``experiments/results/seed001/``: ``final.csv`` (final epoch of every run), ``per_lr.csv``,
+Runs on ``digits`` always, and on Fashion-MNIST when its IDX files are found (``--data-dir``, or
+jaxlr's default places: ``$JAXLR_DATA_DIR``, the cache, ``/usr/share/datasets``). At
+``--scale cpu`` Fashion-MNIST is reduced (a subsample and few epochs, see ``FMNIST``); at
+``--scale gpu`` it is the seed's own run: all 60,000 / 10,000 images, 50 epochs, 5 seeds
+(``FMNIST_GPU``; into ``seed001_gpu/``). Writes into ``experiments/results/seed001/``:
+``final.csv`` (final epoch of every run), ``per_lr.csv``,
 ``curves.csv`` (per-epoch mean/std over seeds), ``optimum.csv``, ``compare.csv`` (the seed's
 lrs 1, 0.1, 0.01 side by side with its reported figures), ``lr_sensitivity.png`` and
 ``curves_<dataset>.png``.
@@ -30,15 +33,18 @@ WIDTHS = (64, 256, 1024)
 SEEDS = (0, 1, 2)
 DIGITS = dict(epochs=50)
 FMNIST = dict(n_train=12800, n_test=5000, epochs=8)
+FMNIST_GPU = dict(n_train=None, n_test=None, epochs=50)
+SEEDS_GPU = (0, 1, 2, 3, 4)
 KEYS = ["dataset", "width"]
 
 
 def grid(dataset: str, quick: bool, **kw: object) -> SweepConfig:
     """The seed's grid on ``dataset``; ``--quick`` cuts widths, seeds and epochs."""
-    cfg = SweepConfig(
+    base = dict(
         dataset=dataset, widths=WIDTHS, depth=2, lrs=LRS, seeds=SEEDS, optimizers=("sgd",),
-        batch_size=64, init="torch", **kw,
+        batch_size=64, init="torch",
     )  # fmt: skip
+    cfg = SweepConfig(**{**base, **kw})
     if quick:
         cfg = cfg.replace(widths=(16, 64), seeds=(0, 1), epochs=2)
     return cfg
@@ -104,15 +110,18 @@ def plot_curves(cur: pd.DataFrame, path: common.Path, title: str) -> None:
 
 def main() -> None:
     p = common.parser(__doc__)
-    p.add_argument("--data-dir", default="/tmp/parity_fmnist/usr/share/datasets/fashion-mnist")
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST's IDX files")
     args = p.parse_args()
     out = common.out_dir("seed001", args)
-    frames = [common.run(grid("digits", args.quick, **DIGITS), dataset="digits")]
+    seeds = dict(seeds=SEEDS_GPU) if args.scale == "gpu" else {}
+    frames = [common.run(grid("digits", args.quick, **DIGITS, **seeds), dataset="digits")]
     fm_dir = find_idx_dir("fashion_mnist", args.data_dir)
     if fm_dir is None:
-        print(f"Fashion-MNIST not found under {args.data_dir}: skipped", file=sys.stderr)
+        print(f"Fashion-MNIST not found ({args.data_dir or 'default places'}): skipped",
+              file=sys.stderr)  # fmt: skip
     else:
-        kw = dict(FMNIST, epochs=1, n_train=640, n_test=640) if args.quick else FMNIST
+        kw = dict(FMNIST_GPU, **seeds) if args.scale == "gpu" else FMNIST
+        kw = dict(FMNIST, epochs=1, n_train=640, n_test=640) if args.quick else kw
         ds = load_dataset(
             "fashion_mnist", data_dir=args.data_dir, download=False,
             n_train=kw["n_train"], n_test=kw["n_test"],
