@@ -107,8 +107,11 @@ def _adagrad(c: Any) -> bool:
 
 
 def parametrizations_of(c: Any) -> tuple[str, ...]:
-    """The parametrizations of a :class:`SweepConfig` (its axis) or of one program (``RunSpec``)."""
-    return c.parametrizations if hasattr(c, "parametrizations") else (c.parametrization,)
+    """The parametrizations of a :class:`SweepConfig` (its axis), of one program (``RunSpec``),
+    or of bare :class:`TrainOptions` (SP)."""
+    if hasattr(c, "parametrizations"):
+        return c.parametrizations
+    return (getattr(c, "parametrization", "sp"),)
 
 
 def _uses_base_width(c: Any) -> bool:
