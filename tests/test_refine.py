@@ -33,7 +33,8 @@ def test_refine_lrs_halves_the_log_spacing():
 def test_refine_chunks_reuse_the_grid_lane_shape():
     b = Bucket((8, 8), "sgd", (0.1, 0.01, 0.001), (0, 1))
     grid = [Chunk(b, (0, 1), (0.1, 0.01, 0.001))]
-    (c,) = refine_chunks(grid, {((8, 8), "sgd"): 0.01}, {((8, 8), "sgd"): [0.001, 0.01, 0.1]}, 1)
+    key = ((8, 8), "sgd", "sp")  # Bucket.key: hidden, optimizer, parametrization
+    (c,) = refine_chunks(grid, {key: 0.01}, {key: [0.001, 0.01, 0.1]}, 1)
     assert c.round == 1 and c.lanes_lrs == 3 and c.seeds == (0, 1)
     assert c.lrs == pytest.approx((math.sqrt(1e-5), math.sqrt(1e-3)))
 
