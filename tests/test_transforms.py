@@ -234,7 +234,7 @@ def test_adagrad_lr_matches_numpy(granularity, inner):
         }
     )
     assert set(state.sum_sq) == expected_keys
-    assert int(state.count) == STEPS and state.count.dtype == jnp.int32
+    assert int(state.rule_count) == STEPS and state.rule_count.dtype == jnp.int32
 
 
 def test_neuron_accumulator_of_a_layer_with_no_gradient_history_is_per_output():
@@ -539,7 +539,7 @@ def test_per_layer_lr_unmatched_paths_error_says_how_to_fix():
         assert path in msg
     assert "conv/kernel" not in msg
     assert "default=" in msg and "Dense_0" in msg
-    state = T.PerLayerLRState(jnp.zeros([], jnp.int32), optax.EmptyState())
+    state = T.PerLayerLRState(jnp.zeros([], jnp.int32), {}, optax.EmptyState())
     with pytest.raises(ValueError, match="block/norm/scale"):
         tx.update(params, state, params)
 
@@ -560,7 +560,7 @@ def test_weight_norm_lr_needs_params_and_checks_bias_shape():
     with pytest.raises(ValueError, match="update\\(updates, state, params\\)"):
         tx.update(params, tx.init(params))
     bad = {"l": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(2)}}
-    with pytest.raises(ValueError, match=r"kernel\.shape"):
+    with pytest.raises(ValueError, match=r"kernel.*\(2, 3\).*bias.*\(2,\).*neurons="):
         tx.init(bad)
     with pytest.raises(ValueError, match="granularity"):
         T.adagrad_lr(0.1, granularity="row")
