@@ -124,11 +124,52 @@ class TrainState(NamedTuple):
 
 
 class EpochMetrics(NamedTuple):
-    """Per-lane metrics of one epoch, each of shape ``(S, L)``."""
+    """Per-lane metrics of one epoch, with leading axes ``(S, L)``."""
 
     train_loss: jax.Array  # float32: mean batch loss; NaN if the lane died by this epoch
     test_loss: jax.Array  # float32: mean cross-entropy on the test set
     test_accuracy: jax.Array  # float32
+    rates: jax.Array  # float32 (S, L, layers, 5): RATE_QUANTILES of each layer's rates; layers
+    # is 0 for the rules whose rate is one number per layer (none, per-layer)
+
+
+RATE_RULES = ("weight-norm", "adagrad-param", "adagrad-neuron")
+"""The rules whose rates vary within a layer (recorded in ``rates.csv``)."""
+RATE_QUANTILES = (0.0, 0.05, 0.5, 0.95, 1.0)
+
+
+def rate_quantiles(spec: RunSpec, params: Any, opt_state: Any, alive: jax.Array) -> jax.Array:
+    r"""Quantiles :data:`RATE_QUANTILES` of the effective learning rates of each layer's kernel,
+    per lane: ``(S, L, layers, 5)``, NaN for a diverged lane, ``(S, L, 0, 5)`` for a rule
+    without per-neuron or per-parameter rates.
+
+    The rate of kernel entry :math:`w` is the rule's own (:func:`jaxlr.learning_rates`: for
+    ``weight-norm`` the rate of the next update, for the AdaGrad rules the rate before the next
+    gradient) times the parametrization's per-layer multiplier (muP, ``lr-exp``); an inner
+    Adam's preconditioning is not part of it. A per-neuron rate counts once per fan-in weight,
+    which leaves its quantiles over the neurons unchanged.
+    """
+    n_s, n_l = alive.shape
+    if spec.lr_rule not in RATE_RULES:
+        return jnp.zeros((n_s, n_l, 0, len(RATE_QUANTILES)), jnp.float32)
+    from jaxlr import transforms
+
+    scales = {"mup": mup_scales, "lr-exp": lr_exp_scales}.get(spec.parametrization)
+    scales = scales(spec) if scales is not None else None
+    q = jnp.asarray(RATE_QUANTILES, jnp.float32)
+
+    def lane(p: Any, s: Any) -> jax.Array:
+        rates = transforms.learning_rates(s, p)
+        out = []
+        for i in range(len(spec.hidden) + 1):
+            r = rates[f"Dense_{i}"]["kernel"].astype(jnp.float32)
+            if scales is not None:
+                r = r * scales[f"Dense_{i}"]["kernel"]
+            out.append(jnp.quantile(r.ravel(), q))
+        return jnp.stack(out)
+
+    stats = jax.vmap(jax.vmap(lane))(params, opt_state)
+    return jnp.where(alive[..., None, None], stats, jnp.nan)
 
 
 def make_optimizer(spec: RunSpec, lr: jax.Array | float) -> optax.GradientTransformation:
@@ -330,6 +371,7 @@ def make_trainer(spec: RunSpec) -> Trainer:
             train_loss,
             jnp.where(dead, jnp.nan, test_loss),
             jnp.where(dead, jnp.nan, test_acc),
+            rate_quantiles(spec, params, opt_state, alive),
         )
         died_now = was_alive & ~alive
         div_epoch = jnp.where(died_now, epoch.astype(jnp.int32), state.diverged_epoch)

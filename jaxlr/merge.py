@@ -90,4 +90,10 @@ def merge_runs(dirs: list[str | os.PathLike], out: str | os.PathLike) -> SweepOu
         "versions": res.library_versions(),
     }
     record.pop("elapsed_s", None)
-    return write_outputs(out, df, cfg, record)
+    rate_files = [d / "rates.csv" for d in paths if (d / "rates.csv").exists()]
+    rates = (
+        res.sort_results(pd.concat(pd.read_csv(f, dtype={"hidden": str}) for f in rate_files))
+        if rate_files
+        else None
+    )
+    return write_outputs(out, df, cfg, record, rates)

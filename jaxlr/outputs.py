@@ -32,17 +32,20 @@ class SweepOutcome:
     files: list[str] = dataclasses.field(default_factory=list)
     exponent_text: str = ""
     exponents: pd.DataFrame | None = None
+    rates: pd.DataFrame | None = None  # rates.csv: per-layer spread of per-neuron/-parameter rates
 
 
-def outcome_of(df: pd.DataFrame, cfg: SweepConfig) -> SweepOutcome:
+def outcome_of(
+    df: pd.DataFrame, cfg: SweepConfig, rates: pd.DataFrame | None = None
+) -> SweepOutcome:
     """The summary and the width exponents of a results table (nothing written)."""
     from jaxlr import exponent
 
     summary = res.summarize(df, select=cfg.select)
     if df.empty:
-        return SweepOutcome(df, summary)
+        return SweepOutcome(df, summary, rates=rates)
     table = exponent.width_exponent(df, select=cfg.select)
-    return SweepOutcome(df, summary, [], exponent.format_exponent(table), table)
+    return SweepOutcome(df, summary, [], exponent.format_exponent(table), table, rates)
 
 
 def dataset_record(dataset: Any, batch_size: int) -> dict[str, Any]:
@@ -115,15 +118,29 @@ def title_of(cfg: SweepConfig, dataset_name: str) -> str:
     return f"{dataset_name}: {', '.join(cfg.optimizers)}, batch {cfg.batch_size}"
 
 
+def _rates_plot(rates: pd.DataFrame, summary: pd.DataFrame) -> Any:
+    """``rates.png`` with the plot functions' signature."""
+    from jaxlr import plots
+
+    return lambda df, path, title="", select="": plots.plot_rates(rates, summary, path, title=title)
+
+
 def write_outputs(
-    out: Path, df: pd.DataFrame, cfg: SweepConfig, record: dict[str, Any]
+    out: Path,
+    df: pd.DataFrame,
+    cfg: SweepConfig,
+    record: dict[str, Any],
+    rates: pd.DataFrame | None = None,
 ) -> SweepOutcome:
     """Writes the tables, the record and the plots of a finished sweep into ``out``."""
-    outcome = outcome_of(df, cfg)
+    outcome = outcome_of(df, cfg, rates)
     res.write_csv(out / "results.csv", df)
     res.write_csv(out / "summary.csv", outcome.summary)
     res.write_json(out / "config.json", record)
     files = outcome.files = ["results.csv", "summary.csv", "config.json"]
+    if rates is not None and len(rates):
+        res.write_csv(out / "rates.csv", rates)
+        files.append("rates.csv")
     if df.empty:
         return outcome
     from jaxlr import exponent, plots
@@ -137,6 +154,11 @@ def write_outputs(
         ("loss_curves", plots.plot_loss_curves),
         ("lr_sensitivity", plots.plot_lr_sensitivity),
         *([("width_exponent", exponent.plot_width_exponent)] if len(exponents) else []),
+        *(
+            [("rates", _rates_plot(rates, outcome.summary))]
+            if rates is not None and len(rates)
+            else []
+        ),
     ):
         try:
             plot(df, out / f"{name}.png", title=title, select=cfg.select)

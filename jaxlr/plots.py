@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import ticker
 
-from jaxlr.results import atomic_write
+from jaxlr.results import RATE_STATS, atomic_write
 
 MAX_PIXELS = 4000
 """Longest side of any PNG, in pixels."""
@@ -321,4 +321,67 @@ def plot_lr_sensitivity(
         sx.set_xlabel("log2 learning rate  (strip: diverged, x all seeds, + some)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def _best_lrs(summary: pd.DataFrame) -> dict[tuple, float]:
+    """Each (hidden, optimizer, lr_rule, parametrization)'s best lr from ``summary.csv``."""
+    keys = ["hidden", "optimizer", "lr_rule", "parametrization"]
+    return {
+        tuple(str(v) for v in r[keys]): float(r["best_lr"])
+        for _, r in summary.iterrows()
+        if np.isfinite(r["best_lr"])
+    }
+
+
+def _rates_panel(
+    ax: plt.Axes, g: pd.DataFrame, layer: str, colors: dict[str, tuple], best: dict[tuple, float]
+) -> None:
+    """One layer's rates over training: per width, at its best lr, median with bands."""
+    for h, color in colors.items():
+        sub = g[(g["hidden"] == h) & (g["layer"] == layer)]
+        if sub.empty:
+            continue
+        key = (h, *sub[["optimizer", "lr_rule", "parametrization"]].iloc[0].astype(str))
+        if key not in best:
+            continue
+        m = sub[sub["lr"] == best[key]].groupby("epoch")[list(RATE_STATS)].mean()
+        m = m[np.isfinite(m["median"]) & (m["min"] > 0)]
+        if m.empty:
+            continue
+        x = m.index.to_numpy()
+        ax.plot(x, m["median"], color=color, label=f"hidden {h}, lr {lr_label(best[key])}")
+        ax.fill_between(x, m["p05"], m["p95"], color=color, alpha=0.2)
+        ax.plot(x, m["min"], color=color, ls=":", lw=0.8)
+        ax.plot(x, m["max"], color=color, ls=":", lw=0.8)
+    if ax.lines:
+        ax.set_yscale("log")
+        ax.legend(fontsize=6)
+    else:
+        ax.text(0.5, 0.5, "no stable lr", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
+
+
+def plot_rates(
+    rates: pd.DataFrame, summary: pd.DataFrame, path: str | os.PathLike, *, title: str = ""
+) -> None:
+    """The spread of the effective learning rates over training (``rates.csv``), at each width's
+    best lr: one panel per layer (rows: optimizer/rule/parametrization groups), per width the
+    seed mean of the median rate with its 5%..95% band, min and max dotted."""
+    groups = _panel_groups(rates)
+    layers = sorted(rates["layer"].unique(), key=lambda s: int(s.rsplit("_", 1)[1]))
+    colors = _colors(sorted(rates["hidden"].unique(), key=_hidden_key))
+    best = _best_lrs(summary)
+    fig, axes = _figure(len(groups), len(layers), 3.6, 2.8, sharex=True)
+    for r, (gname, g) in enumerate(groups):
+        for c, layer in enumerate(layers):
+            ax = axes[r, c]
+            _rates_panel(ax, g, layer, colors, best)
+            ax.set_title(f"{gname}  {layer}".strip(), fontsize=9)
+            if c == 0:
+                ax.set_ylabel("effective lr", fontsize=8)
+            if r == len(groups) - 1:
+                ax.set_xlabel("epoch", fontsize=8)
+    band = "median (seed mean), band 5%..95%, dotted min and max, at each width's best lr"
+    fig.suptitle(f"{title}  ({band})" if title else band, fontsize=10)
     _save(fig, path)

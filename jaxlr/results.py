@@ -97,6 +97,48 @@ def chunk_frame(
     return frame[COLUMNS]
 
 
+RATE_STATS = ("min", "p05", "median", "p95", "max")
+"""The columns of ``rates.csv``: quantiles 0, 0.05, 0.5, 0.95 and 1 of a layer's rates."""
+RATE_COLUMNS = [*RUN_KEYS, "round", "epoch", "layer", *RATE_STATS]
+
+
+def rates_frame(
+    hidden: Sequence[int],
+    optimizer: str,
+    lr_rule: str,
+    parametrization: str,
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    rates: np.ndarray,
+    start_epoch: int = 0,
+    round_: int = 0,
+) -> pd.DataFrame:
+    """Long-format ``rates.csv`` rows of one chunk: ``rates`` has shape ``(E, S, L, layers, 5)``
+    (the :data:`RATE_STATS` of each layer's effective rates; NaN once a run diverged)."""
+    rates = np.asarray(rates)
+    n_e, n_s, n_l, n_layers, _ = rates.shape
+    e, s, lr_i, layer = np.meshgrid(
+        np.arange(n_e), np.arange(n_s), np.arange(n_l), np.arange(n_layers), indexing="ij"
+    )
+    frame = pd.DataFrame(
+        {
+            "width": hidden[0],
+            "depth": len(hidden),
+            "hidden": "-".join(map(str, hidden)),
+            "optimizer": optimizer,
+            "lr_rule": lr_rule,
+            "parametrization": parametrization,
+            "lr": np.asarray(lrs, np.float64)[lr_i.ravel()],
+            "seed": np.asarray(seeds, np.int64)[s.ravel()],
+            "round": round_,
+            "epoch": e.ravel() + start_epoch + 1,
+            "layer": [f"Dense_{k}" for k in layer.ravel()],
+            **{k: rates[..., j].ravel().astype(np.float32) for j, k in enumerate(RATE_STATS)},
+        }
+    )
+    return frame[RATE_COLUMNS]
+
+
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """Reads a ``results.csv`` back with the dtypes :func:`chunk_frame` produces."""
     f32 = {k: np.float32 for k in ("train_loss", "test_loss", "test_accuracy")}

@@ -103,6 +103,7 @@ class _Sweep:
     bar: Any
     writer: bool = True  # this process writes files (process 0)
     programs: _Programs | None = None
+    rate_frames: list[pd.DataFrame] = dataclasses.field(default_factory=list)  # rates.csv rows
 
     def spec(self, chunk: Chunk) -> RunSpec:
         """The program of ``chunk``."""
@@ -196,9 +197,10 @@ def run(
     df = res.sort_results(pd.concat(frames)) if frames else pd.DataFrame(columns=res.COLUMNS)
     record["elapsed_s"] = round(time.perf_counter() - t0, 3)
     record["compilation"] = compiled.record()
+    rates = res.sort_results(pd.concat(sweep.rate_frames)) if sweep.rate_frames else None
     if out is None or not writer:
-        return outcome_of(df, cfg)
-    return write_outputs(out, df, cfg, record)
+        return outcome_of(df, cfg, rates)
+    return write_outputs(out, df, cfg, record, rates)
 
 
 def _run_all(sweep: _Sweep, chunks: list[Chunk], frames: list) -> None:
@@ -223,19 +225,12 @@ def _run_chunks(sweep: _Sweep, chunks: list[Chunk], first: int, frames: list) ->
             + (f" refine {chunk.round}" if chunk.round else "")
         )
         metrics, div = _run_chunk(sweep, i, chunk)
-        frames.append(
-            res.chunk_frame(
-                chunk.bucket.hidden,
-                chunk.bucket.optimizer,
-                cfg.lr_rule,
-                chunk.bucket.parametrization,
-                chunk.seeds,
-                chunk.lrs,
-                metrics,
-                div,
-                round_=chunk.round,
-            )
-        )
+        b = chunk.bucket
+        keys = (b.hidden, b.optimizer, cfg.lr_rule, b.parametrization, chunk.seeds, chunk.lrs)
+        frames.append(res.chunk_frame(*keys, metrics, div, round_=chunk.round))
+        rates = metrics.get("rates")
+        if rates is not None and rates.ndim == 5 and rates.shape[3]:
+            sweep.rate_frames.append(res.rates_frame(*keys, rates, round_=chunk.round))
         if out is not None and sweep.writer:  # finished chunks are on disk as they finish
             res.write_csv(out / "results.csv", res.sort_results(pd.concat(frames)))
 

@@ -59,3 +59,31 @@ def test_diverged_flags_and_csv_round_trip(tmp_path):
     write_csv(tmp_path / "r.csv", df)
     back = read_results(tmp_path / "r.csv")
     pd.testing.assert_frame_equal(back, df.reset_index(drop=True), check_dtype=True)
+
+
+def test_rates_csv_and_plot_for_a_per_neuron_rule(tmp_path):
+    """rates.csv: one row per run, epoch and layer with the 5 quantiles, NaN once diverged;
+    rates.png beside it. A rule with one rate per layer writes neither."""
+    from jaxlr import results as res
+    from jaxlr.config import SweepConfig
+    from jaxlr.data import load_dataset
+    from jaxlr.runner import run
+
+    data = load_dataset("digits", n_train=256, n_test=64)
+    cfg = SweepConfig(
+        widths=(8, 16), lrs=(0.05, 1000.0), seeds=(0,), epochs=2, lr_rule="adagrad-neuron",
+        out=str(tmp_path / "a"),
+    )  # fmt: skip
+    outcome = run(cfg, dataset=data, progress=False)
+    rates = pd.read_csv(tmp_path / "a" / "rates.csv", dtype={"hidden": str})
+    assert list(rates.columns) == [*res.RUN_KEYS, "round", "epoch", "layer", *res.RATE_STATS]
+    assert len(rates) == 2 * 2 * 1 * 2 * 3  # widths, lrs, seeds, epochs, layers
+    ok = rates[rates.lr == 0.05]
+    assert (ok["min"] <= ok["p05"]).all() and (ok["p05"] <= ok["median"]).all()
+    assert (ok["median"] <= ok["p95"]).all() and (ok["p95"] <= ok["max"]).all()
+    assert (ok["min"] > 0).all()
+    diverged = outcome.results[outcome.results.diverged]
+    assert len(diverged) and rates[rates.lr == 1000.0]["median"].isna().all()
+    assert "rates.png" in outcome.files and (tmp_path / "a" / "rates.png").exists()
+    plain = run(cfg.replace(lr_rule="none", out=str(tmp_path / "b")), dataset=data, progress=False)
+    assert "rates.csv" not in plain.files and plain.rates is None
