@@ -313,8 +313,9 @@ def test_ahead_of_time_program_equals_jit(digits):
 
 @pytest.mark.parametrize("parametrization", ["sp", "lr-exp"])
 def test_rate_quantiles_match_numpy_from_the_final_params(digits, parametrization):
-    """weight-norm with SGD: the recorded quantiles of each layer's kernel rates equal numpy's,
-    computed from the returned params: lr (1 + s ||W[:, j]||) times the lr-exp multiplier."""
+    """weight-norm with SGD: the recorded quantiles of each layer's per-neuron rates equal
+    numpy's, computed from the returned params: lr (1 + s ||W[:, j]||) times the lr-exp
+    multiplier."""
     kw = dict(base_width=8, lr_exponents=(0.0, 1.0, 0.5)) if parametrization == "lr-exp" else {}
     spec = _spec(
         digits, lr_rule="weight-norm", weight_norm_factor=0.5, parametrization=parametrization, **kw
@@ -328,7 +329,7 @@ def test_rate_quantiles_match_numpy_from_the_final_params(digits, parametrizatio
                 w = np.asarray(state.params[f"Dense_{i}"]["kernel"][s, j], np.float64)
                 mult = (32 / 8) ** -kw["lr_exponents"][i] if kw else 1.0
                 rate = lr * (1 + 0.5 * np.sqrt((w**2).sum(0))) * mult
-                want = np.quantile(np.broadcast_to(rate, w.shape), [0, 0.05, 0.5, 0.95, 1])
+                want = np.quantile(rate, [0, 0.05, 0.5, 0.95, 1])  # over the neurons
                 np.testing.assert_allclose(metrics["rates"][-1, s, j, i], want, rtol=2e-5)
     plain = train_lanes(_spec(digits), device_data(digits), [0], lrs, 1)[1]
     assert plain["rates"].shape == (1, 1, 2, 0, 5)  # one rate per layer: nothing recorded
