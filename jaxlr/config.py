@@ -345,6 +345,13 @@ class SweepConfig(TrainOptions):
         "GPU kernel autotuning: auto tunes programs predicted to train for 20 s or more",
         group="execution",
     )
+    fuse: Literal["auto", "on", "off"] = option(
+        "auto",
+        "train the chunks of a round (e.g. every width) in one program when they fit in memory "
+        "together, instead of one program each (results are unchanged); auto: on when the "
+        "sweep runs on a single device",
+        group="execution",
+    )
     compilation_cache: bool = option(
         True,
         "keep compiled programs in JAX's persistent cache (off: also JAXLR_COMPILATION_CACHE=0)",
@@ -430,6 +437,7 @@ EXECUTION_FIELDS = frozenset(
         "preset",
         "compilation_cache",
         "autotune",
+        "fuse",
         "coordinator_address",
         "num_processes",
         "process_id",

@@ -352,35 +352,40 @@ def _make_evaluate(
     return evaluate
 
 
-def make_trainer(spec: RunSpec) -> Trainer:
-    """Builds the jitted ``init`` and ``epoch`` functions of a bucket (see the module doc)."""
+class _Lanes(NamedTuple):
+    """The traced pieces of one bucket's epoch, so that several buckets can share a program."""
+
+    batches: Callable[[jax.Array, jax.Array], jax.Array]  # (seeds, epoch) -> (steps, S, B)
+    step: Callable[..., tuple[Any, jax.Array]]  # (carry, lrs, idx_t, data) -> (carry, loss)
+    finish: Callable[..., tuple[TrainState, EpochMetrics]]  # (state, carry, losses, epoch, data)
+
+
+def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., TrainState]]:
+    """The epoch pieces and the ``init`` of ``spec``'s lanes."""
     model, init_params = spec.model()
     mean, std = spec.data_mean, spec.data_std
 
     def normalize(raw: jax.Array) -> jax.Array:
         return data_lib.normalize(raw, mean, std)
 
-    init = _make_init(spec, init_params)
     step = _make_step(spec, model)
     evaluate = _make_evaluate(spec, model, normalize)
 
-    def epoch(state: TrainState, seeds: jax.Array, lrs: jax.Array, epoch: jax.Array, data):
+    def batches(seeds: jax.Array, epoch: jax.Array) -> jax.Array:
         idx = jax.vmap(
             lambda s: epoch_batches(s, epoch, spec.n_train, spec.batch_size, spec.steps_per_epoch)
         )(seeds)
-        idx = jnp.swapaxes(idx, 0, 1)  # (steps, S, B)
+        return jnp.swapaxes(idx, 0, 1)  # (steps, S, B)
 
-        def body(carry, idx_t):
-            params, opt_state, alive = carry
-            x = normalize(data.x_train[idx_t])
-            y = data.y_train[idx_t]
-            params, opt_state, alive, loss = step(params, opt_state, alive, lrs, x, y)
-            return (params, opt_state, alive), loss
+    def lane_step(carry: Any, lrs: jax.Array, idx_t: jax.Array, data: Any) -> Any:
+        params, opt_state, alive = carry
+        x = normalize(data.x_train[idx_t])
+        y = data.y_train[idx_t]
+        params, opt_state, alive, loss = step(params, opt_state, alive, lrs, x, y)
+        return (params, opt_state, alive), loss
 
-        was_alive = state.alive
-        (params, opt_state, alive), losses = jax.lax.scan(
-            body, (state.params, state.opt_state, state.alive), idx
-        )
+    def finish(state: TrainState, carry: Any, losses: jax.Array, epoch: jax.Array, data: Any):
+        params, opt_state, alive = carry
         train_loss = losses.sum(0) / spec.steps_per_epoch
         train_loss = jnp.where(alive, train_loss, jnp.nan)
         test_loss, test_acc = evaluate(params, data)
@@ -391,9 +396,51 @@ def make_trainer(spec: RunSpec) -> Trainer:
             jnp.where(dead, jnp.nan, test_acc),
             rate_quantiles(spec, params, opt_state, alive),
         )
-        died_now = was_alive & ~alive
+        died_now = state.alive & ~alive
         div_epoch = jnp.where(died_now, epoch.astype(jnp.int32), state.diverged_epoch)
         return TrainState(params, opt_state, alive, div_epoch), metrics
+
+    return _Lanes(batches, lane_step, finish), _make_init(spec, init_params)
+
+
+def _group_epoch(members: tuple[_Lanes, ...]) -> Callable[..., Any]:
+    """One epoch of several buckets in one program: every ``lax.scan`` step runs one optimizer
+    step of each member, so narrow buckets ride along with the widest instead of paying their
+    own per-step latency. Members never interact; each keeps its own batches and state.
+
+    ``epoch(states, seeds, lrs, epoch, data) -> (states, metrics)``, tuples with one entry per
+    member.
+    """
+
+    def epoch(states: tuple, seeds: tuple, lrs: tuple, epoch: jax.Array, data: Any):
+        idx = tuple(m.batches(s, epoch) for m, s in zip(members, seeds, strict=True))
+
+        def body(carries, idx_t):
+            out = [
+                m.step(c, lr, i, data)
+                for m, c, lr, i in zip(members, carries, lrs, idx_t, strict=True)
+            ]
+            return tuple(o[0] for o in out), tuple(o[1] for o in out)
+
+        carries = tuple((s.params, s.opt_state, s.alive) for s in states)
+        carries, losses = jax.lax.scan(body, carries, idx)
+        done = [
+            m.finish(s, c, loss, epoch, data)
+            for m, s, c, loss in zip(members, states, carries, losses, strict=True)
+        ]
+        return tuple(d[0] for d in done), tuple(d[1] for d in done)
+
+    return epoch
+
+
+def make_trainer(spec: RunSpec) -> Trainer:
+    """Builds the jitted ``init`` and ``epoch`` functions of a bucket (see the module doc)."""
+    lanes, init = _make_lanes(spec)
+    group = _group_epoch((lanes,))
+
+    def epoch(state: TrainState, seeds: jax.Array, lrs: jax.Array, epoch: jax.Array, data):
+        (state,), (metrics,) = group((state,), (seeds,), (lrs,), epoch, data)
+        return state, metrics
 
     init, epoch = _with_precision(init, spec.precision), _with_precision(epoch, spec.precision)
     options = compiler_options(spec)
@@ -404,6 +451,47 @@ def make_trainer(spec: RunSpec) -> Trainer:
         jax.jit(epoch, donate_argnums=(0,), compiler_options=options),
         lambda seeds, lrs: jax.eval_shape(init_jit, seeds, lrs),
     )
+
+
+@functools.lru_cache(maxsize=16)
+def group_epoch(specs: tuple[RunSpec, ...]) -> Callable[..., Any]:
+    """The jitted epoch of several buckets trained by one program (see :func:`_group_epoch`):
+    ``(states, seeds, lrs, epoch, data) -> (states, metrics)``, tuples over ``specs``.
+
+    Every spec must share the precision and the data. XLA options: autotuned when any member
+    is, deterministic when every member is.
+    """
+    precisions = {s.precision for s in specs}
+    if len(precisions) != 1:
+        raise ValueError(f"the buckets of one program must share a precision, got {precisions}")
+    epoch = _group_epoch(tuple(_make_lanes(s)[0] for s in specs))
+    merged = dataclasses.replace(
+        specs[0],
+        autotune=any(s.autotune for s in specs),
+        deterministic=all(s.deterministic for s in specs),
+    )
+    return jax.jit(
+        _with_precision(epoch, specs[0].precision),
+        donate_argnums=(0,),
+        compiler_options=compiler_options(merged),
+    )
+
+
+def compile_group(
+    specs: tuple[RunSpec, ...], shapes: tuple[tuple[int, int], ...], data: DeviceData
+) -> Callable[..., Any]:
+    """:func:`group_epoch` compiled ahead of time for lanes ``shapes[i] = (n_seeds, n_lrs)``
+    of ``specs[i]`` (thread-safe, like :func:`compile_epoch`)."""
+    states, seeds, lrs = [], [], []
+    for spec, (n_s, n_l) in zip(specs, shapes, strict=True):
+        s = jax.ShapeDtypeStruct((n_s,), jnp.int32)
+        lr = jax.ShapeDtypeStruct((n_l,), jnp.float32)
+        states.append(cached_trainer(spec).abstract_init(s, lr))
+        seeds.append(s)
+        lrs.append(lr)
+    epoch = jax.ShapeDtypeStruct((), jnp.int32)
+    fn = group_epoch(specs)
+    return fn.lower(tuple(states), tuple(seeds), tuple(lrs), epoch, data).compile()
 
 
 def compile_epoch(spec: RunSpec, n_seeds: int, n_lrs: int, data: DeviceData) -> Callable[..., Any]:
@@ -499,20 +587,59 @@ def train_lanes(
     ``epoch_fn`` replaces the jitted epoch, e.g. by a program from :func:`compile_epoch`.
     """
     trainer = cached_trainer(spec)
-    run_epoch = epoch_fn or trainer.epoch
     seeds = jnp.asarray(seeds, jnp.int32)
     lrs = jnp.asarray(lrs, jnp.float32)
     if state is None:
         state = trainer.init(seeds, lrs)
-    history: list[EpochMetrics] = []
-    for e in range(start_epoch, epochs):
+    state, history = _epochs(
+        epoch_fn or trainer.epoch, state, seeds, lrs, data, start_epoch, epochs, on_epoch
+    )
+    return state, _stack_metrics(history)
+
+
+def train_group(
+    specs: tuple[RunSpec, ...],
+    data: DeviceData,
+    seeds: tuple[Any, ...],
+    lrs: tuple[Any, ...],
+    epochs: int,
+    *,
+    on_epoch: Callable[[int, tuple, tuple], None] | None = None,
+    states: tuple[TrainState, ...] | None = None,
+    start_epoch: int = 0,
+    epoch_fn: Callable[..., Any] | None = None,
+) -> tuple[tuple[TrainState, ...], list[dict[str, np.ndarray]]]:
+    """:func:`train_lanes` for several buckets in one program (:func:`group_epoch`): member
+    ``i`` trains lanes ``seeds[i] x lrs[i]`` of ``specs[i]``. Returns the final states and one
+    metrics dict per member; each member's numbers are those of :func:`train_lanes` alone."""
+    seeds = tuple(jnp.asarray(s, jnp.int32) for s in seeds)
+    lrs = tuple(jnp.asarray(lr, jnp.float32) for lr in lrs)
+    if states is None:
+        states = tuple(
+            cached_trainer(spec).init(s, lr) for spec, s, lr in zip(specs, seeds, lrs, strict=True)
+        )
+    run_epoch = epoch_fn or group_epoch(tuple(specs))
+    states, history = _epochs(
+        run_epoch, tuple(states), seeds, lrs, data, start_epoch, epochs, on_epoch
+    )
+    return states, [_stack_metrics([h[i] for h in history]) for i in range(len(specs))]
+
+
+def _epochs(run_epoch, state, seeds, lrs, data, start, epochs, on_epoch) -> tuple[Any, list]:
+    """Epochs ``start..epochs-1`` of ``run_epoch``; the metrics of each, on the host."""
+    history = []
+    for e in range(start, epochs):
         state, metrics = run_epoch(state, seeds, lrs, jnp.int32(e), data)
         metrics = jax.tree.map(to_host, metrics)  # one host sync per epoch
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(e, state, metrics)
-    stacked = {
+    return state, history
+
+
+def _stack_metrics(history: list[EpochMetrics]) -> dict[str, np.ndarray]:
+    """Per-epoch metrics stacked along a leading epoch axis."""
+    return {
         k: np.stack([getattr(m, k) for m in history]) if history else np.zeros((0,))
         for k in EpochMetrics._fields
     }
-    return state, stacked

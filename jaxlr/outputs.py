@@ -63,8 +63,11 @@ def dataset_record(dataset: Any, batch_size: int) -> dict[str, Any]:
     }
 
 
-def plan_record(chunks: list[Chunk]) -> list[dict[str, Any]]:
-    """The chunks of the plan, in order, as JSON."""
+def plan_record(
+    chunks: list[Chunk], programs: list[tuple[int, ...]] | None = None
+) -> list[dict[str, Any]]:
+    """The chunks of the plan, in order, as JSON, each with the index of its program."""
+    program_of = {i: k for k, members in enumerate(programs or []) for i in members}
     return [
         {
             "hidden": list(c.bucket.hidden),
@@ -74,9 +77,33 @@ def plan_record(chunks: list[Chunk]) -> list[dict[str, Any]]:
             "lrs": list(c.lrs),
             "round": c.round,
             "autotune": c.autotune,
+            "program": program_of.get(i, i),
         }
-        for c in chunks
+        for i, c in enumerate(chunks)
     ]
+
+
+def programs_record(chunks: list[Chunk], programs: list[tuple[int, ...]]) -> list[dict[str, Any]]:
+    """The compiled programs, in run order: the chunks each trains (indices into the plan), with
+    their architectures (``in-hidden-out``), optimizers and lane counts."""
+    out = []
+    for members in programs:
+        cs = [chunks[i] for i in members]
+        out.append(
+            {
+                "chunks": list(members),
+                "architectures": [
+                    "-".join(map(str, (c.bucket.hidden)))
+                    + f" {c.bucket.optimizer}"
+                    + ("" if c.bucket.parametrization == "sp" else f" {c.bucket.parametrization}")
+                    for c in cs
+                ],
+                "lanes": [c.n_lanes for c in cs],
+                "round": cs[0].round,
+                "autotune": cs[0].autotune,
+            }
+        )
+    return out
 
 
 def numerics_record(n_devices: int) -> dict[str, Any]:
@@ -97,16 +124,23 @@ def numerics_record(n_devices: int) -> dict[str, Any]:
 
 
 def config_record(
-    cfg: SweepConfig, dataset: Any, chunks: list[Chunk], n_devices: int = 1
+    cfg: SweepConfig,
+    dataset: Any,
+    chunks: list[Chunk],
+    n_devices: int = 1,
+    programs: list[tuple[int, ...]] | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` record of a sweep (``elapsed_s`` is added when it finishes)."""
     import jax
 
+    if programs is None:
+        programs = [(i,) for i in range(len(chunks))]
     return {
         "config": cfg.to_dict(),
         "grid_hash": cfg.grid_hash(),
         "dataset": dataset_record(dataset, cfg.batch_size),
-        "plan": plan_record(chunks),
+        "plan": plan_record(chunks, programs),
+        "programs": programs_record(chunks, programs),
         "numerics": numerics_record(n_devices),
         "versions": res.library_versions(),
         "devices": [str(d) for d in jax.devices()],

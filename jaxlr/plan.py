@@ -7,6 +7,9 @@
   the same bucket and shape reuse the compiled program. Lanes are vmapped as ``seeds`` (outer)
   x ``lrs`` (inner), so lanes that differ only in lr share their batch, and the first layer's
   matmul runs once for all of them.
+* A **program** trains one chunk, or (:func:`fuse_chunks`, on a single device) several chunks
+  of one round together, one step of each per scan step; each chunk's numbers are the same as
+  in its own program.
 * A **grid shard** ``i/n`` (for spreading a sweep over hosts) runs a subset of the *whole*
   sweep's chunks, unchanged (chunks are dealt to shards longest first, each to the least loaded
   shard). A shard therefore runs exactly the programs, with the same lane grouping and shapes,
@@ -255,13 +258,16 @@ def estimate_seconds(
     backend: str,
     devices: int = 1,
     compile: bool = True,
+    programs: list[tuple[int, ...]] | None = None,
 ) -> float:
     """A rough wall time for the plan: matmul FLOPs at a typical rate plus per-step latency.
 
     Per lane, a step costs ``6 B M`` FLOPs and an evaluation ``2 n_test M``, where ``M`` is the
     number of weights (multiply-adds of one example's forward pass), plus a fixed cost per lane
     and step (the elementwise work of small layers) and a latency per program step. Each distinct
-    program adds a compile time. Good to a factor of a few: it tells minutes from hours.
+    program adds a compile time. With ``programs`` (from :func:`fuse_chunks`), chunks that share
+    a program share its per-step latency. Good to a factor of a few: it tells minutes from
+    hours.
     """
     rate = _FLOPS.get(backend, _FLOPS["cpu"]) * max(devices, 1)
     latency = _STEP_LATENCY_S.get(backend, _STEP_LATENCY_S["cpu"])
@@ -271,38 +277,90 @@ def estimate_seconds(
         sizes = layer_sizes(in_features, c.bucket.hidden, num_classes)
         m = sum(a * b for a, b in itertools.pairwise(sizes))
         flops = c.n_lanes * m * (6 * cfg.batch_size * steps_per_epoch + 2 * n_test)
-        steps = steps_per_epoch * (latency + c.n_lanes * lane_step)
+        steps = steps_per_epoch * c.n_lanes * lane_step
         total += cfg.epochs * (flops / rate + steps)
-    programs = {(c.bucket.key, c.n_lanes) for c in chunks}
-    return total + (_COMPILE_S * len(programs) if compile else 0.0)
+    if programs is None:
+        programs = [(i,) for i in range(len(chunks))]
+    total += cfg.epochs * steps_per_epoch * latency * len(programs)
+    distinct = {tuple((chunks[i].bucket.key, chunks[i].n_lanes) for i in m) for m in programs}
+    return total + (_COMPILE_S * len(distinct) if compile else 0.0)
 
 
 AUTOTUNE_MIN_S = 20.0  # autotune a GPU program predicted to train at least this long
 
 
 def autotune_chunks(
-    chunks: list[Chunk], mode: str, seconds: Callable[[Chunk], float]
+    chunks: list[Chunk],
+    mode: str,
+    seconds: Callable[[Chunk], float],
+    programs: list[tuple[int, ...]] | None = None,
 ) -> list[Chunk]:
-    """Decides per chunk whether XLA autotunes its GPU kernels.
+    """Decides per program whether XLA autotunes its GPU kernels.
 
     Autotuning picks the fastest kernels by timing candidates while compiling: several seconds
     per program on an H100, which made the width-1024 step of the seed-001 grid 3.5x faster but
     is most of the compile time of small programs. ``"auto"`` autotunes a program when its
-    predicted training time (``seconds(chunk)``, without compilation) is at least
-    :data:`AUTOTUNE_MIN_S`; ``"on"`` and ``"off"`` decide for all. The CPU ignores it.
+    predicted training time (the sum of ``seconds(chunk)`` over its chunks, without
+    compilation) is at least :data:`AUTOTUNE_MIN_S`; ``"on"`` and ``"off"`` decide for all.
+    ``programs`` (from :func:`fuse_chunks`) groups chunks into programs; by default each chunk
+    is one. Every chunk of a program gets the program's decision. The CPU ignores it.
     """
-    if mode in ("on", "off"):
-        return [dataclasses.replace(c, autotune=mode == "on") for c in chunks]
-    return [dataclasses.replace(c, autotune=seconds(c) >= AUTOTUNE_MIN_S) for c in chunks]
+    if programs is None:
+        programs = [(i,) for i in range(len(chunks))]
+    out = list(chunks)
+    for members in programs:
+        if mode in ("on", "off"):
+            on = mode == "on"
+        else:
+            on = sum(seconds(chunks[i]) for i in members) >= AUTOTUNE_MIN_S
+        for i in members:
+            out[i] = dataclasses.replace(chunks[i], autotune=on)
+    return out
 
 
-def describe_plan(chunks: list[Chunk], per_chunk_bytes: int, seconds: float) -> str:
+MAX_FUSED = 8  # buckets per fused program at most (its compile time grows with each)
+
+
+def fuse_chunks(
+    chunks: list[Chunk], enabled: bool, memory_bytes: int, nbytes: Callable[[Chunk], int]
+) -> list[tuple[int, ...]]:
+    """Groups the chunks into programs: indices into ``chunks``, one tuple per program.
+
+    With ``enabled``, chunks of the same refinement round share one program (every scan step
+    runs one step of each: narrow widths ride along with the widest instead of paying their own
+    per-step latency), as long as the program's lanes fit in ``memory_bytes`` together and it
+    trains at most :data:`MAX_FUSED` chunks. Chunks are placed largest first into the first
+    program with room, so the split is deterministic. Otherwise each chunk is its own program.
+    """
+    if not enabled:
+        return [(i,) for i in range(len(chunks))]
+    order = sorted(range(len(chunks)), key=lambda i: (chunks[i].round, -nbytes(chunks[i]), i))
+    programs: list[list[int]] = []
+    used: list[int] = []
+    for i in order:
+        for k, members in enumerate(programs):
+            same_round = chunks[members[0]].round == chunks[i].round
+            room = used[k] + nbytes(chunks[i]) <= memory_bytes and len(members) < MAX_FUSED
+            if same_round and room:
+                members.append(i)
+                used[k] += nbytes(chunks[i])
+                break
+        else:
+            programs.append([i])
+            used.append(nbytes(chunks[i]))
+    return sorted(tuple(sorted(m)) for m in programs)
+
+
+def describe_plan(
+    chunks: list[Chunk], per_chunk_bytes: int, seconds: float, n_programs: int | None = None
+) -> str:
     """One line: runs, programs, chunks, device memory and estimated time."""
     runs = sum(c.n_lanes for c in chunks)
-    programs = len({(c.bucket.key, c.n_lanes) for c in chunks})
+    if n_programs is None:
+        n_programs = len({(c.bucket.key, c.n_lanes) for c in chunks})
     return (
-        f"plan: {runs} runs in {len(chunks)} chunk(s) of {programs} compiled program(s); "
-        f"up to {_bytes(per_chunk_bytes)} of device memory per chunk; "
+        f"plan: {runs} runs in {len(chunks)} chunk(s) of {n_programs} compiled program(s); "
+        f"up to {_bytes(per_chunk_bytes)} of device memory per program; "
         f"roughly {format_duration(seconds)}"
     )
 

@@ -1,4 +1,4 @@
-"""``run(config)``: data -> plan -> one program per chunk -> results.
+"""``run(config)``: data -> plan -> programs (one or several chunks each) -> results.
 
 The host loop runs every chunk of the plan for ``config.epochs`` epochs (one jitted call per
 epoch) and collects the per-epoch metrics. With ``config.out`` set it first checks the directory
@@ -32,8 +32,23 @@ from jaxlr import plan as planning
 from jaxlr import results as res
 from jaxlr.config import ConfigError, SweepConfig, check_resumable, check_writable
 from jaxlr.data import device_data
-from jaxlr.engine import RunSpec, cached_trainer, compile_epoch, to_host, train_lanes
-from jaxlr.outputs import SweepOutcome, config_record, outcome_of, plan_record, write_outputs
+from jaxlr.engine import (
+    RunSpec,
+    cached_trainer,
+    compile_epoch,
+    compile_group,
+    to_host,
+    train_group,
+    train_lanes,
+)
+from jaxlr.outputs import (
+    SweepOutcome,
+    config_record,
+    outcome_of,
+    plan_record,
+    programs_record,
+    write_outputs,
+)
 from jaxlr.plan import Chunk
 
 MEMORY_FRACTION = 0.5  # share of device memory the lanes of one chunk may use
@@ -60,6 +75,9 @@ def load_config_dataset(cfg: SweepConfig) -> Any:
     )
 
 
+Program = tuple[tuple[RunSpec, int, int], ...]  # per chunk of a program: (spec, seeds, lrs)
+
+
 class _Programs:
     """The plan's epoch programs, compiled ahead of time in background threads.
 
@@ -70,17 +88,21 @@ class _Programs:
 
     def __init__(self, data: Any, enabled: bool):
         self.data, self.enabled = data, enabled
-        self.futures: dict[tuple, cf.Future] = {}
+        self.futures: dict[Program, cf.Future] = {}
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
 
-    def submit(self, spec: RunSpec, n_seeds: int, n_lrs: int) -> None:
-        key = (spec, n_seeds, n_lrs)
+    def submit(self, key: Program) -> None:
         if self.enabled and key not in self.futures:
-            self.futures[key] = self.pool.submit(compile_epoch, spec, n_seeds, n_lrs, self.data)
+            if len(key) == 1:
+                self.futures[key] = self.pool.submit(compile_epoch, *key[0], self.data)
+            else:
+                specs = tuple(k[0] for k in key)
+                shapes = tuple((k[1], k[2]) for k in key)
+                self.futures[key] = self.pool.submit(compile_group, specs, shapes, self.data)
 
-    def get(self, spec: RunSpec, n_seeds: int, n_lrs: int) -> Callable[..., Any] | None:
-        self.submit(spec, n_seeds, n_lrs)
-        future = self.futures.get((spec, n_seeds, n_lrs))
+    def get(self, key: Program) -> Callable[..., Any] | None:
+        self.submit(key)
+        future = self.futures.get(key)
         return future.result() if future is not None else None
 
     def compiling(self) -> int:
@@ -104,6 +126,23 @@ class _Sweep:
     writer: bool = True  # this process writes files (process 0)
     programs: _Programs | None = None
     rate_frames: list[pd.DataFrame] = dataclasses.field(default_factory=list)  # rates.csv rows
+    fuse: bool = False  # chunks of a round share programs (see jaxlr.plan.fuse_chunks)
+    memory: int = 0  # device bytes a program's lanes may use
+
+    def fuse_chunks(self, chunks: list[Chunk], first: int = 0) -> list[tuple[int, ...]]:
+        """The programs of ``chunks`` (numbered from ``first``)."""
+        nbytes = functools.partial(
+            planning.chunk_bytes,
+            cfg=self.cfg,
+            in_features=self.dataset.in_features,
+            num_classes=self.dataset.num_classes,
+        )
+        programs = planning.fuse_chunks(chunks, self.fuse, self.memory, nbytes)
+        return [tuple(first + i for i in members) for members in programs]
+
+    def program_key(self, chunks: list[Chunk]) -> Program:
+        """What identifies the compiled program that trains ``chunks`` together."""
+        return tuple((self.spec(c), len(c.seeds), self.lane_lrs(c)) for c in chunks)
 
     def spec(self, chunk: Chunk) -> RunSpec:
         """The program of ``chunk``."""
@@ -175,8 +214,10 @@ def run(
             f"({dataset.n_train} examples); use a smaller batch"
         )
     mesh = dev.lane_mesh(cfg.devices)
-    chunks = _plan(cfg, dataset, mesh, confirm_long, log)
-    record = config_record(cfg, dataset, chunks, dev.mesh_size(mesh))
+    memory = int(dev.device_memory_bytes() * MEMORY_FRACTION) * dev.mesh_size(mesh)
+    fuse = fuse_enabled(cfg.fuse, mesh)
+    chunks, programs = _plan(cfg, dataset, mesh, memory, fuse, confirm_long, log)
+    record = config_record(cfg, dataset, chunks, dev.mesh_size(mesh), programs)
     if out is not None and writer:
         res.write_json(out / "config.json", record)
     t0 = time.perf_counter()
@@ -185,15 +226,17 @@ def run(
     total = sum(c.n_lanes for c in chunks) * (dataset.n_train // cfg.batch_size) * cfg.epochs
     frames: list[pd.DataFrame] = []
     with _progress(total, progress) as bar, compilation.tracking(cache) as compiled:
-        programs = _Programs(data, enabled=mesh is None)
-        sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar, writer, programs)
-        for c in chunks:
-            programs.submit(sweep.spec(c), len(c.seeds), sweep.lane_lrs(c))
+        compiler = _Programs(data, enabled=mesh is None)
+        sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar, writer, compiler)
+        sweep.fuse, sweep.memory = fuse, memory
+        for members in programs:
+            compiler.submit(sweep.program_key([chunks[i] for i in members]))
         try:
-            _run_all(sweep, chunks, frames)
+            _run_all(sweep, chunks, programs, frames)
         finally:
-            programs.close()
-    record["plan"] = plan_record(chunks)
+            compiler.close()
+    record["plan"] = plan_record(chunks, programs)
+    record["programs"] = programs_record(chunks, programs)
     df = res.sort_results(pd.concat(frames)) if frames else pd.DataFrame(columns=res.COLUMNS)
     record["elapsed_s"] = round(time.perf_counter() - t0, 3)
     record["compilation"] = compiled.record()
@@ -203,34 +246,62 @@ def run(
     return write_outputs(out, df, cfg, record, rates)
 
 
-def _run_all(sweep: _Sweep, chunks: list[Chunk], frames: list) -> None:
-    """The grid's chunks, then the refinement rounds (appended to ``chunks``)."""
-    _run_chunks(sweep, chunks, 0, frames)
+def fuse_enabled(mode: str, mesh: Any) -> bool:
+    """Whether chunks share programs: ``on`` or ``auto``, on a single device. Never when the
+    lanes are sharded over several devices (each chunk is then one sharded program).
+
+    Sharing pays most on a GPU, where a narrow width's step is latency, not arithmetic; on the
+    CPU it saves compilations and dispatches (the default digits sweep: 36 s cold instead of 43
+    s on 2 cores). The numbers are the same bits either way on the CPU.
+    """
+    return mesh is None and mode in ("on", "auto")
+
+
+def _run_all(
+    sweep: _Sweep, chunks: list[Chunk], programs: list[tuple[int, ...]], frames: list
+) -> None:
+    """The grid's programs, then the refinement rounds (appended to ``chunks`` and
+    ``programs``)."""
+    _run_programs(sweep, chunks, programs, frames)
     grid = list(chunks)
     for r in range(1, sweep.cfg.refine + 1):
         new = _refinement(sweep.cfg, grid, pd.concat(frames), r)
         sweep.bar.total += sum(c.n_lanes for c in new) * sweep.steps * sweep.cfg.epochs
-        _run_chunks(sweep, new, len(chunks), frames)
+        new_programs = sweep.fuse_chunks(new, first=len(chunks))
         chunks += new
+        programs += new_programs
+        _run_programs(sweep, chunks, new_programs, frames)
 
 
-def _run_chunks(sweep: _Sweep, chunks: list[Chunk], first: int, frames: list) -> None:
-    """Runs ``chunks`` (numbered from ``first``), appending their rows to ``frames`` and, after
-    each, rewriting ``results.csv``."""
+def _describe(sweep: _Sweep, indices: tuple[int, ...], chunks: list[Chunk]) -> str:
+    """The progress bar's label of a program: its chunks' numbers, architectures, optimizers."""
+    cs = [chunks[i] for i in indices]
+    label = ",".join(dict.fromkeys("-".join(map(str, c.bucket.hidden)) for c in cs))
+    label += " " + ",".join(dict.fromkeys(c.bucket.optimizer for c in cs))
+    if len(sweep.cfg.parametrizations) > 1:
+        label += " " + ",".join(dict.fromkeys(c.bucket.parametrization for c in cs))
+    if cs[0].round:
+        label += f" refine {cs[0].round}"
+    return f"[{','.join(str(i + 1) for i in indices)}] {label}"
+
+
+def _run_programs(
+    sweep: _Sweep, chunks: list[Chunk], programs: list[tuple[int, ...]], frames: list
+) -> None:
+    """Runs ``programs`` (tuples of indices into ``chunks``), appending their rows to
+    ``frames`` and, after each, rewriting ``results.csv``."""
     cfg, out = sweep.cfg, sweep.out
-    for i, chunk in enumerate(chunks, start=first):
-        sweep.bar.set_description(
-            f"[{i + 1}] {'-'.join(map(str, chunk.bucket.hidden))} {chunk.bucket.optimizer}"
-            + (f" {chunk.bucket.parametrization}" if len(cfg.parametrizations) > 1 else "")
-            + (f" refine {chunk.round}" if chunk.round else "")
-        )
-        metrics, div = _run_chunk(sweep, i, chunk)
-        b = chunk.bucket
-        keys = (b.hidden, b.optimizer, cfg.lr_rule, b.parametrization, chunk.seeds, chunk.lrs)
-        frames.append(res.chunk_frame(*keys, metrics, div, round_=chunk.round))
-        rates = metrics.get("rates")
-        if rates is not None and rates.ndim == 5 and rates.shape[3]:
-            sweep.rate_frames.append(res.rates_frame(*keys, rates, round_=chunk.round))
+    for indices in programs:
+        sweep.bar.set_description(_describe(sweep, indices, chunks))
+        done = _run_program(sweep, [(i, chunks[i]) for i in indices])
+        for i, (metrics, div) in zip(indices, done, strict=True):
+            chunk = chunks[i]
+            b = chunk.bucket
+            keys = (b.hidden, b.optimizer, cfg.lr_rule, b.parametrization, chunk.seeds, chunk.lrs)
+            frames.append(res.chunk_frame(*keys, metrics, div, round_=chunk.round))
+            rates = metrics.get("rates")
+            if rates is not None and rates.ndim == 5 and rates.shape[3]:
+                sweep.rate_frames.append(res.rates_frame(*keys, rates, round_=chunk.round))
         if out is not None and sweep.writer:  # finished chunks are on disk as they finish
             res.write_csv(out / "results.csv", res.sort_results(pd.concat(frames)))
 
@@ -258,21 +329,26 @@ def _plan(
     cfg: SweepConfig,
     dataset: Any,
     mesh: Any,
+    memory: int,
+    fuse: bool,
     confirm_long: float | None,
     log: Callable[[str], None] | None,
-) -> list[Chunk]:
-    """The chunks of the sweep; says what they are and refuses a long sweep unconfirmed."""
+) -> tuple[list[Chunk], list[tuple[int, ...]]]:
+    """The chunks of the sweep and the programs that train them; says what they are and
+    refuses a long sweep unconfirmed."""
     n_dev = dev.mesh_size(mesh)
-    memory = int(dev.device_memory_bytes() * MEMORY_FRACTION)
     chunks = planning.make_plan(
-        cfg,
-        dataset.in_features,
-        dataset.num_classes,
-        memory_bytes=memory * n_dev,
-        multiple=n_dev,
+        cfg, dataset.in_features, dataset.num_classes, memory_bytes=memory, multiple=n_dev
     )
     if not chunks:
-        return chunks
+        return chunks, []
+    nbytes = functools.partial(
+        planning.chunk_bytes,
+        cfg=cfg,
+        in_features=dataset.in_features,
+        num_classes=dataset.num_classes,
+    )
+    programs = planning.fuse_chunks(chunks, fuse, memory, nbytes)
     estimate = functools.partial(
         planning.estimate_seconds,
         cfg=cfg,
@@ -283,17 +359,17 @@ def _plan(
         backend=jax.default_backend(),
         devices=n_dev,
     )
-    seconds = estimate(chunks)
-    chunks = planning.autotune_chunks(chunks, cfg.autotune, lambda c: estimate([c], compile=False))
-    per_chunk = max(
-        planning.chunk_bytes(c, cfg, dataset.in_features, dataset.num_classes) for c in chunks
+    seconds = estimate(chunks, programs=programs)
+    chunks = planning.autotune_chunks(
+        chunks, cfg.autotune, lambda c: estimate([c], compile=False), programs
     )
-    text = planning.describe_plan(chunks, per_chunk // n_dev, seconds)
+    per_program = max(sum(nbytes(chunks[i]) for i in members) for members in programs)
+    text = planning.describe_plan(chunks, per_program // n_dev, seconds, len(programs))
     if confirm_long is not None and seconds > confirm_long:
         raise SweepTooLong(text.replace("plan: ", "this sweep plans ", 1))
     if log is not None:
         log(text)
-    return chunks
+    return chunks, programs
 
 
 @contextlib.contextmanager
@@ -319,9 +395,26 @@ def _chunk_key(chunk: Chunk) -> str:
     return f"{b.hidden}|{b.optimizer}|{b.parametrization}|{chunk.seeds}|{chunk.lrs}"
 
 
-def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.ndarray], Any]:
-    """Trains one chunk (or restores it); returns its metrics ``(E, S, L)`` and divergence."""
-    cfg, n_l = sweep.cfg, len(chunk.lrs)
+@dataclasses.dataclass
+class _Job:
+    """One chunk being trained: its program, lanes, starting state and checkpoint store."""
+
+    index: int
+    chunk: Chunk
+    spec: RunSpec
+    seeds: jax.Array
+    lrs: jax.Array  # padded to the compiled lr lanes
+    state: Any
+    start: int  # first epoch to train (after a restored checkpoint)
+    history: dict[str, np.ndarray] | None  # metrics of the restored epochs
+    store: ckpt.ChunkStore | None
+    saver: _EpochSaver
+
+
+def _prepare(sweep: _Sweep, index: int, chunk: Chunk) -> _Job | tuple[dict[str, Any], Any]:
+    """The job of a chunk, restored from its last checkpoint on ``--resume``; or, when the
+    chunk finished in an earlier run, its ``(metrics, diverged_epoch)``."""
+    cfg = sweep.cfg
     lane_steps = chunk.n_lanes * sweep.steps
     store = None
     if sweep.out is not None:
@@ -331,7 +424,7 @@ def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.nd
         return done
     spec = sweep.spec(chunk)
     n_pad = sweep.lane_lrs(chunk)
-    lrs = chunk.lrs + (chunk.lrs[-1],) * (n_pad - n_l)
+    lrs = chunk.lrs + (chunk.lrs[-1],) * (n_pad - len(chunk.lrs))
     seeds_a = jnp.asarray(chunk.seeds, jnp.int32)
     lrs_a = dev.place_lrs(jnp.asarray(lrs, jnp.float32), sweep.mesh)
     state = cached_trainer(spec).init(seeds_a, lrs_a)
@@ -344,27 +437,90 @@ def _run_chunk(sweep: _Sweep, index: int, chunk: Chunk) -> tuple[dict[str, np.nd
             state = jax.tree.unflatten(treedef, [np.asarray(x) for x in leaves])
             sweep.bar.update(lane_steps * start)
     saver = _EpochSaver(store, cfg, history, sweep.bar, lane_steps, sweep.writer)
-    if sweep.programs is not None and (pending := sweep.programs.compiling()):
-        sweep.bar.set_postfix_str(f"compiling {pending} program(s)")
-    epoch_fn = sweep.programs.get(spec, len(chunk.seeds), n_pad) if sweep.programs else None
-    sweep.bar.set_postfix_str("")
-    state, metrics = train_lanes(
-        spec,
-        sweep.data,
-        seeds_a,
-        lrs_a,
-        cfg.epochs,
-        on_epoch=saver,
-        state=dev.place_state(state, sweep.mesh),
-        start_epoch=start,
-        epoch_fn=epoch_fn,
-    )
-    metrics = _stack(history, [metrics]) if history else metrics
+    state = dev.place_state(state, sweep.mesh)
+    return _Job(index, chunk, spec, seeds_a, lrs_a, state, start, history, store, saver)
+
+
+def _finish(sweep: _Sweep, job: _Job, state: Any, metrics: dict) -> tuple[dict[str, Any], Any]:
+    """A trained chunk's metrics ``(E, S, L)`` and divergence epochs, without padding lanes;
+    marks the chunk finished in its checkpoint store."""
+    n_l = len(job.chunk.lrs)
+    metrics = _stack(job.history, [metrics]) if job.history else metrics
     metrics = {k: v[:, :, :n_l] for k, v in metrics.items()}
     div = to_host(state.diverged_epoch)[:, :n_l]
-    if store is not None and sweep.writer:
-        store.finish(metrics, div)
+    if job.store is not None and sweep.writer:
+        job.store.finish(metrics, div)
     return metrics, div
+
+
+def _compiled(sweep: _Sweep, jobs: list[_Job]) -> Callable[..., Any] | None:
+    """The ahead-of-time compiled program of ``jobs``, waiting for it if it is compiling."""
+    if sweep.programs is None:
+        return None
+    if pending := sweep.programs.compiling():
+        sweep.bar.set_postfix_str(f"compiling {pending} program(s)")
+    fn = sweep.programs.get(sweep.program_key([j.chunk for j in jobs]))
+    sweep.bar.set_postfix_str("")
+    return fn
+
+
+def _run_program(sweep: _Sweep, chunks: list[tuple[int, Chunk]]) -> list[tuple[dict, Any]]:
+    """Trains the chunks of one program (or restores them); per chunk, its metrics
+    ``(E, S, L)`` and divergence epochs.
+
+    Chunks that finished in an earlier run are restored; the others train together when they
+    resume from the same epoch, and one by one otherwise (results are the same either way).
+    """
+    prepared = {i: _prepare(sweep, i, c) for i, c in chunks}
+    jobs = [j for j in prepared.values() if isinstance(j, _Job)]
+    if len(jobs) == 1 or len({j.start for j in jobs}) > 1:
+        for job in jobs:
+            prepared[job.index] = _train_one(sweep, job)
+    elif jobs:
+        for job, done in zip(jobs, _train_together(sweep, jobs), strict=True):
+            prepared[job.index] = done
+    return [prepared[i] for i, _ in chunks]
+
+
+def _train_one(sweep: _Sweep, job: _Job) -> tuple[dict, Any]:
+    """Trains one chunk in its own program."""
+    epoch_fn = _compiled(sweep, [job])
+    state, metrics = train_lanes(
+        job.spec,
+        sweep.data,
+        job.seeds,
+        job.lrs,
+        sweep.cfg.epochs,
+        on_epoch=job.saver,
+        state=job.state,
+        start_epoch=job.start,
+        epoch_fn=epoch_fn,
+    )
+    return _finish(sweep, job, state, metrics)
+
+
+def _train_together(sweep: _Sweep, jobs: list[_Job]) -> list[tuple[dict, Any]]:
+    """Trains several chunks in one program (:func:`jaxlr.engine.train_group`); they
+    checkpoint at the same epochs, so that they can resume together."""
+
+    def on_epoch(epoch: int, states: tuple, metrics: tuple) -> None:
+        due = jobs[0].saver.due(epoch + 1)
+        for job, state, m in zip(jobs, states, metrics, strict=True):
+            job.saver(epoch, state, m, due=due)
+
+    epoch_fn = _compiled(sweep, jobs)
+    states, metrics = train_group(
+        tuple(j.spec for j in jobs),
+        sweep.data,
+        tuple(j.seeds for j in jobs),
+        tuple(j.lrs for j in jobs),
+        sweep.cfg.epochs,
+        on_epoch=on_epoch,
+        states=tuple(j.state for j in jobs),
+        start_epoch=jobs[0].start,
+        epoch_fn=epoch_fn,
+    )
+    return [_finish(sweep, j, st, m) for j, st, m in zip(jobs, states, metrics, strict=True)]
 
 
 class _EpochSaver:
@@ -384,7 +540,8 @@ class _EpochSaver:
         self.so_far: list[Any] = []
         self.last_save = time.monotonic()
 
-    def _due(self, epochs_done: int) -> bool:
+    def due(self, epochs_done: int) -> bool:
+        """Whether to checkpoint after ``epochs_done`` epochs."""
         every = self.cfg.checkpoint_every
         if self.store is None or every == 0 or epochs_done == self.cfg.epochs:
             return False
@@ -394,10 +551,10 @@ class _EpochSaver:
         # a multi-process sweep checkpoints only with --checkpoint-every
         return jax.process_count() == 1 and time.monotonic() - self.last_save > AUTO_CKPT_S
 
-    def __call__(self, epoch: int, state: Any, metrics: Any) -> None:
+    def __call__(self, epoch: int, state: Any, metrics: Any, due: bool | None = None) -> None:
         self.bar.update(self.steps)
         self.so_far.append(metrics)
-        if self._due(epoch + 1):
+        if self.store is not None and (self.due(epoch + 1) if due is None else due):
             leaves = [to_host(x) for x in jax.tree.leaves(state)]
             if self.write:
                 self.store.save(epoch + 1, leaves, _stack(self.history, self.so_far))

@@ -333,3 +333,26 @@ def test_rate_quantiles_match_numpy_from_the_final_params(digits, parametrizatio
                 np.testing.assert_allclose(metrics["rates"][-1, s, j, i], want, rtol=2e-5)
     plain = train_lanes(_spec(digits), device_data(digits), [0], lrs, 1)[1]
     assert plain["rates"].shape == (1, 1, 2, 0, 5)  # one rate per layer: nothing recorded
+
+
+def test_buckets_in_one_program_equal_their_own_programs(digits):
+    """train_group (several architectures, lane shapes and optimizers per scan step) gives each
+    member the bits of train_lanes alone on the CPU: final state, metrics and rates."""
+    from jaxlr.engine import train_group
+
+    data = device_data(digits)
+    specs = (
+        _spec(digits, (16, 16), "sgd", lr_rule="adagrad-neuron"),
+        _spec(digits, (64, 64), "adam", lr_rule="adagrad-neuron"),
+        _spec(digits, (48,), "adam", lr_rule="adagrad-neuron"),
+    )
+    seeds, lrs = ([0, 1], [0, 1, 2], [3]), ([0.1, 0.01], [0.05, 1e3, 0.002], [0.01])
+    states, metrics = train_group(specs, data, seeds, lrs, 2)
+    for spec, s, lr, state, m in zip(specs, seeds, lrs, states, metrics, strict=True):
+        alone_state, alone = train_lanes(spec, data, s, lr, 2)
+        assert set(m) == set(alone)
+        for k in alone:
+            np.testing.assert_array_equal(m[k], alone[k], err_msg=k)
+        for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(alone_state), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.isnan(metrics[1]["train_loss"][-1, :, 1]).all()  # lr 1e3 diverged, alone too

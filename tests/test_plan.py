@@ -84,3 +84,35 @@ def test_autotune_policy_follows_the_predicted_run_time():
         "xla_gpu_deterministic_ops": True,
         "xla_gpu_autotune_level": 0,
     }
+
+
+def test_fusion_groups_a_round_within_memory():
+    import dataclasses
+
+    from jaxlr.plan import MAX_FUSED, autotune_chunks, chunk_bytes, fuse_chunks
+
+    cfg = SweepConfig(
+        widths=(16, 64, 256), lrs=(0.1, 0.01), seeds=(0, 1), optimizers=("sgd", "adam")
+    )
+    chunks = make_plan(cfg, 784, 10, memory_bytes=1 << 40)
+    nbytes = lambda c: chunk_bytes(c, cfg, 784, 10)
+    assert fuse_chunks(chunks, False, 1 << 40, nbytes) == [(i,) for i in range(6)]
+    assert fuse_chunks(chunks, True, 1 << 40, nbytes) == [tuple(range(6))]
+    # the two widest chunks do not fit together: each opens a program, the rest fill them
+    sizes = sorted(map(nbytes, chunks))
+    budget = sizes[-1] + sizes[0] + sizes[1]
+    programs = fuse_chunks(chunks, True, budget, nbytes)
+    assert sorted(i for p in programs for i in p) == list(range(6))  # every chunk once
+    assert all(sum(nbytes(chunks[i]) for i in p) <= budget for p in programs)
+    assert len(programs) == 3
+    # refinement rounds never share a program with the grid; at most MAX_FUSED chunks each
+    more = chunks + [dataclasses.replace(c, round=1) for c in chunks]
+    programs = fuse_chunks(more, True, 1 << 40, nbytes)
+    assert programs == [tuple(range(6)), tuple(range(6, 12))]
+    many = [dataclasses.replace(chunks[0], lrs=(lr,)) for lr in range(2 * MAX_FUSED + 1)]
+    assert [len(p) for p in fuse_chunks(many, True, 1 << 40, nbytes)] == [8, 8, 1]
+    # autotuning is decided per program, from the summed predicted time of its chunks
+    seconds = lambda c: 15.0 if c.bucket.hidden == (256, 256) else 1.0
+    tuned = autotune_chunks(chunks, "auto", seconds, [tuple(range(6))])
+    assert all(c.autotune for c in tuned)
+    assert not any(c.autotune for c in autotune_chunks(chunks, "auto", seconds))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +131,8 @@ def test_kill9_then_resume_gives_identical_results(tmp_path):
         "10",
         "--checkpoint-every",
         "1",
+        "--fuse",  # one program per chunk: chunk 0 finishes while chunk 1 trains
+        "off",
     ]
     ref = _sweep(*args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
@@ -257,3 +260,57 @@ def test_two_processes_equal_two_devices(tmp_path):
     assert record["numerics"]["processes"] == 2
     for f in ("results.csv", "summary.csv"):
         assert (tmp_path / "mp" / f).read_bytes() == (tmp_path / "dev" / f).read_bytes()
+
+
+def test_fused_programs_equal_separate_programs_and_resume(digits, tmp_path, monkeypatch):
+    """Every chunk of a round in one program (--fuse on) gives the bytes of one program per
+    chunk, checkpoints its chunks together and resumes them, also from unequal checkpoints."""
+    from jaxlr import runner
+
+    cfg = BASE.replace(optimizers=("sgd", "adam"), epochs=3, checkpoint_every=1, refine=1)
+    ref = tmp_path / "ref"
+    run_sweep(cfg.replace(out=str(ref), fuse="off"), dataset=digits, progress=False)
+    fused = tmp_path / "fused"
+    run_sweep(cfg.replace(out=str(fused), fuse="on"), dataset=digits, progress=False)
+    for f in ("results.csv", "summary.csv"):
+        assert (fused / f).read_bytes() == (ref / f).read_bytes(), f
+    programs = json.loads((fused / "config.json").read_text())["programs"]
+    assert [p["architectures"] for p in programs] == [
+        ["8-8 sgd", "8-8 adam", "32-32 sgd", "32-32 adam"]
+    ] * 2  # the grid, then the refinement round
+    assert [p["chunks"] for p in programs] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert len(json.loads((ref / "config.json").read_text())["programs"]) == 8
+
+    # interrupted after epoch 2 of the grid's program: every chunk checkpointed at epoch 2
+    calls = []
+    original = runner._EpochSaver.__call__
+
+    def interrupt(self, epoch, *args, **kw):
+        original(self, epoch, *args, **kw)
+        calls.append(epoch)
+        if len(calls) == 4 * 2:
+            raise KeyboardInterrupt
+
+    killed = tmp_path / "killed"
+    monkeypatch.setattr(runner._EpochSaver, "__call__", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg.replace(out=str(killed), fuse="on"), dataset=digits, progress=False)
+    monkeypatch.setattr(runner._EpochSaver, "__call__", original)
+    latest = sorted(p.name for p in (killed / "checkpoints").glob("chunk-*-e0002.npz"))
+    assert len(latest) == 4 and not list((killed / "chunks").glob("*.npz")), latest
+    together = tmp_path / "together"  # all from epoch 2, in one program
+    shutil.copytree(killed, together)
+    starts = []
+    group = runner.train_group
+    monkeypatch.setattr(
+        runner, "train_group", lambda *a, **kw: starts.append(kw["start_epoch"]) or group(*a, **kw)
+    )
+    run_sweep(
+        cfg.replace(out=str(together), fuse="on"), dataset=digits, progress=False, resume=True
+    )
+    assert starts == [2, 0]  # the grid's program resumed at epoch 2, then the refinement round
+    assert (together / "results.csv").read_bytes() == (ref / "results.csv").read_bytes()
+    # one chunk loses its last checkpoint: the chunks resume from different epochs, one by one
+    (killed / "checkpoints" / latest[0]).unlink()
+    run_sweep(cfg.replace(out=str(killed), fuse="on"), dataset=digits, progress=False, resume=True)
+    assert (killed / "results.csv").read_bytes() == (ref / "results.csv").read_bytes()
