@@ -561,6 +561,42 @@ def time_jaxlr(
     return e2e_row, row, extra
 
 
+def time_jaxlr_fused(cfg: BenchConfig, data: Any, ds: Any, precision: str) -> dict[str, Any]:
+    """Every width of the grid in one program (``jaxlr.engine.train_group``, what the sweep
+    runs on a single device): end to end, compiled (median epoch times the epoch count, or a
+    second call), and each width's final test losses."""
+    from jaxlr.engine import train_group
+
+    specs = tuple(jaxlr_spec(w, cfg, ds) for w in cfg.widths)
+    seeds = (list(range(cfg.seeds)),) * len(specs)
+    lrs = (list(cfg.lrs),) * len(specs)
+    with jax.default_matmul_precision(precision):
+        stamps: list[float] = []
+        t0 = time.perf_counter()
+        states, metrics = train_group(
+            specs,
+            data,
+            seeds,
+            lrs,
+            cfg.epochs,
+            on_epoch=lambda e, s, m: stamps.append(time.perf_counter()),
+        )
+        jax.block_until_ready(states)
+        e2e = time.perf_counter() - t0
+        epoch_s = np.diff([t0, *stamps])
+        if cfg.epochs >= 2:
+            compiled = float(statistics.median(epoch_s[1:])) * cfg.epochs
+        else:
+            t1 = time.perf_counter()
+            jax.block_until_ready(train_group(specs, data, seeds, lrs, cfg.epochs)[0])
+            compiled = time.perf_counter() - t1
+    return {
+        "time_s": e2e,
+        "compiled_s": compiled,
+        "test_loss": {str(w): m["test_loss"][-1] for w, m in zip(cfg.widths, metrics, strict=True)},
+    }
+
+
 def retime_jaxlr(width: int, cfg: BenchConfig, data: Any, ds: Any, precision: str) -> float:
     """One more (compiled, cached) ``train_lanes`` call of ``width``: its wall time."""
     from jaxlr.engine import train_lanes
@@ -819,6 +855,7 @@ def seed001_extras(
                 "share_of_ceiling": total_f / r.time_s / ceiling["flops_per_s"],
             }
     base_loss = {str(w): np.asarray(jax_extra[str(w)]["test_loss"][-1]) for w in cfg.widths}
+    fused = _fused_run(cfg, rows, devices, jdata, ds, base_loss, log)
     precisions = {
         prec: _precision_run(prec, cfg, devices, jdata, ds, base_loss, log)
         for prec in cfg.extra_precisions
@@ -833,10 +870,45 @@ def seed001_extras(
         "ceiling": ceiling,
         "totals": totals,
         "flops": flops,
+        "fused": fused,
         "precisions": precisions,
         "targets": targets,
         "jaxlr_epochs": jax_extra,
     }
+
+
+def _fused_run(
+    cfg: BenchConfig,
+    rows: list[Row],
+    devices: Devices,
+    jdata: Any,
+    ds: Any,
+    base_loss: dict[str, np.ndarray],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The grid as one program: its times against the separate programs' and the widest's."""
+    with jax.default_device(devices.jax):
+        f = time_jaxlr_fused(cfg, jdata, ds, cfg.precision)
+    compiled = {r.width: r.time_s for r in rows if r.method == "jaxlr"}
+    diffs = [
+        float(np.nanmax(np.abs(np.asarray(f["test_loss"][str(w)]) - base_loss[str(w)]), initial=0))
+        for w in cfg.widths
+    ]
+    out = {
+        "time_s": f["time_s"],
+        "compiled_s": f["compiled_s"],
+        "separate_compiled_s": sum(compiled.values()),
+        "widest_compiled_s": compiled[max(compiled)],
+        "vs_widest": f["compiled_s"] / compiled[max(compiled)],
+        "max_abs_final_test_loss_diff": max(diffs),
+    }
+    log(
+        f"all widths in one program: {f['time_s']:.2f} s end to end, {f['compiled_s']:.2f} s "
+        f"compiled (separate programs {out['separate_compiled_s']:.2f} s; the widest alone "
+        f"{out['widest_compiled_s']:.2f} s: x{out['vs_widest']:.2f}); max |Δ final test loss| "
+        f"vs separate {out['max_abs_final_test_loss_diff']:.3g}"
+    )
+    return out
 
 
 def _ratio(totals: dict, num: str, den: str, at_least: float) -> bool | None:
@@ -936,6 +1008,17 @@ def _workload_lines(w: dict[str, Any], precision: str) -> list[str]:
                 f"| {width} | {LABELS[method]} | {f['flops_per_s'] / 1e12:.2f} | "
                 f"{100 * f['share_of_ceiling']:.1f}% |"
             )
+    f = w.get("fused")
+    if f:
+        lines += [
+            "",
+            f"All widths in one program (as the sweep runs them on one device): "
+            f"{f['time_s']:.1f} s end to end, {f['compiled_s']:.1f} s compiled, against "
+            f"{f['separate_compiled_s']:.1f} s for the separate programs and "
+            f"{f['widest_compiled_s']:.1f} s for the widest alone (x{f['vs_widest']:.2f}); "
+            f"max |Δ final test loss| vs the separate programs "
+            f"{f['max_abs_final_test_loss_diff']:.3g}.",
+        ]
     for prec, p in w["precisions"].items():
         lines += [
             "",

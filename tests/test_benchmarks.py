@@ -106,7 +106,7 @@ def test_seed001_workload_reports_totals_ceiling_and_precisions(bench, tmp_path)
         "--epochs",
         "2",
         "--widths",
-        "16",
+        "8,16",
         "--baseline-steps",
         "3",
         "--torch-func",
@@ -136,6 +136,9 @@ def test_seed001_workload_reports_totals_ceiling_and_precisions(bench, tmp_path)
     assert set(w["targets"]) == {"grid_under_60s", "at_least_50x_vs_a", "ahead_of_torch_func"}
     md = out.read_text()
     assert "## seed-001 workload" in md and "share of ceiling" in md
+    # both widths in one program: the same numbers as their own programs (bitwise on the CPU)
+    assert w["fused"]["max_abs_final_test_loss_diff"] == 0
+    assert w["fused"]["compiled_s"] > 0 and "All widths in one program" in md
 
 
 def test_matmul_flops_match_torch_flop_counter(bench):
