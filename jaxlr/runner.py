@@ -254,6 +254,11 @@ def fuse_enabled(mode: str, mesh: Any) -> bool:
     CPU it saves compilations and dispatches (the default digits sweep: 36 s cold instead of 43
     s on 2 cores). The numbers are the same bits either way on the CPU.
     """
+    if mode == "on" and mesh is not None:
+        raise ConfigError(
+            f"--fuse on needs a single device, but the runs are sharded over "
+            f"{dev.mesh_size(mesh)} devices; add --devices 1, or use --fuse auto"
+        )
     return mesh is None and mode in ("on", "auto")
 
 

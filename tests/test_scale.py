@@ -56,9 +56,15 @@ def test_four_devices_equal_one_device(tmp_path):
         one = run_sweep(cfg.replace(devices=1), dataset=ds, progress=False)
         four = run_sweep(cfg.replace(devices=4, out={str(tmp_path / "d4")!r}), dataset=ds,
                          progress=False)
+        try:  # programs shared by several chunks are single-device only
+            run_sweep(cfg.replace(devices=4, fuse="on"), dataset=ds, progress=False)
+            refused = ""
+        except Exception as e:
+            refused = str(e)
         cols = ["train_loss", "test_loss", "test_accuracy"]
         keys = ["width", "lr", "seed", "epoch"]
         print(json.dumps(dict(
+            refused=refused,
             n_devices=len(jax.devices()),
             same_rows=bool((one[keys].to_numpy() == four[keys].to_numpy()).all()),
             max_rel=float(np.max(np.abs(one[cols].to_numpy() - four[cols].to_numpy())
@@ -77,6 +83,7 @@ def test_four_devices_equal_one_device(tmp_path):
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["n_devices"] == 4 and r["same_rows"]
+    assert "--fuse on needs a single device" in r["refused"] and "--devices 1" in r["refused"]
     assert r["max_rel"] < 1e-5, r  # float32 rounding of differently-sized per-device matmuls
     plan = json.loads((tmp_path / "d4" / "config.json").read_text())["plan"]
     assert all(len(c["lrs"]) % 4 == 0 or len(c["lrs"]) == 5 for c in plan)
