@@ -202,21 +202,22 @@ def run(
     dev.initialize_distributed(cfg)
     writer = dev.is_writer()
     out = Path(cfg.out) if cfg.out else None
-    if resume:
-        check_resumable(cfg)
-    elif writer:
-        check_writable(cfg)
-    if dataset is None:
-        dataset = load_config_dataset(cfg)
-    if cfg.batch_size > dataset.n_train:
-        raise ConfigError(
-            f"--batch-size {cfg.batch_size} is larger than the training set "
-            f"({dataset.n_train} examples); use a smaller batch"
-        )
-    mesh = dev.lane_mesh(cfg.devices)
-    memory = int(dev.device_memory_bytes() * MEMORY_FRACTION) * dev.mesh_size(mesh)
-    fuse = fuse_enabled(cfg.fuse, mesh)
-    chunks, programs = _plan(cfg, dataset, mesh, memory, fuse, confirm_long, log)
+    with _removed_if_refused(out if writer and not resume else None):
+        if resume:
+            check_resumable(cfg)
+        elif writer:
+            check_writable(cfg)
+        if dataset is None:
+            dataset = load_config_dataset(cfg)
+        if cfg.batch_size > dataset.n_train:
+            raise ConfigError(
+                f"--batch-size {cfg.batch_size} is larger than the training set "
+                f"({dataset.n_train} examples); use a smaller batch"
+            )
+        mesh = dev.lane_mesh(cfg.devices)
+        memory = int(dev.device_memory_bytes() * MEMORY_FRACTION) * dev.mesh_size(mesh)
+        fuse = fuse_enabled(cfg.fuse, mesh)
+        chunks, programs = _plan(cfg, dataset, mesh, memory, fuse, confirm_long, log)
     record = config_record(cfg, dataset, chunks, dev.mesh_size(mesh), programs)
     if out is not None and writer:
         res.write_json(out / "config.json", record)
@@ -244,6 +245,25 @@ def run(
     if out is None or not writer:
         return outcome_of(df, cfg, rates)
     return write_outputs(out, df, cfg, record, rates)
+
+
+@contextlib.contextmanager
+def _removed_if_refused(out: Path | None) -> Iterator[None]:
+    """Removes the output directories that the checks created when the sweep is refused before
+    anything is written (a bad flag leaves no empty directory behind)."""
+    created = []
+    if out is not None:
+        for d in (out, *out.parents):
+            if d.exists():
+                break
+            created.append(d)
+    try:
+        yield
+    except BaseException:
+        for d in created:  # deepest first; only while empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
 def fuse_enabled(mode: str, mesh: Any) -> bool:

@@ -139,11 +139,14 @@ def test_newcomer_tour(tmp_path):
     _one_line_exit_2(
         _run(*quick, "--widths", "1000000", "--out", str(tmp_path / "w")), "needs about"
     )
-    assert not (tmp_path / "w" / "config.json").exists()
+    assert not (tmp_path / "w").exists()  # a refused sweep leaves no empty directory
     # a sweep of hours asks for --yes; the plan is printed even without a progress bar
-    p = _run("--lr-grid", "1e-6:1:10000", "--no-progress", "--out", str(tmp_path / "l"))
+    p = _run("--lr-grid", "1e-6:1:10000", "--no-progress", "--out", str(tmp_path / "l" / "m"))
     _one_line_exit_2(p, "add --yes")
-    assert "90000 runs" in p.stderr and not (tmp_path / "l" / "config.json").exists()
+    assert "90000 runs" in p.stderr and not (tmp_path / "l").exists()
+    (tmp_path / "kept").mkdir()  # a directory that existed before is kept
+    _one_line_exit_2(_run(*quick, "--widths", "1000000", "--out", str(tmp_path / "kept")), "needs")
+    assert (tmp_path / "kept").is_dir()
     p = _run(*quick, "--widths", "8", "--lrs", "0.1", "--epochs", "1", "--out", str(tmp_path / "p"))
     assert p.returncode == 0 and "plan: 1 runs" in p.stderr, p.stderr
     # flags that would be ignored are errors
