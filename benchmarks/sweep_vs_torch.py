@@ -52,6 +52,7 @@ import argparse
 import copy
 import dataclasses
 import datetime
+import functools
 import itertools
 import json
 import math
@@ -515,39 +516,39 @@ def jaxlr_spec(width: int, cfg: BenchConfig, ds: Any) -> Any:
     return dataclasses.replace(spec, steps_per_epoch=cfg.steps_per_epoch)
 
 
+def _timed_training(
+    train: Callable[..., tuple[Any, Any]], epochs: int, precision: str
+) -> tuple[Any, Any, float, float, np.ndarray]:
+    """Runs ``train(on_epoch=...)`` once, timed: ``(state, metrics, end_to_end_s, compiled_s,
+    epoch_s)``. The first call compiles and runs (end to end). The compiled time is the median
+    epoch after the first times the epoch count, or, for a one-epoch run, a second (cached)
+    call."""
+    with jax.default_matmul_precision(precision):
+        stamps: list[float] = []
+        t0 = time.perf_counter()
+        state, metrics = train(on_epoch=lambda *_: stamps.append(time.perf_counter()))
+        jax.block_until_ready(state)
+        e2e = time.perf_counter() - t0
+        epoch_s = np.diff([t0, *stamps])
+        if epochs >= 2:
+            compiled = float(statistics.median(epoch_s[1:])) * epochs
+        else:
+            t1 = time.perf_counter()
+            jax.block_until_ready(train()[0])
+            compiled = time.perf_counter() - t1
+    return state, metrics, e2e, compiled, epoch_s
+
+
 def time_jaxlr(
     width: int, cfg: BenchConfig, data: Any, ds: Any, precision: str
 ) -> tuple[Row, Row, dict[str, Any]]:
-    """Times ``train_lanes`` on every lane of ``width``: end to end, and compiled.
-
-    The first call compiles and runs (end to end). The compiled time is the median epoch after
-    the first times the epoch count, or, for a one-epoch run, a second (cached) call.
-    """
+    """Times ``train_lanes`` on every lane of ``width``: end to end, and compiled."""
     from jaxlr.engine import train_lanes
 
     spec = jaxlr_spec(width, cfg, ds)
     seeds, lrs = list(range(cfg.seeds)), list(cfg.lrs)
-    with jax.default_matmul_precision(precision):
-        stamps: list[float] = []
-        t0 = time.perf_counter()
-        state, metrics = train_lanes(
-            spec,
-            data,
-            seeds,
-            lrs,
-            cfg.epochs,
-            on_epoch=lambda e, s, m: stamps.append(time.perf_counter()),
-        )
-        jax.block_until_ready(state)
-        e2e = time.perf_counter() - t0
-        epoch_s = np.diff([t0, *stamps])
-        if cfg.epochs >= 2:
-            compiled = float(statistics.median(epoch_s[1:])) * cfg.epochs
-        else:
-            t1 = time.perf_counter()
-            state2, _ = train_lanes(spec, data, seeds, lrs, cfg.epochs)
-            jax.block_until_ready(state2)
-            compiled = time.perf_counter() - t1
+    train = functools.partial(train_lanes, spec, data, seeds, lrs, cfg.epochs)
+    state, metrics, e2e, compiled, epoch_s = _timed_training(train, cfg.epochs, precision)
     losses = [float(v) for v in np.asarray(metrics["test_loss"][-1]).ravel()]
     steps = cfg.total_steps
     compile_s = max(e2e - compiled, 0.0)
@@ -563,33 +564,14 @@ def time_jaxlr(
 
 def time_jaxlr_fused(cfg: BenchConfig, data: Any, ds: Any, precision: str) -> dict[str, Any]:
     """Every width of the grid in one program (``jaxlr.engine.train_group``, what the sweep
-    runs on a single device): end to end, compiled (median epoch times the epoch count, or a
-    second call), and each width's final test losses."""
+    runs on a single device): end to end, compiled, and each width's final test losses."""
     from jaxlr.engine import train_group
 
     specs = tuple(jaxlr_spec(w, cfg, ds) for w in cfg.widths)
     seeds = (list(range(cfg.seeds)),) * len(specs)
     lrs = (list(cfg.lrs),) * len(specs)
-    with jax.default_matmul_precision(precision):
-        stamps: list[float] = []
-        t0 = time.perf_counter()
-        states, metrics = train_group(
-            specs,
-            data,
-            seeds,
-            lrs,
-            cfg.epochs,
-            on_epoch=lambda e, s, m: stamps.append(time.perf_counter()),
-        )
-        jax.block_until_ready(states)
-        e2e = time.perf_counter() - t0
-        epoch_s = np.diff([t0, *stamps])
-        if cfg.epochs >= 2:
-            compiled = float(statistics.median(epoch_s[1:])) * cfg.epochs
-        else:
-            t1 = time.perf_counter()
-            jax.block_until_ready(train_group(specs, data, seeds, lrs, cfg.epochs)[0])
-            compiled = time.perf_counter() - t1
+    train = functools.partial(train_group, specs, data, seeds, lrs, cfg.epochs)
+    _, metrics, e2e, compiled, _ = _timed_training(train, cfg.epochs, precision)
     return {
         "time_s": e2e,
         "compiled_s": compiled,
