@@ -348,8 +348,8 @@ class SweepConfig(TrainOptions):
     fuse: Literal["auto", "on", "off"] = option(
         "auto",
         "train the chunks of a round (e.g. every width) in one program when they fit in memory "
-        "together, instead of one program each (results are unchanged); auto: on when the "
-        "sweep runs on a single device",
+        "together, instead of one program each (results are unchanged); auto: on a single "
+        "GPU or TPU",
         group="execution",
     )
     compilation_cache: bool = option(
