@@ -448,7 +448,7 @@ def make_trainer(spec: RunSpec) -> Trainer:
     init_jit = jax.jit(init)
     return Trainer(
         spec,
-        _compiled_cheaply(init_jit, options),
+        _CheapProgram(init_jit, options),
         jax.jit(epoch, donate_argnums=(0,), compiler_options=options),
         lambda seeds, lrs: jax.eval_shape(init_jit, seeds, lrs),
     )
@@ -573,11 +573,6 @@ class _CheapProgram:
 
     def __call__(self, *args: Any) -> Any:
         return self.prepare(*args)(*args)
-
-
-def _compiled_cheaply(fn: Any, options: dict[str, Any]) -> _CheapProgram:
-    """``fn`` (jitted) as a :class:`_CheapProgram`."""
-    return _CheapProgram(fn, options)
 
 
 @functools.lru_cache(maxsize=64)

@@ -85,7 +85,7 @@ def plan_record(
 
 def programs_record(chunks: list[Chunk], programs: list[tuple[int, ...]]) -> list[dict[str, Any]]:
     """The compiled programs, in run order: the chunks each trains (indices into the plan), with
-    their architectures (``in-hidden-out``), optimizers and lane counts."""
+    their hidden widths, optimizers (and parametrization, when not SP) and lane counts."""
     out = []
     for members in programs:
         cs = [chunks[i] for i in members]
@@ -93,7 +93,7 @@ def programs_record(chunks: list[Chunk], programs: list[tuple[int, ...]]) -> lis
             {
                 "chunks": list(members),
                 "architectures": [
-                    "-".join(map(str, (c.bucket.hidden)))
+                    "-".join(map(str, c.bucket.hidden))
                     + f" {c.bucket.optimizer}"
                     + ("" if c.bucket.parametrization == "sp" else f" {c.bucket.parametrization}")
                     for c in cs

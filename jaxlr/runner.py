@@ -131,12 +131,7 @@ class _Sweep:
 
     def fuse_chunks(self, chunks: list[Chunk], first: int = 0) -> list[tuple[int, ...]]:
         """The programs of ``chunks`` (numbered from ``first``)."""
-        nbytes = functools.partial(
-            planning.chunk_bytes,
-            cfg=self.cfg,
-            in_features=self.dataset.in_features,
-            num_classes=self.dataset.num_classes,
-        )
+        nbytes = _chunk_bytes(self.cfg, self.dataset)
         programs = planning.fuse_chunks(chunks, self.fuse, self.memory, nbytes)
         return [tuple(first + i for i in members) for members in programs]
 
@@ -354,6 +349,16 @@ def _refinement(cfg: SweepConfig, grid: list[Chunk], df: pd.DataFrame, round_: i
     return planning.refine_chunks(grid, best, tested, round_)
 
 
+def _chunk_bytes(cfg: SweepConfig, dataset: Any) -> Callable[[Chunk], int]:
+    """A chunk's estimated device memory under ``cfg`` on ``dataset``."""
+    return functools.partial(
+        planning.chunk_bytes,
+        cfg=cfg,
+        in_features=dataset.in_features,
+        num_classes=dataset.num_classes,
+    )
+
+
 def _plan(
     cfg: SweepConfig,
     dataset: Any,
@@ -371,12 +376,7 @@ def _plan(
     )
     if not chunks:
         return chunks, []
-    nbytes = functools.partial(
-        planning.chunk_bytes,
-        cfg=cfg,
-        in_features=dataset.in_features,
-        num_classes=dataset.num_classes,
-    )
+    nbytes = _chunk_bytes(cfg, dataset)
     programs = planning.fuse_chunks(chunks, fuse, memory, nbytes)
     estimate = functools.partial(
         planning.estimate_seconds,
