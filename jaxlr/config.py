@@ -352,6 +352,13 @@ class SweepConfig(TrainOptions):
         "GPU or TPU",
         group="execution",
     )
+    parallel: int | None = option(
+        None,
+        "programs trained at the same time on one device (results are unchanged); XLA runs a "
+        "CPU program's lane-batched matmuls on one core, so several programs use several cores",
+        group="execution",
+        shown_default="CPU: one per core; GPU/TPU: 1",
+    )
     compilation_cache: bool = option(
         True,
         "keep compiled programs in JAX's persistent cache (off: also JAXLR_COMPILATION_CACHE=0)",
@@ -438,6 +445,7 @@ EXECUTION_FIELDS = frozenset(
         "compilation_cache",
         "autotune",
         "fuse",
+        "parallel",
         "coordinator_address",
         "num_processes",
         "process_id",
@@ -659,7 +667,7 @@ def _validate(c: SweepConfig) -> None:
     check_applies(c)
     if c.epochs < 1:
         _fail(f"--epochs must be at least 1, got {c.epochs}")
-    for name in ("max_lanes", "devices"):
+    for name in ("max_lanes", "devices", "parallel"):
         v = getattr(c, name)
         if v is not None and v < 1:
             _fail(f"--{name.replace('_', '-')} must be at least 1, got {v}")

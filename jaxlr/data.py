@@ -11,7 +11,8 @@ Datasets (``load_dataset(name)``):
 * ``"digits"`` -- the embedded default: scikit-learn's bundled 8x8 handwritten digits
   (``sklearn.datasets.load_digits``: 1,797 images, 10 classes, 64 features, pixel values 0..16
   stored as ``uint8``). A deterministic stratified split (``train_test_split(test_size=0.2,
-  stratify=y, random_state=0)``) gives **1,437 train / 360 test** images. Never touches the network.
+  stratify=y, random_state=0)``, recorded in ``digits_split.npy``) gives **1,437 train / 360
+  test** images. Never touches the network.
 * ``"fashion_mnist"``, ``"mnist"`` -- 60,000 train / 10,000 test images of 28x28 (784 features,
   raw ``uint8`` pixels 0..255, 10 classes), read from the four standard IDX files
   (:data:`IDX_FILES`, gzipped or not) with a validating numpy reader (:func:`read_idx`), or, with
@@ -67,6 +68,7 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import importlib.util
 import os
 import pathlib
 import tempfile
@@ -95,6 +97,7 @@ IDX_FILES: tuple[str, ...] = (
 DATA_DIR_ENV = "JAXLR_DATA_DIR"
 DIGITS_TEST_FRACTION = 0.2  # 1,797 digits -> 1,437 train / 360 test
 DIGITS_SPLIT_SEED = 0  # random_state of the stratified split
+DIGITS_SPLIT_FILE = pathlib.Path(__file__).with_name("digits_split.npy")  # its row order
 SYNTHETIC_SHAPE = {"n_train": 60_000, "n_test": 10_000, "features": 784, "num_classes": 10}
 
 
@@ -377,17 +380,41 @@ def _synthetic(*, n_train: int, n_test: int, features: int, num_classes: int, da
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's bundled digits, split 80/20 stratified with a fixed seed (no network)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    """scikit-learn's bundled digits, split 80/20 stratified with a fixed seed (no network).
 
-    bunch = load_digits()
-    x = bunch.data.astype(np.uint8)  # integer pixel values 0..16
-    y = bunch.target.astype(np.int32)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=DIGITS_TEST_FRACTION, stratify=y, random_state=DIGITS_SPLIT_SEED
-    )
-    return x_train, y_train, x_test, y_test
+    The split is :data:`DIGITS_SPLIT_FILE`: the row order ``train_test_split(arange(1797),
+    test_size=0.2, stratify=y, random_state=0)`` returns (train rows, then test rows), recorded
+    once so that the split never depends on the installed scikit-learn. The pixels are read from
+    scikit-learn's ``digits.csv.gz`` without importing scikit-learn (≈1.5 s of imports), or through
+    ``load_digits`` where that file is not found.
+    """
+    x, y = _digits_table()
+    order = np.load(DIGITS_SPLIT_FILE)
+    if order.shape != (y.shape[0],) or not np.array_equal(np.sort(order), np.arange(y.shape[0])):
+        raise DataError(
+            f"{DIGITS_SPLIT_FILE} is not a split of the {y.shape[0]} bundled digits; "
+            "reinstall jaxlr"
+        )
+    n_test = int(np.ceil(DIGITS_TEST_FRACTION * y.shape[0]))  # as train_test_split rounds
+    train, test = order[:-n_test], order[-n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def _digits_table() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits in scikit-learn's order: pixels ``uint8`` 0..16, labels ``int32``."""
+    spec = importlib.util.find_spec("sklearn")
+    roots = spec.submodule_search_locations if spec is not None else None
+    csv = pathlib.Path(next(iter(roots or ()), "/nonexistent"), "datasets", "data", "digits.csv.gz")
+    if csv.is_file():
+        with gzip.open(csv, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float64)
+        x, y = table[:, :-1], table[:, -1]
+    else:  # a scikit-learn that keeps its data elsewhere
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        x, y = bunch.data, bunch.target
+    return x.astype(np.uint8), y.astype(np.int32)
 
 
 def _head(name: str, split: str, x: np.ndarray, y: np.ndarray, n: int | None):

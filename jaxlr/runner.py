@@ -15,10 +15,11 @@ import dataclasses
 import functools
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -128,6 +129,8 @@ class _Sweep:
     rate_frames: list[pd.DataFrame] = dataclasses.field(default_factory=list)  # rates.csv rows
     fuse: bool = False  # chunks of a round share programs (see jaxlr.plan.fuse_chunks)
     memory: int = 0  # device bytes a program's lanes may use
+    parallel: int = 1  # programs trained at the same time (see parallel_programs)
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)  # set: stop now
 
     def fuse_chunks(self, chunks: list[Chunk], first: int = 0) -> list[tuple[int, ...]]:
         """The programs of ``chunks`` (numbered from ``first``)."""
@@ -212,6 +215,7 @@ def run(
         mesh = dev.lane_mesh(cfg.devices)
         memory = int(dev.device_memory_bytes() * MEMORY_FRACTION) * dev.mesh_size(mesh)
         fuse = fuse_enabled(cfg.fuse, mesh)
+        parallel = parallel_programs(cfg.parallel, mesh)
         chunks, programs = _plan(cfg, dataset, mesh, memory, fuse, confirm_long, log)
     record = config_record(cfg, dataset, chunks, dev.mesh_size(mesh), programs)
     if out is not None and writer:
@@ -224,7 +228,7 @@ def run(
     with _progress(total, progress) as bar, compilation.tracking(cache) as compiled:
         compiler = _Programs(data, enabled=mesh is None)
         sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar, writer, compiler)
-        sweep.fuse, sweep.memory = fuse, memory
+        sweep.fuse, sweep.memory, sweep.parallel = fuse, memory, parallel
         for members in programs:
             compiler.submit(sweep.program_key([chunks[i] for i in members]))
         try:
@@ -281,6 +285,35 @@ def fuse_enabled(mode: str, mesh: Any) -> bool:
     return mesh is None and (mode == "on" or (mode == "auto" and accelerator))
 
 
+def parallel_programs(requested: int | None, mesh: Any) -> int:
+    """How many programs train at the same time: ``--parallel``, or by default one per core on
+    the CPU (divided among the devices of a lane mesh) and one on a GPU or TPU.
+
+    XLA runs a CPU program's lane-batched matmuls on one core, so a sweep of several programs
+    uses the other cores only by training several programs at once; each program computes
+    exactly what it computes alone. A GPU runs one program at a time well; several buckets
+    share its steps through fused programs instead (:func:`fuse_enabled`). A multi-process
+    sweep trains one program at a time: its processes must gather checkpoints in one order.
+    """
+    if jax.process_count() > 1:
+        if requested not in (None, 1):
+            raise ConfigError("a multi-process sweep trains one program at a time; drop --parallel")
+        return 1
+    if requested is not None:
+        return requested
+    if jax.default_backend() != "cpu":
+        return 1
+    return max(1, _cores() // dev.mesh_size(mesh))
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _run_all(
     sweep: _Sweep, chunks: list[Chunk], programs: list[tuple[int, ...]], frames: list
 ) -> None:
@@ -313,11 +346,10 @@ def _run_programs(
     sweep: _Sweep, chunks: list[Chunk], programs: list[tuple[int, ...]], frames: list
 ) -> None:
     """Runs ``programs`` (tuples of indices into ``chunks``), appending their rows to
-    ``frames`` and, after each, rewriting ``results.csv``."""
+    ``frames`` and, after each, rewriting ``results.csv``; up to ``sweep.parallel`` at a time."""
     cfg, out = sweep.cfg, sweep.out
-    for indices in programs:
-        sweep.bar.set_description(_describe(sweep, indices, chunks))
-        done = _run_program(sweep, [(i, chunks[i]) for i in indices])
+
+    def record(indices: tuple[int, ...], done: list[tuple[dict, Any]]) -> None:
         for i, (metrics, div) in zip(indices, done, strict=True):
             chunk = chunks[i]
             b = chunk.bucket
@@ -328,6 +360,111 @@ def _run_programs(
                 sweep.rate_frames.append(res.rates_frame(*keys, rates, round_=chunk.round))
         if out is not None and sweep.writer:  # finished chunks are on disk as they finish
             res.write_csv(out / "results.csv", res.sort_results(pd.concat(frames)))
+
+    def train(indices: tuple[int, ...]) -> list[tuple[dict, Any]]:
+        return _run_program(sweep, [(i, chunks[i]) for i in indices])
+
+    if sweep.parallel <= 1 or len(programs) <= 1:
+        for indices in programs:
+            sweep.bar.set_description(_describe(sweep, indices, chunks))
+            record(indices, train(indices))
+        return
+    nbytes = _chunk_bytes(cfg, sweep.dataset)
+    d_in, n_cls = sweep.dataset.in_features, sweep.dataset.num_classes
+    running: dict[tuple[int, ...], str] = {}
+
+    def label(indices: tuple[int, ...] | None = None, start: bool = True) -> None:
+        if indices is not None:
+            if start:
+                running[indices] = _describe(sweep, indices, chunks)
+            else:
+                running.pop(indices, None)
+        sweep.bar.set_description(" | ".join(running.values()))
+
+    def started(indices: tuple[int, ...]) -> None:
+        label(indices)
+
+    def finished(indices: tuple[int, ...], done: list[tuple[dict, Any]]) -> None:
+        label(indices, start=False)
+        record(indices, done)
+
+    run_concurrently(
+        programs,
+        train,
+        slots=sweep.parallel,
+        cost=lambda m: sum(planning.chunk_cost(chunks[i], d_in, n_cls) for i in m),
+        nbytes=lambda m: sum(nbytes(chunks[i]) for i in m),
+        memory=sweep.memory,
+        on_start=started,
+        on_done=finished,
+        stop=sweep.stop,
+    )
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def run_concurrently(
+    tasks: list[T],
+    run: Callable[[T], R],
+    *,
+    slots: int,
+    cost: Callable[[T], float],
+    nbytes: Callable[[T], int],
+    memory: int,
+    on_start: Callable[[T], None],
+    on_done: Callable[[T, R], None],
+    stop: threading.Event,
+) -> None:
+    """Runs ``run(task)`` for every task in worker threads, at most ``slots`` at a time.
+
+    Longest first (by ``cost``; ties in the given order), so the last to finish is short. A task
+    starts only while it fits in ``memory`` with the running ones (``nbytes``), or when nothing
+    runs. ``on_start`` and ``on_done`` run in this thread, ``on_done`` as each task finishes.
+
+    When a task fails, no other starts; the running ones finish and are reported, then the
+    error is raised. When this thread is interrupted (Ctrl-C), ``stop`` is set, so that running
+    tasks can stop early (at their next epoch), and the interruption is raised once they have.
+    """
+    pending = sorted(range(len(tasks)), key=lambda k: (-cost(tasks[k]), k))
+    futures: dict[cf.Future, int] = {}
+    failure: BaseException | None = None
+    pool = cf.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="jaxlr-program")
+    try:
+        while pending or futures:
+            used = sum(nbytes(tasks[k]) for k in futures.values())
+            for k in list(pending):
+                if failure is not None or len(futures) >= slots:
+                    break
+                if futures and used + nbytes(tasks[k]) > memory:
+                    continue
+                pending.remove(k)
+                on_start(tasks[k])
+                futures[pool.submit(run, tasks[k])] = k
+                used += nbytes(tasks[k])
+            if failure is not None:
+                pending.clear()
+            if not futures:
+                break
+            # a short timeout, so that this thread sees a Ctrl-C that another thread received
+            done, _ = cf.wait(futures, timeout=0.1, return_when=cf.FIRST_COMPLETED)
+            for f in sorted(done, key=futures.__getitem__):
+                k = futures.pop(f)
+                try:
+                    result = f.result()
+                except BaseException as e:  # another task may still finish and be reported
+                    failure = failure or e
+                    continue
+                on_done(tasks[k], result)
+    except BaseException:
+        stop.set()
+        cf.wait(futures)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    if failure is not None:
+        raise failure
 
 
 def _refinement(cfg: SweepConfig, grid: list[Chunk], df: pd.DataFrame, round_: int) -> list:
@@ -465,7 +602,7 @@ def _prepare(sweep: _Sweep, index: int, chunk: Chunk) -> _Job | tuple[dict[str, 
             treedef = jax.tree.structure(state)
             state = jax.tree.unflatten(treedef, [np.asarray(x) for x in leaves])
             sweep.bar.update(lane_steps * start)
-    saver = _EpochSaver(store, cfg, history, sweep.bar, lane_steps, sweep.writer)
+    saver = _EpochSaver(store, cfg, history, sweep.bar, lane_steps, sweep.writer, sweep.stop)
     state = dev.place_state(state, sweep.mesh)
     return _Job(index, chunk, spec, seeds_a, lrs_a, state, start, history, store, saver)
 
@@ -563,9 +700,11 @@ class _EpochSaver:
         bar: Any,
         steps: int,
         write: bool,
+        stop: threading.Event | None = None,
     ):
         self.store, self.cfg, self.history, self.bar, self.steps = store, cfg, history, bar, steps
         self.write = write  # every process gathers the state; process 0 writes it
+        self.stop = stop  # set when the sweep is interrupted: stop after this epoch
         self.so_far: list[Any] = []
         self.last_save = time.monotonic()
 
@@ -581,6 +720,8 @@ class _EpochSaver:
         return jax.process_count() == 1 and time.monotonic() - self.last_save > AUTO_CKPT_S
 
     def __call__(self, epoch: int, state: Any, metrics: Any, due: bool | None = None) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise KeyboardInterrupt  # the sweep was interrupted while this program trained
         self.bar.update(self.steps)
         self.so_far.append(metrics)
         if self.store is not None and (self.due(epoch + 1) if due is None else due):

@@ -36,6 +36,7 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
         (["--parametrization", "mup"], "--base-width"),
         (["--lr-rule", "per-layer"], "--layer-lr-mults"),
         (["--dataset", "synthetic", "--n-train", "10", "--batch-size", "64"], "larger than"),
+        (["--parallel", "0"], "--parallel must be at least 1, got 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, needle, tmp_path):

@@ -519,6 +519,40 @@ def test_digits_split_is_deterministic_stratified_and_complete(no_network):
     assert ours == rows(full.data, full.target)
 
 
+def test_digits_equal_scikit_learns_split_row_for_row(no_network):
+    """The recorded split and the csv reader give exactly what scikit-learn's own
+    ``load_digits`` + stratified ``train_test_split`` give, in the same order."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    full = load_digits()
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        full.data, full.target, test_size=0.2, stratify=full.target, random_state=0
+    )
+    ds = load_dataset("digits")
+    for ours, ref in ((ds.x_train, x_tr), (ds.x_test, x_te), (ds.y_train, y_tr), (ds.y_test, y_te)):
+        np.testing.assert_array_equal(ours, ref.astype(ours.dtype))
+        np.testing.assert_array_equal(ours.astype(ref.dtype), ref)  # no value lost in the cast
+
+
+def test_digits_without_the_csv_reads_through_scikit_learn(no_network, monkeypatch):
+    import importlib.util
+
+    real = data.load_dataset("digits")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    again = data.load_dataset("digits")
+    for field in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(real, field))
+
+
+def test_a_damaged_digits_split_file_is_a_clear_error(no_network, monkeypatch, tmp_path):
+    bad = tmp_path / "split.npy"
+    np.save(bad, np.zeros(1797, np.uint16))
+    monkeypatch.setattr(data, "DIGITS_SPLIT_FILE", bad)
+    with pytest.raises(data.DataError, match="not a split of the 1797 bundled digits"):
+        data.load_dataset("digits")
+
+
 def test_digits_normalization_uses_train_pixels(no_network):
     ds = load_dataset("digits")
     ref = ds.x_train.astype(np.float64)

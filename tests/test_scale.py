@@ -321,3 +321,130 @@ def test_fused_programs_equal_separate_programs_and_resume(digits, tmp_path, mon
     (killed / "checkpoints" / latest[0]).unlink()
     run_sweep(cfg.replace(out=str(killed), fuse="on"), dataset=digits, progress=False, resume=True)
     assert (killed / "results.csv").read_bytes() == (ref / "results.csv").read_bytes()
+
+
+# ------------------------------------------------------------------------------------------
+# programs trained at the same time (--parallel)
+
+
+def test_parallel_programs_equal_one_at_a_time_and_resume(digits, tmp_path, monkeypatch):
+    """Two programs at a time give the bytes of one at a time, really run two at once, and a
+    Ctrl-C while both train stops both; --resume then finishes the same bytes."""
+    import _thread
+    import threading
+
+    from jaxlr import runner
+
+    cfg = BASE.replace(optimizers=("sgd", "adam"), epochs=3, checkpoint_every=1, fuse="off")
+    ref = tmp_path / "ref"
+    run_sweep(cfg.replace(out=str(ref), parallel=1), dataset=digits, progress=False)
+
+    active, peak, lock = set(), [0], threading.Lock()
+    original = runner._run_program
+
+    def tracked(sweep, chunks):
+        with lock:
+            active.add(threading.get_ident())
+            peak[0] = max(peak[0], len(active))
+        try:
+            return original(sweep, chunks)
+        finally:
+            with lock:
+                active.discard(threading.get_ident())
+
+    monkeypatch.setattr(runner, "_run_program", tracked)
+    two = tmp_path / "two"
+    run_sweep(cfg.replace(out=str(two), parallel=2), dataset=digits, progress=False)
+    for f in ("results.csv", "summary.csv"):
+        assert (two / f).read_bytes() == (ref / f).read_bytes(), f
+    assert peak[0] == 2
+    record = json.loads((two / "config.json").read_text())
+    assert record["config"]["parallel"] == 2 and len(record["programs"]) == 4
+
+    # Ctrl-C (in the main thread) once both programs have trained an epoch
+    saver = runner._EpochSaver.__call__
+    calls = []
+
+    def interrupt_main(self, epoch, *args, **kw):
+        with lock:
+            calls.append(epoch)
+            n = len(calls)
+        if n == 2:
+            _thread.interrupt_main()
+        if n >= 2:  # every program waits here for the interruption to reach it
+            assert self.stop.wait(60)
+        saver(self, epoch, *args, **kw)
+
+    monkeypatch.setattr(runner._EpochSaver, "__call__", interrupt_main)
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg.replace(out=str(killed), parallel=2), dataset=digits, progress=False)
+    monkeypatch.setattr(runner._EpochSaver, "__call__", saver)
+    assert not (killed / "results.csv").exists()  # both stopped; no program had finished
+    run_sweep(cfg.replace(out=str(killed), parallel=2), dataset=digits, progress=False, resume=True)
+    for f in ("results.csv", "summary.csv"):
+        assert (killed / f).read_bytes() == (ref / f).read_bytes(), f
+
+
+def _tasks_log(slots, memory, sizes, fail=None):
+    """Runs fake tasks ``name -> (cost, bytes)`` through run_concurrently; returns the start
+    order, the peak of concurrently used slots and bytes, and the results reported."""
+    import threading
+
+    from jaxlr.runner import run_concurrently
+
+    lock = threading.Lock()
+    running, started, done, peak = {}, [], {}, {"slots": 0, "bytes": 0}
+    release = {k: threading.Event() for k in sizes}
+
+    def run(k):
+        with lock:
+            running[k] = sizes[k][1]
+            peak["slots"] = max(peak["slots"], len(running))
+            peak["bytes"] = max(peak["bytes"], sum(running.values()))
+        time.sleep(0.05 * sizes[k][0])
+        with lock:
+            del running[k]
+        if k == fail:
+            raise ValueError(f"task {k} failed")
+        return k.upper()
+
+    run_args = dict(
+        slots=slots,
+        cost=lambda k: sizes[k][0],
+        nbytes=lambda k: sizes[k][1],
+        memory=memory,
+        on_start=started.append,
+        on_done=lambda k, r: done.__setitem__(k, r),
+        stop=threading.Event(),
+    )
+    error = None
+    try:
+        run_concurrently(list(sizes), run, **run_args)
+    except ValueError as e:
+        error = str(e)
+    del release
+    return started, peak, done, error
+
+
+def test_run_concurrently_longest_first_within_slots_and_memory():
+    sizes = {"a": (1, 10), "b": (4, 10), "c": (2, 10), "d": (3, 10), "e": (1, 10)}
+    started, peak, done, error = _tasks_log(2, 100, sizes)
+    assert started == ["b", "d", "c", "a", "e"] and error is None  # by cost, ties in order
+    assert peak["slots"] == 2 and done == {k: k.upper() for k in sizes}
+
+    # memory 25: two 10-byte tasks fit together, the 20-byte one only with nothing else...
+    sizes = {"big": (3, 20), "x": (2, 10), "y": (2, 10), "z": (1, 10)}
+    started, peak, done, _ = _tasks_log(3, 25, sizes)
+    assert peak["bytes"] <= 25 and len(done) == 4
+    # ...and a task larger than the whole budget still runs, alone
+    started, peak, done, _ = _tasks_log(2, 15, {"huge": (1, 40), "x": (1, 10)})
+    assert peak["bytes"] == 40 and peak["slots"] == 1 and len(done) == 2
+
+
+def test_run_concurrently_reports_the_others_then_raises_a_failure():
+    sizes = {"long": (6, 1), "bad": (2, 1), "later": (1, 1)}
+    started, _, done, error = _tasks_log(2, 100, sizes, fail="bad")
+    assert error == "task bad failed"
+    assert done == {"long": "LONG"}  # the running task finished and was reported
+    assert "later" not in started  # nothing starts after a failure
