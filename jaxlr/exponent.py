@@ -416,5 +416,5 @@ def plot_width_exponent(
         (f"{title}: " if title else "") + "lr* ∝ width^α (band: 95% bootstrap over seeds)",
         fontsize=10,
     )
-    res.atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", format="png"))
+    res.atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, format="png"))
     plt.close(fig)
