@@ -138,8 +138,10 @@ def test_kill9_then_resume_gives_identical_results(tmp_path):
         "10",
         "--checkpoint-every",
         "1",
-        "--fuse",  # one program per chunk: chunk 0 finishes while chunk 1 trains
+        "--fuse",  # one program per chunk, one at a time: chunk 0 finishes while chunk 1 trains
         "off",
+        "--parallel",
+        "1",
     ]
     ref = _sweep(*args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
