@@ -96,8 +96,8 @@ IDX_FILES: tuple[str, ...] = (
 
 DATA_DIR_ENV = "JAXLR_DATA_DIR"
 DIGITS_TEST_FRACTION = 0.2  # 1,797 digits -> 1,437 train / 360 test
-DIGITS_SPLIT_SEED = 0  # random_state of the stratified split
-DIGITS_SPLIT_FILE = pathlib.Path(__file__).with_name("digits_split.npy")  # its row order
+# the row order of the stratified split (train_test_split with random_state=0)
+DIGITS_SPLIT_FILE = pathlib.Path(__file__).with_name("digits_split.npy")
 SYNTHETIC_SHAPE = {"n_train": 60_000, "n_test": 10_000, "features": 784, "num_classes": 10}
 
 
@@ -402,10 +402,10 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def _digits_table() -> tuple[np.ndarray, np.ndarray]:
     """The 1,797 digits in scikit-learn's order: pixels ``uint8`` 0..16, labels ``int32``."""
-    spec = importlib.util.find_spec("sklearn")
-    roots = spec.submodule_search_locations if spec is not None else None
-    csv = pathlib.Path(next(iter(roots or ()), "/nonexistent"), "datasets", "data", "digits.csv.gz")
-    if csv.is_file():
+    spec = importlib.util.find_spec("sklearn")  # where it is installed, without importing it
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    csv = pathlib.Path(roots[0], "datasets", "data", "digits.csv.gz") if roots else None
+    if csv is not None and csv.is_file():
         with gzip.open(csv, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.float64)
         x, y = table[:, :-1], table[:, -1]

@@ -32,7 +32,7 @@ MAX_PIXELS = 4000
 MAX_PANELS = 16
 """Above this many lr panels per group, :func:`plot_loss_curves` draws a heatmap instead."""
 _DPI = 110
-_MAX_INCHES = 0.92 * MAX_PIXELS / _DPI
+_MAX_INCHES = 0.92 * MAX_PIXELS / _DPI  # a margin below MAX_PIXELS
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 

@@ -371,21 +371,15 @@ def _run_programs(
         return
     nbytes = _chunk_bytes(cfg, sweep.dataset)
     d_in, n_cls = sweep.dataset.in_features, sweep.dataset.num_classes
-    running: dict[tuple[int, ...], str] = {}
-
-    def label(indices: tuple[int, ...] | None = None, start: bool = True) -> None:
-        if indices is not None:
-            if start:
-                running[indices] = _describe(sweep, indices, chunks)
-            else:
-                running.pop(indices, None)
-        sweep.bar.set_description(" | ".join(running.values()))
+    running: dict[tuple[int, ...], str] = {}  # the progress bar names every running program
 
     def started(indices: tuple[int, ...]) -> None:
-        label(indices)
+        running[indices] = _describe(sweep, indices, chunks)
+        sweep.bar.set_description(" | ".join(running.values()))
 
     def finished(indices: tuple[int, ...], done: list[tuple[dict, Any]]) -> None:
-        label(indices, start=False)
+        del running[indices]
+        sweep.bar.set_description(" | ".join(running.values()))
         record(indices, done)
 
     run_concurrently(
@@ -435,7 +429,7 @@ def run_concurrently(
         while pending or futures:
             used = sum(nbytes(tasks[k]) for k in futures.values())
             for k in list(pending):
-                if failure is not None or len(futures) >= slots:
+                if len(futures) >= slots:
                     break
                 if futures and used + nbytes(tasks[k]) > memory:
                     continue
@@ -443,8 +437,6 @@ def run_concurrently(
                 on_start(tasks[k])
                 futures[pool.submit(run, tasks[k])] = k
                 used += nbytes(tasks[k])
-            if failure is not None:
-                pending.clear()
             if not futures:
                 break
             # a short timeout, so that this thread sees a Ctrl-C that another thread received
@@ -453,8 +445,9 @@ def run_concurrently(
                 k = futures.pop(f)
                 try:
                     result = f.result()
-                except BaseException as e:  # another task may still finish and be reported
+                except BaseException as e:  # the running tasks still finish and are reported
                     failure = failure or e
+                    pending.clear()
                     continue
                 on_done(tasks[k], result)
     except BaseException:
