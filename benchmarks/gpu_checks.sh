@@ -10,7 +10,9 @@
 #            (--fuse auto) and one program per width (--fuse off), and whether the two give the
 #            same results.csv bytes
 #   seed001  benchmarks/sweep_vs_torch.py --device gpu --workload seed-001 (fp32 "highest" and
-#            TF32): the grid per width and as one program, FLOP-ceiling shares, the PyTorch ways
+#            TF32): the grid per width and as one program, FLOP-ceiling shares, the SGD step
+#            folded into the weight-gradient product (--sgd-update folded) against the generic
+#            one, the PyTorch ways
 #            (baselines measured over 300 steps of every run and extrapolated)
 #   tests    the engine, transform and scale tests on the GPU
 #
@@ -67,7 +69,7 @@ EOF
       ;;
     seed001)
       timed seed001 python benchmarks/sweep_vs_torch.py --device gpu --workload seed-001 \
-        --precision highest,tensorfloat32 --baseline-steps 300 --torch-func \
+        --precision highest,tensorfloat32 --sgd-update generic,folded --baseline-steps 300 --torch-func \
         --out "$OUT/gpu_sweep_vs_torch.md" --note "benchmarks/gpu_checks.sh"
       tail -n 40 "$OUT/seed001.out" >>"$LOG"
       ;;

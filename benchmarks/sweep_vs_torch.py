@@ -61,6 +61,7 @@ import platform
 import statistics
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -86,9 +87,11 @@ TORCH_PRECISION = {
     "bfloat16": "medium",
 }
 from jaxlr.cli import parse_floats, parse_ints  # noqa: E402
+from jaxlr.config import SgdUpdate  # noqa: E402
 from jaxlr.data import EVAL_CHUNK  # noqa: E402  (test examples per forward pass, both sides)
 from jaxlr.results import atomic_write  # noqa: E402
 
+SGD_UPDATES: tuple[str, ...] = typing.get_args(SgdUpdate)
 WARMUP_STEPS = 3  # untimed steps per PyTorch method and width before timing
 
 Method = Literal["torch_dataloader", "torch_memory", "torch_func", "jaxlr_e2e", "jaxlr"]
@@ -125,6 +128,8 @@ class BenchConfig:
     baseline_steps: int | None = None  # steps per run the torch baselines run (None: all)
     precision: str = "highest"  # jax.default_matmul_precision; torch's matmul precision matches
     extra_precisions: tuple[str, ...] = ()  # seed-001: jaxlr re-run under these (speed, losses)
+    sgd_update: str = "generic"  # jaxlr's SGD step (jaxlr.engine._make_step): generic or folded
+    extra_updates: tuple[str, ...] = ()  # jaxlr re-run with these SGD steps (speed, losses)
     repeats: int = 1  # timings per method and width, interleaved; the fastest is kept
     threads: int = 0  # torch.set_num_threads; 0: the number of cores this process may use
     ceiling_size: int | None = None  # seed-001: n of the n x n matmul (None: 8192 GPU, 2048 CPU)
@@ -199,6 +204,7 @@ class BenchResult:
     rows: list[Row]
     environment: dict[str, Any]
     workload: dict[str, Any] = dataclasses.field(default_factory=dict)  # seed-001 extras
+    updates: dict[str, Any] = dataclasses.field(default_factory=dict)  # other SGD steps
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,12 +513,14 @@ def time_torch(
 # jaxlr
 
 
-def jaxlr_spec(width: int, cfg: BenchConfig, ds: Any) -> Any:
-    """The :class:`jaxlr.engine.RunSpec` of width ``width``: an epoch is ``steps_per_epoch``."""
+def jaxlr_spec(width: int, cfg: BenchConfig, ds: Any, update: str | None = None) -> Any:
+    """The :class:`jaxlr.engine.RunSpec` of width ``width``: an epoch is ``steps_per_epoch``;
+    SGD's step is ``update`` (default ``cfg.sgd_update``)."""
     from jaxlr.config import TrainOptions
     from jaxlr.engine import RunSpec
 
-    spec = RunSpec.create(TrainOptions(batch_size=cfg.batch_size), ds, (width, width), "sgd")
+    options = TrainOptions(batch_size=cfg.batch_size, sgd_update=update or cfg.sgd_update)
+    spec = RunSpec.create(options, ds, (width, width), "sgd")
     return dataclasses.replace(spec, steps_per_epoch=cfg.steps_per_epoch)
 
 
@@ -540,12 +548,12 @@ def _timed_training(
 
 
 def time_jaxlr(
-    width: int, cfg: BenchConfig, data: Any, ds: Any, precision: str
+    width: int, cfg: BenchConfig, data: Any, ds: Any, precision: str, update: str | None = None
 ) -> tuple[Row, Row, dict[str, Any]]:
     """Times ``train_lanes`` on every lane of ``width``: end to end, and compiled."""
     from jaxlr.engine import train_lanes
 
-    spec = jaxlr_spec(width, cfg, ds)
+    spec = jaxlr_spec(width, cfg, ds, update)
     seeds, lrs = list(range(cfg.seeds)), list(cfg.lrs)
     train = functools.partial(train_lanes, spec, data, seeds, lrs, cfg.epochs)
     state, metrics, e2e, compiled, epoch_s = _timed_training(train, cfg.epochs, precision)
@@ -579,11 +587,13 @@ def time_jaxlr_fused(cfg: BenchConfig, data: Any, ds: Any, precision: str) -> di
     }
 
 
-def retime_jaxlr(width: int, cfg: BenchConfig, data: Any, ds: Any, precision: str) -> float:
+def retime_jaxlr(
+    width: int, cfg: BenchConfig, data: Any, ds: Any, precision: str, update: str | None = None
+) -> float:
     """One more (compiled, cached) ``train_lanes`` call of ``width``: its wall time."""
     from jaxlr.engine import train_lanes
 
-    spec = jaxlr_spec(width, cfg, ds)
+    spec = jaxlr_spec(width, cfg, ds, update)
     with jax.default_matmul_precision(precision):
         t0 = time.perf_counter()
         state, _ = train_lanes(spec, data, list(range(cfg.seeds)), list(cfg.lrs), cfg.epochs)
@@ -700,6 +710,10 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Be
         if hasattr(os, "getloadavg"):
             env["load_average_end"] = list(os.getloadavg())
         result = BenchResult(cfg, rows, env)
+        for update in cfg.extra_updates:
+            result.updates[update] = _update_run(
+                update, cfg, rows, devices, jdata, ds, jax_extra, log
+            )
         if cfg.workload == "seed-001":
             result.workload = seed001_extras(cfg, rows, devices, jdata, ds, jax_extra, log)
         return result
@@ -768,6 +782,73 @@ def _time_width(
     e2e = best["jaxlr_e2e"]
     e2e.compile_s = max(e2e.time_s - best["jaxlr"].time_s, 0.0)
     return [best[m] for m in (*methods, "jaxlr_e2e", "jaxlr")]
+
+
+def _update_run(
+    update: str,
+    cfg: BenchConfig,
+    rows: list[Row],
+    devices: Devices,
+    jdata: Any,
+    ds: Any,
+    jax_extra: dict[str, Any],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The jaxlr grid again with SGD step ``update``: per width, the time end to end and
+    compiled (fastest of ``cfg.repeats``), the ratio to ``cfg.sgd_update``'s, and the final
+    test losses' largest difference from it on the runs finite under both."""
+    per_width = {}
+    for w in cfg.widths:
+        with jax.default_device(devices.jax):
+            e2e, row, extra = time_jaxlr(w, cfg, jdata, ds, cfg.precision, update)
+            compiled = row.time_s
+            for _ in range(cfg.repeats - 1):
+                compiled = min(compiled, retime_jaxlr(w, cfg, jdata, ds, cfg.precision, update))
+        base = {r.method: r for r in rows if r.width == w}
+        loss = np.asarray(extra["test_loss"][-1])
+        ref = np.asarray(jax_extra[str(w)]["test_loss"][-1])
+        both = np.isfinite(loss) & np.isfinite(ref)
+        diff = np.abs(loss - ref)[both]
+        per_width[str(w)] = {
+            "time_s": e2e.time_s,
+            "compiled_s": compiled,
+            "compiled_vs_base": compiled / base["jaxlr"].time_s,
+            "base_compiled_s": base["jaxlr"].time_s,
+            "steps_per_s": row.run_steps / compiled,
+            "max_abs_final_test_loss_diff": float(diff.max()) if diff.size else None,
+            "finite_runs": int(both.sum()),
+            "runs": int(loss.size),
+        }
+        v = per_width[str(w)]
+        log(
+            f"sgd update {update}: width {w}: {compiled:.3f} s compiled vs "
+            f"{base['jaxlr'].time_s:.3f} s {cfg.sgd_update} (x{v['compiled_vs_base']:.2f}); "
+            f"max |d final test loss| {v['max_abs_final_test_loss_diff']}"
+        )
+    return per_width
+
+
+def _update_lines(result: BenchResult) -> list[str]:
+    """The report's section on the other SGD steps (``--sgd-update``)."""
+    cfg = result.config
+    lines: list[str] = []
+    for update, per_width in result.updates.items():
+        lines += [
+            "",
+            f"## jaxlr with `--sgd-update {update}` (against `{cfg.sgd_update}` above)",
+            "",
+            f"| width | {update} compiled (s) | {cfg.sgd_update} compiled (s) | ratio | "
+            "incl. compile (s) | max abs diff final test loss (finite runs) |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for w, v in per_width.items():
+            d = v["max_abs_final_test_loss_diff"]
+            lines.append(
+                f"| {w} | {_secs(v['compiled_s'])} | {_secs(v['base_compiled_s'])} | "
+                f"{v['compiled_vs_base']:.2f} | {_secs(v['time_s'])} | "
+                f"{'n/a' if d is None else f'{d:.2g}'} ({v['finite_runs']}/{v['runs']}) |"
+            )
+    return lines
 
 
 def _precision_run(
@@ -1062,6 +1143,7 @@ def markdown_report(result: BenchResult) -> str:
             f"`*` extrapolated to the full run from {', '.join(map(str, sorted(steps)))} "
             "measured steps per run (time per step and per evaluation)."
         )
+    lines += _update_lines(result)
     if result.workload:
         lines += _workload_lines(result.workload, cfg.precision)
     return "\n".join(lines) + "\n"
@@ -1081,6 +1163,7 @@ def write_report(result: BenchResult, out: str) -> tuple[Path, Path]:
         "environment": result.environment,
         "rows": table_rows(result),
         "workload": result.workload,
+        "updates": result.updates,
     }
     json_path = path.with_suffix(".json")
     _atomic_write(path, md)
@@ -1150,6 +1233,12 @@ def _parser() -> argparse.ArgumentParser:
         "the rest re-run jaxlr to compare speed and losses, e.g. highest,tensorfloat32",
     )
     p.add_argument(
+        "--sgd-update",
+        default="generic",
+        help="jaxlr's SGD step (python -m jaxlr.sweep --sgd-update): generic or folded; a list "
+        "re-runs jaxlr with the rest and compares speed and final losses, e.g. generic,folded",
+    )
+    p.add_argument(
         "--repeats",
         type=int,
         default=1,
@@ -1175,6 +1264,14 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         raise BenchError("--precision is empty; use e.g. highest")
     if len(precisions) > 1 and a.workload != "seed-001":
         raise BenchError("several --precision values are for --workload seed-001 only")
+    updates = tuple(v.strip() for v in a.sgd_update.split(",") if v.strip())
+    for update in updates:
+        if update not in SGD_UPDATES:
+            raise BenchError(
+                f"unknown --sgd-update {update!r}; choose from {', '.join(SGD_UPDATES)}"
+            )
+    if not updates or len(set(updates)) != len(updates):
+        raise BenchError(f"--sgd-update needs distinct values, e.g. generic,folded; got {updates}")
     if a.lrs:
         lrs = a.lrs
     else:
@@ -1215,6 +1312,8 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         baseline_steps=baseline,
         precision=precisions[0],
         extra_precisions=precisions[1:],
+        sgd_update=updates[0],
+        extra_updates=updates[1:],
         repeats=a.repeats,
         threads=a.threads,
         ceiling_size=a.ceiling_size,

@@ -41,6 +41,7 @@ Precision = Literal["highest", "high", "default"]
 DatasetName = Literal["digits", "fashion_mnist", "mnist", "synthetic"]
 DataSource = Literal["idx", "tfds"]
 Select = Literal["test_loss", "train_loss"]
+SgdUpdate = Literal["generic", "folded"]
 
 OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
 LR_RULES: tuple[str, ...] = typing.get_args(LrRule)
@@ -114,6 +115,18 @@ def parametrizations_of(c: Any) -> tuple[str, ...]:
     return (getattr(c, "parametrization", "sp"),)
 
 
+def optimizers_of(c: Any) -> tuple[str, ...]:
+    """The optimizers of a :class:`SweepConfig` (its axis) or of one program (``RunSpec``)."""
+    if hasattr(c, "optimizers"):
+        return c.optimizers
+    return (getattr(c, "optimizer", "sgd"),)
+
+
+def _foldable(c: Any) -> bool:
+    """Whether ``--sgd-update folded`` can apply: plain SGD (no rate rule) in SP."""
+    return "sgd" in optimizers_of(c) and c.lr_rule == "none" and "sp" in parametrizations_of(c)
+
+
 def _uses_base_width(c: Any) -> bool:
     return bool({"mup", "lr-exp"} & set(parametrizations_of(c)))
 
@@ -185,6 +198,15 @@ class TrainOptions:
         "highest",
         "jax.default_matmul_precision of the training programs (highest = full float32)",
         group="training",
+    )
+    sgd_update: SgdUpdate = option(
+        "generic",
+        "plain SGD's step: generic (gradient, then W - lr*g) or folded (the backward pass seeded "
+        "with -lr, so that W + x^T(-lr*delta) is one product with an addend, which a GPU GEMM "
+        "computes in place; equal up to float32 rounding)",
+        group="training",
+        applies=_foldable,
+        applies_to="--optimizer sgd with --lr-rule none and --parametrization sp",
     )
 
     deterministic: bool = option(

@@ -14,7 +14,8 @@ functions over a :class:`TrainState` with leading lane axes ``(seeds, lrs)``:
 * **Divergence.** A sticky per-lane ``alive`` flag:
   ``alive &= isfinite(loss) & (loss < divergence_loss)``, checked on every batch loss. A dead
   lane keeps its last parameters (``where(alive, new, old)``) and the epoch it died in is
-  recorded. Lanes never interact, so a NaN lane cannot change any other lane.
+  recorded (plain SGD's folded step guards the backward pass instead; see
+  :func:`_make_step`). Lanes never interact, so a NaN lane cannot change any other lane.
 * **Metrics.** Per epoch: the mean batch loss of the epoch (``train_loss``), and the loss and
   accuracy on the full test set, evaluated in chunks of ``EVAL_CHUNK`` examples.
 
@@ -76,6 +77,8 @@ class RunSpec(TrainOptions):
             shared.update(base_width=None, lr_exponents=None)
         elif parametrization == "mup":
             shared.update(lr_exponents=None)
+        if not (optimizer == "sgd" and options.lr_rule == "none" and parametrization == "sp"):
+            shared.update(sgd_update="generic")  # only plain SGD folds: one program for the rest
         return cls(
             **shared,
             in_features=dataset.in_features,
@@ -304,10 +307,44 @@ def _make_init(spec: RunSpec, init_params: Callable[[jax.Array], Any]) -> Callab
 
 
 def _make_step(spec: RunSpec, model: Any) -> Callable[..., Any]:
-    """One optimizer step of every lane, ``(seeds, lrs)``-vmapped, with the divergence guard."""
+    r"""One optimizer step of every lane, ``(seeds, lrs)``-vmapped, with the divergence guard.
+
+    **Generic** (every rule): :math:`g = \nabla\ell(\theta)`,
+    :math:`(u, s') = \mathrm{rule}(g, s, \theta)`, :math:`\theta' = \theta + u`; a lane whose
+    batch loss is non-finite or :math:`\ge` ``divergence_loss`` keeps :math:`(\theta, s)`
+    (``where(ok, new, old)`` on every leaf).
+
+    **Folded** (``sgd_update="folded"``; plain SGD in SP): the backward pass is seeded with the
+    cotangent :math:`c = -\eta` (0 for a lane that is or goes dead) instead of 1, so it returns
+    :math:`c\,\nabla\ell(\theta)` and :math:`\theta' = \theta + c\,\nabla\ell(\theta)`.
+    For a dense layer :math:`z = xW + b` with :math:`\delta = \partial\ell/\partial z`,
+
+    .. math:: W' = W + x^\top (c\,\delta), \qquad b' = b + \textstyle\sum_{\text{batch}} c\,\delta,
+
+    a product with an addend, which a GPU GEMM computes in place (:math:`C \leftarrow AB + C`)
+    where the generic step writes :math:`g`, then reads :math:`g` and :math:`W` and writes
+    :math:`W`; the divergence guard is on the :math:`\delta` s (through :math:`c`), not a select
+    between whole parameter copies. Equal to :math:`\theta - \eta g` in exact arithmetic; in
+    float32 :math:`\eta` scales the :math:`\delta` s before the products instead of the
+    gradient after them, so the two differ by rounding. A dead lane's parameters are
+    :math:`\theta + 0\cdot\nabla\ell`: unchanged while its backward pass is finite, NaN once
+    its activations overflow (its metrics are NaN from the epoch it died either way).
+
+    Adam cannot fold: its direction :math:`\hat m / (\sqrt{\hat v} + \epsilon)` is not linear
+    in :math:`g`, so :math:`g` is written and read and :math:`\theta, m, v` are each read and
+    written; the guard's select reads only what the update reads anyway.
+    """
 
     def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
         return cross_entropy(model.apply({"params": params}, x), y)
+
+    def folded_step(params, opt_state, alive, lr, x, y):
+        loss, backward = jax.vjp(lambda p: loss_fn(p, x, y), params)
+        ok = alive & jnp.isfinite(loss) & (loss < spec.divergence_loss)
+        # the cotangent -lr (0 for a dead lane) scales every delta of the backward pass
+        (updates,) = backward(jnp.where(ok, -lr, 0.0).astype(loss.dtype))
+        new_params = jax.tree.map(jnp.add, params, updates)
+        return new_params, opt_state, ok, jnp.where(ok, loss, 0.0)
 
     def lane_step(params, opt_state, alive, lr, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
@@ -322,6 +359,9 @@ def _make_step(spec: RunSpec, model: Any) -> Callable[..., Any]:
             jnp.where(ok, loss, 0.0),
         )
 
+    if spec.sgd_update == "folded":
+        assert spec.optimizer == "sgd" and spec.lr_rule == "none" and spec.parametrization == "sp"
+        lane_step = folded_step
     # inner vmap over lrs shares the batch; outer vmap over seeds has its own batch
     return jax.vmap(
         jax.vmap(lane_step, in_axes=(0, 0, 0, 0, None, None)),

@@ -112,6 +112,8 @@ def test_seed001_workload_reports_totals_ceiling_and_precisions(bench, tmp_path)
         "--torch-func",
         "--precision",
         "highest,high",
+        "--sgd-update",
+        "generic,folded",
         "--ceiling-size",
         "256",
         "--out",
@@ -136,6 +138,13 @@ def test_seed001_workload_reports_totals_ceiling_and_precisions(bench, tmp_path)
     assert set(w["targets"]) == {"grid_under_60s", "at_least_50x_vs_a", "ahead_of_torch_func"}
     md = out.read_text()
     assert "## seed-001 workload" in md and "share of ceiling" in md
+    # the folded SGD step: timed per width, final losses equal to float32 rounding
+    folded = record["updates"]["folded"]
+    assert set(folded) == {"8", "16"}
+    for v in folded.values():
+        assert v["compiled_s"] > 0 and v["finite_runs"] == v["runs"] == 4
+        assert v["max_abs_final_test_loss_diff"] < 1e-4
+    assert "## jaxlr with `--sgd-update folded` (against `generic` above)" in md
     # both widths in one program: the same numbers as their own programs (bitwise on the CPU)
     assert w["fused"]["max_abs_final_test_loss_diff"] == 0
     assert w["fused"]["compiled_s"] > 0 and "All widths in one program" in md
@@ -164,6 +173,8 @@ def test_matmul_flops_match_torch_flop_counter(bench):
         ["--lrs", "-1"],
         ["--steps", "10", "--workload", "seed-001"],
         ["--precision", "highest,high"],  # several precisions: seed-001 only
+        ["--sgd-update", "fast"],
+        ["--sgd-update", "folded,folded"],
     ],
 )
 def test_bad_arguments_exit_2(bench, argv, capsys):

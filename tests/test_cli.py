@@ -37,6 +37,9 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
         (["--lr-rule", "per-layer"], "--layer-lr-mults"),
         (["--dataset", "synthetic", "--n-train", "10", "--batch-size", "64"], "larger than"),
         (["--parallel", "0"], "--parallel must be at least 1, got 0"),
+        (["--sgd-update", "fast"], "--sgd-update: unknown value 'fast'; choose from generic"),
+        (["--optimizer", "adam", "--sgd-update", "folded"], "--sgd-update only applies to"),
+        (["--lr-rule", "adagrad-param", "--sgd-update", "folded"], "--sgd-update only applies"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, needle, tmp_path):

@@ -90,9 +90,11 @@ def _reference_run(spec: RunSpec, ds, seed: int, lr: float, epochs: int):
     return params, np.array(losses)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_vmapped_lane_equals_run_trained_alone(digits, optimizer):
-    spec = _spec(digits, optimizer=optimizer)
+@pytest.mark.parametrize(
+    ("optimizer", "update"), [("sgd", "generic"), ("sgd", "folded"), ("adam", "generic")]
+)
+def test_vmapped_lane_equals_run_trained_alone(digits, optimizer, update):
+    spec = _spec(digits, optimizer=optimizer, sgd_update=update)
     lrs = [0.3, 0.05, 0.01] if optimizer == "sgd" else [1e-2, 1e-3, 1e-4]
     seeds = [0, 1]
     data = device_data(digits)
@@ -118,9 +120,10 @@ def test_common_random_numbers(digits):
     assert not np.allclose(k[0, 0], k[1, 0])
 
 
-def test_nan_lane_leaves_other_lanes_identical(digits):
+@pytest.mark.parametrize("update", ["generic", "folded"])
+def test_nan_lane_leaves_other_lanes_identical(digits, update):
     """Replacing a lane by a diverging one leaves every other lane bit-identical."""
-    spec = _spec(digits)
+    spec = _spec(digits, sgd_update=update)
     data = device_data(digits)
     _, m1 = train_lanes(spec, data, [0], [0.1, 0.05, 0.01], epochs=3)
     st2, m2 = train_lanes(spec, data, [0], [0.1, 1e6, 0.01], epochs=3)
@@ -130,19 +133,20 @@ def test_nan_lane_leaves_other_lanes_identical(digits):
     div = np.asarray(st2.diverged_epoch)
     assert div[0, 1] == 0 and div[0, 0] == -1 and div[0, 2] == -1
     assert np.isnan(m2["train_loss"][:, 0, 1]).all()
-    # the frozen lane keeps finite parameters
-    assert all(np.isfinite(np.asarray(x)[0, 1]).all() for x in jax.tree.leaves(st2.params))
+    if update == "generic":  # the frozen lane keeps finite parameters (folded: see _make_step)
+        assert all(np.isfinite(np.asarray(x)[0, 1]).all() for x in jax.tree.leaves(st2.params))
     # adding a lane changes the shared matmul's shape, hence float rounding only
     _, m3 = train_lanes(spec, data, [0], [0.1, 1e6, 0.05, 0.01], epochs=3)
     for k in m1:
         np.testing.assert_allclose(m1[k][:, :, [0, 1, 2]], m3[k][:, :, [0, 2, 3]], rtol=1e-6)
 
 
-def test_engine_matches_torch_sgd(digits):
+@pytest.mark.parametrize(("update", "lr"), [("generic", 0.1), ("folded", 0.1), ("folded", 0.125)])
+def test_engine_matches_torch_sgd(digits, update, lr):
     """One lane against torch: same init weights (converted), same batches, float32 SGD."""
     torch = pytest.importorskip("torch")
-    spec = _spec(digits, hidden=(32,))
-    lr, seed, epochs = 0.1, 0, 2
+    spec = _spec(digits, hidden=(32,), sgd_update=update)
+    seed, epochs = 0, 2
     data = device_data(digits)
     with jax.default_matmul_precision("highest"):
         state, m = train_lanes(spec, data, [seed], [lr], epochs=epochs)
@@ -356,3 +360,24 @@ def test_buckets_in_one_program_equal_their_own_programs(digits):
         for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(alone_state), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert np.isnan(metrics[1]["train_loss"][-1, :, 1]).all()  # lr 1e3 diverged, alone too
+
+
+def test_folded_sgd_in_a_mixed_sweep(digits, tmp_path):
+    """``--sgd-update folded`` changes only the plain-SGD programs: the Adam runs of the same
+    sweep keep their bytes, the SGD runs agree with the generic step to float32 rounding, and
+    the choice is recorded (it changes results, so it is part of the config hash)."""
+    import json
+
+    cfg = SweepConfig(
+        widths=(16, 32), lrs=(0.1, 0.01), seeds=(0,), epochs=2, optimizers=("sgd", "adam")
+    )
+    a = run_sweep(cfg.replace(out=str(tmp_path / "a")), dataset=digits, progress=False)
+    folded = cfg.replace(sgd_update="folded", out=str(tmp_path / "b"))
+    b = run_sweep(folded, dataset=digits, progress=False)
+    cols = ["train_loss", "test_loss", "test_accuracy"]
+    adam = a.optimizer == "adam"
+    np.testing.assert_array_equal(a[adam][cols].to_numpy(), b[adam][cols].to_numpy())
+    np.testing.assert_allclose(a[~adam][cols].to_numpy(), b[~adam][cols].to_numpy(), rtol=1e-5)
+    record = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert record["config"]["sgd_update"] == "folded"
+    assert folded.grid_hash() != cfg.grid_hash()
