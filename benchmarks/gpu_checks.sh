@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of the sweep, in one prepared run (about 8 minutes on one H100).
+# The GPU measurements of the sweep, in one prepared run (about 9 minutes on one H100).
 #
 #   bash benchmarks/gpu_checks.sh OUT_DIR [stage ...]
 #
@@ -12,8 +12,8 @@
 #   seed001  benchmarks/sweep_vs_torch.py --device gpu --workload seed-001 (fp32 "highest" and
 #            TF32): the grid per width and as one program, FLOP-ceiling shares, the SGD step
 #            folded into the weight-gradient product (--sgd-update folded) against the generic
-#            one, the PyTorch ways
-#            (baselines measured over 300 steps of every run and extrapolated)
+#            one, the PyTorch ways (baselines measured over 300 steps of every run and
+#            extrapolated)
 #   tests    the engine, transform and scale tests on the GPU
 #
 # Run from the repository root (PYTHONPATH=. is set here). Copy OUT_DIR's *.md / *.json into
