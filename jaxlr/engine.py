@@ -332,7 +332,9 @@ def _make_step(spec: RunSpec, model: Any) -> Callable[..., Any]:
 
     Adam cannot fold: its direction :math:`\hat m / (\sqrt{\hat v} + \epsilon)` is not linear
     in :math:`g`, so :math:`g` is written and read and :math:`\theta, m, v` are each read and
-    written; the guard's select reads only what the update reads anyway.
+    written (8 words per parameter and step); the guard's select reads only what the update
+    reads anyway. XLA's CPU back end computes :math:`\theta`, :math:`m` and :math:`v` in three
+    loops that each read :math:`g` (12 words).
     """
 
     def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
