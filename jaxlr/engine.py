@@ -617,9 +617,22 @@ class _CheapProgram:
         return self.prepare(*args)(*args)
 
 
-@functools.lru_cache(maxsize=64)
+_TRAINERS_LOCK = threading.Lock()
+
+
 def cached_trainer(spec: RunSpec) -> Trainer:
-    """:func:`make_trainer`, memoized so that chunks of one bucket share the compiled program."""
+    """:func:`make_trainer`, memoized so that chunks of one bucket share the compiled program.
+
+    Thread-safe and single-flight: threads that ask for the same spec at once (a background
+    compilation and a program starting to train) get the same trainer, so nothing compiles
+    twice.
+    """
+    with _TRAINERS_LOCK:  # make_trainer only builds jit wrappers: cheap to hold the lock
+        return _cached_trainer(spec)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_trainer(spec: RunSpec) -> Trainer:
     return make_trainer(spec)
 
 

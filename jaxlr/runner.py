@@ -229,7 +229,7 @@ def run(
         compiler = _Programs(data, enabled=mesh is None)
         sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar, writer, compiler)
         sweep.fuse, sweep.memory, sweep.parallel = fuse, memory, parallel
-        for members in programs:
+        for members in _training_order(sweep, chunks, programs):  # the first to train first
             compiler.submit(sweep.program_key([chunks[i] for i in members]))
         try:
             _run_all(sweep, chunks, programs, frames)
@@ -370,7 +370,6 @@ def _run_programs(
             record(indices, train(indices))
         return
     nbytes = _chunk_bytes(cfg, sweep.dataset)
-    d_in, n_cls = sweep.dataset.in_features, sweep.dataset.num_classes
     running: dict[tuple[int, ...], str] = {}  # the progress bar names every running program
 
     def started(indices: tuple[int, ...]) -> None:
@@ -386,13 +385,31 @@ def _run_programs(
         programs,
         train,
         slots=sweep.parallel,
-        cost=lambda m: sum(planning.chunk_cost(chunks[i], d_in, n_cls) for i in m),
+        cost=_program_cost(sweep, chunks),
         nbytes=lambda m: sum(nbytes(chunks[i]) for i in m),
         memory=sweep.memory,
         on_start=started,
         on_done=finished,
         stop=sweep.stop,
     )
+
+
+def _program_cost(sweep: _Sweep, chunks: list[Chunk]) -> Callable[[tuple[int, ...]], float]:
+    """The predicted training cost of a program (its chunks' :func:`planning.chunk_cost`)."""
+    d_in, n_cls = sweep.dataset.in_features, sweep.dataset.num_classes
+    return lambda m: sum(planning.chunk_cost(chunks[i], d_in, n_cls) for i in m)
+
+
+def _training_order(
+    sweep: _Sweep, chunks: list[Chunk], programs: list[tuple[int, ...]]
+) -> list[tuple[int, ...]]:
+    """``programs`` in the order they start training: as given one at a time, longest first
+    (as :func:`run_concurrently` starts them) when several train at once."""
+    if sweep.parallel <= 1 or len(programs) <= 1:
+        return list(programs)
+    cost = _program_cost(sweep, chunks)
+    order = sorted(range(len(programs)), key=lambda k: (-cost(programs[k]), k))
+    return [programs[k] for k in order]
 
 
 T = TypeVar("T")
