@@ -381,3 +381,34 @@ def test_folded_sgd_in_a_mixed_sweep(digits, tmp_path):
     record = json.loads((tmp_path / "b" / "config.json").read_text())
     assert record["config"]["sgd_update"] == "folded"
     assert folded.grid_hash() != cfg.grid_hash()
+
+
+def test_cached_trainer_is_single_flight(digits, monkeypatch):
+    """Threads asking for one spec at once (a background compilation and a program starting to
+    train) get one trainer: a second trainer would compile the same programs again."""
+    import threading
+    import time
+
+    from jaxlr import engine
+
+    spec = _spec(digits, hidden=(24, 24))
+    built, make = [], engine.make_trainer
+
+    def slow_make(s):
+        built.append(s)
+        time.sleep(0.2)  # both threads are inside cached_trainer by now
+        return make(s)
+
+    monkeypatch.setattr(engine, "make_trainer", slow_make)
+    barrier, got = threading.Barrier(2), []
+
+    def ask():
+        barrier.wait()
+        got.append(engine.cached_trainer(spec))
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and got[0] is got[1]

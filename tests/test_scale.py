@@ -354,12 +354,32 @@ def test_parallel_programs_equal_one_at_a_time_and_resume(digits, tmp_path, monk
             with lock:
                 active.discard(threading.get_ident())
 
+    compiled, started = [], []  # the programs in the order they compile and start training
+    compile_epoch, describe = runner.compile_epoch, runner._describe
+
+    def compile_in_order(spec, *args):
+        with lock:
+            compiled.append((spec.hidden, spec.optimizer))
+        return compile_epoch(spec, *args)
+
+    def describe_in_order(sweep, indices, chunks):
+        started.append(
+            tuple((chunks[i].bucket.hidden, chunks[i].bucket.optimizer) for i in indices)
+        )
+        return describe(sweep, indices, chunks)
+
     monkeypatch.setattr(runner, "_run_program", tracked)
+    monkeypatch.setattr(runner, "compile_epoch", compile_in_order)
+    monkeypatch.setattr(runner, "_describe", describe_in_order)
     two = tmp_path / "two"
     run_sweep(cfg.replace(out=str(two), parallel=2), dataset=digits, progress=False)
     for f in ("results.csv", "summary.csv"):
         assert (two / f).read_bytes() == (ref / f).read_bytes(), f
     assert peak[0] == 2
+    # the background compilations go in the order the programs start (longest first)
+    assert [s[0] for s in started] == compiled and len(compiled) == 4
+    monkeypatch.setattr(runner, "compile_epoch", compile_epoch)
+    monkeypatch.setattr(runner, "_describe", describe)
     record = json.loads((two / "config.json").read_text())
     assert record["config"]["parallel"] == 2 and len(record["programs"]) == 4
 
