@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
-# The GPU measurements of the sweep, in one prepared run (about 9 minutes on one H100).
+# The GPU measurements of the sweep, in one prepared run (about 10 minutes on one H100).
 #
 #   bash benchmarks/gpu_checks.sh OUT_DIR [stage ...]
 #
-# Stages (all by default, in this order; each writes its own files under OUT_DIR, so a run cut
-# short keeps what finished):
-#   digits   the default `python -m jaxlr.sweep` (digits): whole-process wall time cold (a new
-#            compilation cache) and warm (the same cache), all widths in one program
-#            (--fuse auto) and one program per width (--fuse off), and whether the two give the
-#            same results.csv bytes
+# Stages (all by default, in this order, the yardstick first; each writes its own files under
+# OUT_DIR, so a run cut short keeps what finished). Where one command may run at most 10
+# minutes, give one or two stages per command (seed001 takes about 5-6 minutes on an H100):
 #   seed001  benchmarks/sweep_vs_torch.py --device gpu --workload seed-001 (fp32 "highest" and
 #            TF32): the grid per width and as one program, FLOP-ceiling shares, the SGD step
 #            folded into the weight-gradient product (--sgd-update folded) against the generic
 #            one, the PyTorch ways (baselines measured over 300 steps of every run and
 #            extrapolated)
+#   digits   the default `python -m jaxlr.sweep` (digits): whole-process wall time cold (a new
+#            compilation cache) and warm (the same cache), all widths in one program
+#            (--fuse auto) and one program per width (--fuse off), and whether the two give the
+#            same results.csv bytes
 #   tests    the engine, transform and scale tests on the GPU
 #
 # Run from the repository root (PYTHONPATH=. is set here). Copy OUT_DIR's *.md / *.json into
 # benchmarks/results/ afterwards.
 set -uo pipefail
-OUT="${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR [digits|seed001|tests ...]}"
+OUT="${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR [seed001|digits|tests ...]}"
 shift
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(digits seed001 tests)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(seed001 digits tests)
 mkdir -p "$OUT"
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)"
 LOG="$OUT/gpu_checks.log"
@@ -81,7 +82,7 @@ EOF
       tail -n 5 "$OUT/tests.out" >>"$LOG"
       ;;
     *)
-      say "unknown stage $stage (digits, seed001, tests)"
+      say "unknown stage $stage (seed001, digits, tests)"
       exit 2
       ;;
   esac
