@@ -784,6 +784,22 @@ def _time_width(
     return [best[m] for m in (*methods, "jaxlr_e2e", "jaxlr")]
 
 
+def _final_loss_drift(loss: Any, ref: Any) -> dict[str, Any]:
+    """How far the final test losses ``loss`` are from ``ref`` (same runs), over the runs
+    finite in both: the largest absolute and relative difference (None if there is none), and
+    how many runs were compared."""
+    loss, ref = np.asarray(loss), np.asarray(ref)
+    both = np.isfinite(loss) & np.isfinite(ref)
+    diff = np.abs(loss - ref)[both]
+    rel = diff / np.abs(ref[both])
+    return {
+        "max_abs_final_test_loss_diff": float(diff.max()) if diff.size else None,
+        "max_rel_final_test_loss_diff": float(rel.max()) if diff.size else None,
+        "finite_runs": int(both.sum()),
+        "runs": int(loss.size),
+    }
+
+
 def _update_run(
     update: str,
     cfg: BenchConfig,
@@ -805,19 +821,14 @@ def _update_run(
             for _ in range(cfg.repeats - 1):
                 compiled = min(compiled, retime_jaxlr(w, cfg, jdata, ds, cfg.precision, update))
         base = {r.method: r for r in rows if r.width == w}
-        loss = np.asarray(extra["test_loss"][-1])
         ref = np.asarray(jax_extra[str(w)]["test_loss"][-1])
-        both = np.isfinite(loss) & np.isfinite(ref)
-        diff = np.abs(loss - ref)[both]
         per_width[str(w)] = {
             "time_s": e2e.time_s,
             "compiled_s": compiled,
             "compiled_vs_base": compiled / base["jaxlr"].time_s,
             "base_compiled_s": base["jaxlr"].time_s,
             "steps_per_s": row.run_steps / compiled,
-            "max_abs_final_test_loss_diff": float(diff.max()) if diff.size else None,
-            "finite_runs": int(both.sum()),
-            "runs": int(loss.size),
+            **_final_loss_drift(extra["test_loss"][-1], ref),
         }
         v = per_width[str(w)]
         log(
@@ -865,15 +876,10 @@ def _precision_run(
     for w in cfg.widths:
         with jax.default_device(devices.jax):
             e2e, row, extra = time_jaxlr(w, cfg, jdata, ds, prec)
-        loss = np.asarray(extra["test_loss"][-1])
-        both = np.isfinite(loss) & np.isfinite(base_loss[str(w)])
-        diff = np.abs(loss - base_loss[str(w)])[both]
-        rel = diff / np.abs(base_loss[str(w)][both])
         per_width[str(w)] = {
             "time_s": e2e.time_s,
             "compiled_s": row.time_s,
-            "max_abs_final_test_loss_diff": float(diff.max()) if diff.size else None,
-            "max_rel_final_test_loss_diff": float(rel.max()) if diff.size else None,
+            **_final_loss_drift(extra["test_loss"][-1], base_loss[str(w)]),
         }
         log(
             f"precision {prec}: width {w}: {e2e.time_s:.2f} s end to end; max |d final test "

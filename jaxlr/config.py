@@ -122,9 +122,14 @@ def optimizers_of(c: Any) -> tuple[str, ...]:
     return (getattr(c, "optimizer", "sgd"),)
 
 
+def sgd_folds(optimizer: str, lr_rule: str, parametrization: str) -> bool:
+    """Whether a program can take ``--sgd-update folded``: plain SGD (no rate rule) in SP."""
+    return optimizer == "sgd" and lr_rule == "none" and parametrization == "sp"
+
+
 def _foldable(c: Any) -> bool:
-    """Whether ``--sgd-update folded`` can apply: plain SGD (no rate rule) in SP."""
-    return "sgd" in optimizers_of(c) and c.lr_rule == "none" and "sp" in parametrizations_of(c)
+    """Whether ``--sgd-update folded`` applies to some program of ``c``."""
+    return any(sgd_folds(o, c.lr_rule, p) for o in optimizers_of(c) for p in parametrizations_of(c))
 
 
 def _uses_base_width(c: Any) -> bool:

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 from jaxlr import data as data_lib
-from jaxlr.config import Optimizer, Parametrization, TrainOptions
+from jaxlr.config import Optimizer, Parametrization, TrainOptions, sgd_folds
 from jaxlr.data import DeviceData
 from jaxlr.models import MLP
 
@@ -77,7 +77,7 @@ class RunSpec(TrainOptions):
             shared.update(base_width=None, lr_exponents=None)
         elif parametrization == "mup":
             shared.update(lr_exponents=None)
-        if not (optimizer == "sgd" and options.lr_rule == "none" and parametrization == "sp"):
+        if not sgd_folds(optimizer, options.lr_rule, parametrization):
             shared.update(sgd_update="generic")  # only plain SGD folds: one program for the rest
         return cls(
             **shared,
@@ -362,7 +362,7 @@ def _make_step(spec: RunSpec, model: Any) -> Callable[..., Any]:
         )
 
     if spec.sgd_update == "folded":
-        assert spec.optimizer == "sgd" and spec.lr_rule == "none" and spec.parametrization == "sp"
+        assert sgd_folds(spec.optimizer, spec.lr_rule, spec.parametrization)
         lane_step = folded_step
     # inner vmap over lrs shares the batch; outer vmap over seeds has its own batch
     return jax.vmap(
