@@ -17,7 +17,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -26,7 +26,6 @@ from jaxlr.config import (
     ConfigError,
     SweepConfig,
     check_applies,
-    field_types,
     flag_of,
     load_config,
 )
@@ -104,7 +103,11 @@ def prog_name() -> str:
 
 # -------------------------------------------------------------------- text -> value parsers
 def _split(s: str) -> list[str]:
-    return [v.strip() for v in s.split(",") if v.strip()]
+    """``"a, b"`` -> ``["a", "b"]``; an empty item (``"16,,64"``, a trailing comma) is a typo."""
+    items = [v.strip() for v in s.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"empty item in the list {s!r}; remove the extra comma")
+    return items
 
 
 def _parse_value(tp: Any, s: str) -> Any:
@@ -230,26 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="start from a named configuration; other flags override it",
     )
-    types_ = field_types()
-    for f in dataclasses.fields(SweepConfig):
-        if not f.metadata.get("cli", True):
-            continue
-        tp = types_[f.name]
-        choices = _choices(tp)
-        metavar = f.metadata.get("metavar") or ("{" + ",".join(choices) + "}" if choices else None)
-        shown = f.metadata.get("shown_default") or _show_default(f.default)
-        kind: dict[str, Any] = (
-            {"action": argparse.BooleanOptionalAction}
-            if tp is bool
-            else {"type": _field_parser(f, tp), "metavar": metavar}
-        )
-        groups[f.metadata["group"]].add_argument(
-            flag_of(f),
-            dest=f.name,
-            default=None,
-            help=f"{f.metadata['help']} (default: {shown})",
-            **kind,
-        )
+    add_option_flags(groups, SweepConfig)
     g = groups["grid"]
     g.add_argument(
         "--lr-grid",
@@ -273,6 +257,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def add_option_flags(
+    groups: dict[str, Any] | argparse.ArgumentParser,
+    cls: type = SweepConfig,
+    *,
+    only: Collection[str] | None = None,
+) -> list[str]:
+    """Adds one flag per option field of ``cls`` (:class:`SweepConfig`, :class:`TrainOptions` or
+    a subclass), with its help text, default and parser, exactly as the sweep declares them.
+
+    Every flag defaults to ``None`` ("not given"), so :func:`given_options` can tell what was set.
+
+    Args:
+      groups: a parser, or a map from option group (:data:`jaxlr.config.GROUPS`) to argument group.
+      cls: the dataclass whose fields become flags.
+      only: the field names to add (default: every field with a flag).
+
+    Returns:
+      The names of the fields added, in order.
+    """
+    hints = typing.get_type_hints(cls)
+    added = []
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True) or (only is not None and f.name not in only):
+            continue
+        tp = hints[f.name]
+        choices = _choices(tp)
+        metavar = f.metadata.get("metavar") or ("{" + ",".join(choices) + "}" if choices else None)
+        shown = f.metadata.get("shown_default") or _show_default(f.default)
+        kind: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}
+            if tp is bool
+            else {"type": _field_parser(f, tp), "metavar": metavar, "action": _Once}
+        )
+        target = (
+            groups if isinstance(groups, argparse.ArgumentParser) else groups[f.metadata["group"]]
+        )
+        target.add_argument(
+            flag_of(f),
+            dest=f.name,
+            default=None,
+            help=f"{f.metadata['help']} (default: {shown})",
+            **kind,
+        )
+        added.append(f.name)
+    return added
+
+
+def given_options(args: argparse.Namespace, names: Collection[str]) -> dict[str, Any]:
+    """The option fields among ``names`` that were set explicitly on the command line."""
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+class _Once(argparse.Action):
+    """Stores a flag's value and refuses the flag given twice (``--widths 16 --widths 64``)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice; give it once (a list takes commas)")
+        setattr(namespace, self.dest, values)
 
 
 def _choices(tp: Any) -> tuple[str, ...]:
