@@ -27,16 +27,15 @@ from jaxlr.config import (
     SweepConfig,
     check_applies,
     flag_of,
-    load_config,
 )
 
-SEED_001_LRS = (1.0, 0.5, 0.1, 0.01, 0.001, 0.0001, 0.00001)
+FASHION_WIDTH_LRS = (1.0, 0.5, 0.1, 0.01, 0.001, 0.0001, 0.00001)
 
-_SEED_001: dict[str, Any] = dict(
+_FASHION_WIDTH_SGD: dict[str, Any] = dict(
     dataset="fashion_mnist",
     widths=(64, 256, 1024),
     depth=2,
-    lrs=SEED_001_LRS,
+    lrs=FASHION_WIDTH_LRS,
     optimizers=("sgd",),
     batch_size=64,
     epochs=50,
@@ -45,12 +44,12 @@ _SEED_001: dict[str, Any] = dict(
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # seed 001: 784-w-w-10 on Fashion-MNIST, plain SGD, batch 64, 50 epochs, torch init
-    "seed-001": _SEED_001,
+    # the Fashion-MNIST width experiment: 784-w-w-10, plain SGD, batch 64, 50 epochs, torch init
+    "fashion-width-sgd": _FASHION_WIDTH_SGD,
     # the same grid on the embedded digits data (no download)
-    "seed-001-digits": {**_SEED_001, "dataset": "digits"},
-    # seed 000: 10-w-2 on 100 Gaussian points with random labels, full batch, Adam
-    "seed-000": dict(
+    "digits-width-sgd": {**_FASHION_WIDTH_SGD, "dataset": "digits"},
+    # the width examples: 10-w-2 on 100 Gaussian points with random labels, full batch, Adam
+    "random-labels-adam": dict(
         dataset="synthetic",
         n_train=100,
         n_test=100,
@@ -85,7 +84,7 @@ other commands:
 
 examples:
   {prog}                                   the default sweep on the embedded digits data
-  {prog} --preset seed-001 --epochs 10     seed 001's grid on Fashion-MNIST
+  {prog} --preset fashion-width-sgd --epochs 10   the Fashion-MNIST width grid
   {prog} --optimizer sgd,adam --lr-grid 1e-4:1:13 --select train_loss
 """
 
@@ -242,7 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LO:HI:N",
         help="N log-spaced lrs from LO to HI, e.g. 1e-4:1:13 (joined with --lrs)",
     )
-    g.add_argument("--first-seed", type=int, default=0, help="first seed of --seeds N (default: 0)")
+    g.add_argument(
+        "--first-seed",
+        type=int,
+        default=None,
+        action=_Once,
+        help="first seed of --seeds N (default: 0); not with a seed list",
+    )
     g = groups["execution"]
     g.add_argument(
         "--resume",
@@ -343,9 +348,10 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k not in _NOT_FIELDS and v is not None}
 
 
-def config_from_args(args: argparse.Namespace) -> SweepConfig:
-    """Preset, then explicit flags, then validation."""
-    fields: dict[str, Any] = {}
+def config_from_args(args: argparse.Namespace, base: SweepConfig | None = None) -> SweepConfig:
+    """Preset, then explicit flags, then validation; on top of ``base`` (a recorded sweep's
+    config, for ``--resume``) instead of the defaults when given."""
+    fields: dict[str, Any] = base.to_dict() if base is not None else {}
     if args.preset:
         fields.update(PRESETS[args.preset])
         fields["preset"] = args.preset
@@ -357,12 +363,20 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     if args.lrs is not None or args.lr_grid is not None:
         fields["lrs"] = tuple(sorted(set(args.lrs or ()) | set(args.lr_grid or ())))
     seeds = fields.get("seeds", SweepConfig.seeds)
+    first = args.first_seed
+    if first is not None and first < 0:
+        raise ConfigError(f"--first-seed must be >= 0, got {first}")
     if isinstance(seeds, int):
         if seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {seeds}")
-        fields["seeds"] = tuple(range(args.first_seed, args.first_seed + seeds))
-    elif args.first_seed:
-        fields["seeds"] = tuple(range(args.first_seed, args.first_seed + len(seeds)))
+        fields["seeds"] = tuple(range(first or 0, (first or 0) + seeds))
+    elif first is not None:
+        if "seeds" in given:
+            raise ConfigError(
+                f"--seeds {','.join(map(str, seeds))} lists the seeds and --first-seed {first} "
+                "would shift them; give a count (--seeds N --first-seed S) or the list alone"
+            )
+        fields["seeds"] = tuple(range(first, first + len(seeds)))
     if fields.get("out") is None:
         fields["out"] = f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}"
     cfg = SweepConfig(**fields)
@@ -383,13 +397,23 @@ def merge_main(argv: Sequence[str]) -> int:
     )
     p.add_argument("dirs", nargs="+", help="shard output directories")
     p.add_argument("--out", default=None, help="merged output directory (default runs/merged-*)")
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="merge even if some shards of the sweep are missing (a partial table)",
+    )
     args = p.parse_args(argv)
     out = args.out or f"runs/merged-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     from jaxlr.merge import merge_runs
     from jaxlr.results import format_summary
 
     try:
-        outcome = merge_runs(args.dirs, out)
+        outcome = merge_runs(
+            args.dirs,
+            out,
+            allow_missing=args.allow_missing,
+            warn=lambda m: print(f"{p.prog}: warning: {m}", file=sys.stderr),
+        )
     except ConfigError as e:
         return _error(p.prog, str(e))
     print(format_summary(outcome.summary))
@@ -400,19 +424,32 @@ def merge_main(argv: Sequence[str]) -> int:
 
 
 def _config(args: argparse.Namespace, prog: str) -> SweepConfig:
-    """The config of the command line, or the one recorded in --out for a bare ``--resume``."""
-    if args.resume and not args.out:
+    """The config of the command line; for ``--resume``, the one recorded in ``--out`` with the
+    flags given on top (execution flags may change; others must match the record, which
+    :func:`jaxlr.outputs.check_resumable` checks, naming what differs)."""
+    if not args.resume:
+        return config_from_args(args)
+    if not args.out:
         raise ConfigError("--resume needs --out DIR, the sweep directory to continue")
-    if args.resume and not _given(args).keys() - {"out"} and not args.preset:
-        return load_config(args.out).replace(out=args.out)
-    return config_from_args(args)
+    from jaxlr.outputs import load_config
+
+    return config_from_args(args, base=load_config(args.out)).replace(out=args.out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m jaxlr.sweep``; returns the exit status."""
+    """Entry point of ``python -m jaxlr.sweep``; returns the exit status (2: bad input, 130:
+    interrupted, 1: a failure while training; finished results are kept in every case)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["merge"]:
-        return merge_main(argv[1:])
+    try:
+        if argv[:1] == ["merge"]:
+            return merge_main(argv[1:])
+        return _main(argv)
+    except KeyboardInterrupt:  # outside training (e.g. while importing JAX): nothing to keep
+        print(f"\n{prog_name()}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = parser.prog

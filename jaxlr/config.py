@@ -25,12 +25,9 @@ import functools
 import hashlib
 import json
 import math
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Collection, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 Optimizer = Literal["sgd", "adam"]
@@ -687,6 +684,8 @@ def _validate(c: SweepConfig) -> None:
         v = getattr(c, name)
         if v is not None and v <= 0:
             _fail(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+    if c.data_seed < 0:
+        _fail(f"--data-seed must be a non-negative integer, got {c.data_seed}")
     if c.num_classes is not None and c.num_classes < 2:
         _fail(f"--num-classes must be at least 2, got {c.num_classes}")
     _validate_grid(c)
@@ -713,70 +712,3 @@ def _validate(c: SweepConfig) -> None:
     i, n = c.shard
     if not (n >= 1 and 0 <= i < n):
         _fail(f"--shard must be i/n with 0 <= i < n, got {i}/{n}")
-
-
-# ---------------------------------------------------------------------- the output directory
-def load_config(out: str | os.PathLike) -> SweepConfig:
-    """The config recorded in a sweep directory's ``config.json``."""
-    record = Path(out) / "config.json"
-    try:
-        return SweepConfig.from_dict(json.loads(record.read_text())["config"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"cannot read the sweep config {record}: {e}") from None
-
-
-def check_writable(cfg: SweepConfig) -> None:
-    """Refuses an output path that cannot be written, is a file, or holds another sweep's
-    results (writing there would replace them). Creates the directory."""
-    if cfg.out is None:
-        return
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a directory; choose another --out")
-    record = out / "config.json"
-    if record.exists():
-        try:
-            old = SweepConfig.from_dict(json.loads(record.read_text())["config"])
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(
-                f"--out {out} holds a config.json that is not a jaxlr sweep record; "
-                "choose a new --out"
-            ) from None
-        if old.grid_hash() != cfg.grid_hash():
-            diff = "; ".join(config_diff(old, cfg))
-            raise ConfigError(
-                f"--out {out} already holds the results of a different sweep ({diff}); choose "
-                "a new --out, or add --resume with that sweep's flags to continue it"
-            )
-    _probe_write(out)
-
-
-def _probe_write(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise ConfigError(f"--out {out} is not writable ({reason}); choose another --out") from None
-
-
-def check_resumable(cfg: SweepConfig) -> None:
-    """Refuses to resume into a directory that holds a different sweep (or none), naming the
-    options that differ."""
-    if cfg.out is None:
-        raise ConfigError("--resume needs --out DIR, the directory of the sweep to continue")
-    record = Path(cfg.out) / "config.json"
-    if not record.exists():
-        raise ConfigError(f"--resume: {record} not found; is {cfg.out} a sweep directory?")
-    try:
-        old = SweepConfig.from_dict(json.loads(record.read_text())["config"])
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"--resume: {record} is not a jaxlr sweep record") from None
-    if old.grid_hash() != cfg.grid_hash():
-        diff = "; ".join(config_diff(old, cfg))
-        raise ConfigError(
-            f"--resume: {cfg.out} holds a sweep with other settings (there vs here: {diff}); "
-            f"rerun with that sweep's flags, or `--resume --out {cfg.out}` alone"
-        )
-    _probe_write(Path(cfg.out))

@@ -18,9 +18,9 @@ Datasets (``load_dataset(name)``):
   (:data:`IDX_FILES`, gzipped or not) with a validating numpy reader (:func:`read_idx`), or, with
   ``source="tfds"``, from a TFDS dataset prepared in ``array_record`` format (no TensorFlow needed).
 * ``"synthetic"`` -- Gaussian inputs ``x ~ N(0, 1)`` (``float32``) and uniformly random labels, as
-  in seed 000. Default shape 60,000 train / 10,000 test, 784 features, 10 classes (the benchmark
-  stand-in); ``n_train``, ``n_test``, ``features`` and ``num_classes`` override it (seed 000 is
-  ``n_train=100, features=10, num_classes=2``). Seeded by ``data_seed`` (a numpy ``Generator``).
+  in the width examples. Default shape 60,000 train / 10,000 test, 784 features, 10 classes
+  (the benchmark stand-in); ``n_train``, ``n_test``, ``features`` and ``num_classes`` override it
+  (the width examples use ``n_train=100, features=10, num_classes=2``). Seeded by ``data_seed`` (a numpy ``Generator``).
 
 For the image datasets ``n_train`` / ``n_test`` keep the **first** ``n`` rows of each split (a
 quick run on a subset); ``features`` / ``num_classes`` apply to ``synthetic`` only.
@@ -43,9 +43,10 @@ it, in order (the first directory holding all four files wins):
    installs ``/usr/share/datasets/fashion-mnist/``);
 
 in each root ``<root>/<name>/<file>``, ``<root>/<name with - for _>/<file>`` and
-``<root>/<file>`` are accepted (``<name>`` is ``fashion_mnist`` or ``mnist``). When they are
-absent and ``download=True``, the missing files are downloaded once into ``<data_dir>/<name>/`` if
-``data_dir`` was given, else into ``<cache>/<name>/``, from the dataset's public mirror
+``<root>/<file>`` are accepted (``<name>`` is ``fashion_mnist`` or ``mnist``). A ``data_dir``
+that does not hold them is reported with the files expected; nothing is created or downloaded
+there. Without ``data_dir``, when they are absent and ``download=True``, the missing files are
+downloaded once into ``<cache>/<name>/``, from the dataset's public mirror
 (:data:`IDX_SOURCES`; override it with ``$JAXLR_FASHION_MNIST_MIRROR`` / ``$JAXLR_MNIST_MIRROR``),
 each verified against its sha256 and written atomically. Offline, :class:`DataError` says which
 files are missing, where to put them and where to get them.
@@ -290,9 +291,9 @@ def load_dataset(
     Args:
       name: ``"digits"``, ``"fashion_mnist"``, ``"mnist"`` or ``"synthetic"`` (``-`` is read as
         ``_``, case is ignored).
-      data_dir: first directory searched for IDX files, and where they are downloaded (under
-        ``<data_dir>/<name>/``); for ``source="tfds"`` the TFDS data directory (default TFDS's
-        own: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+      data_dir: the only directory searched for IDX files when given (an error if they are not
+        there; never downloaded into); for ``source="tfds"`` the TFDS data directory (default
+        TFDS's own: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
       source: ``"idx"`` (the IDX files) or ``"tfds"`` (a prepared ``array_record`` TFDS dataset);
         image datasets only.
       download: download missing IDX files from the public mirror (never used for TFDS).
@@ -346,6 +347,16 @@ def load_dataset(
         origin = f"tfds: {key} in {data_dir or 'the TFDS default data_dir'}"
     else:
         directory = find_idx_dir(key, data_dir)
+        if directory is None and data_dir is not None:  # named by the user: no fallback
+            root = pathlib.Path(data_dir).expanduser()
+            state = "does not exist" if not root.exists() else "does not hold them"
+            raise DataError(
+                f"--data-dir {data_dir} {state}: {key} needs the IDX files "
+                f"{', '.join(f.removesuffix('.gz') for f in IDX_FILES)} (gzipped or not) in {root}, {root / key} or "
+                f"{root / key.replace('_', '-')}; nothing was created or downloaded (without "
+                f"--data-dir they are searched in ${DATA_DIR_ENV}, the cache and "
+                f"{', '.join(SYSTEM_DATA_DIRS)}, and downloaded from {mirror_url(key)})"
+            )
         if directory is None:
             if not download:
                 looked = ", ".join(str(r) for r in search_roots(data_dir))

@@ -31,7 +31,7 @@ from jaxlr import compilation
 from jaxlr import devices as dev
 from jaxlr import plan as planning
 from jaxlr import results as res
-from jaxlr.config import ConfigError, SweepConfig, check_resumable, check_writable
+from jaxlr.config import ConfigError, SweepConfig
 from jaxlr.data import device_data
 from jaxlr.engine import (
     RunSpec,
@@ -44,6 +44,8 @@ from jaxlr.engine import (
 )
 from jaxlr.outputs import (
     SweepOutcome,
+    check_resumable,
+    check_writable,
     config_record,
     outcome_of,
     plan_record,

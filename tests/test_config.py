@@ -14,12 +14,10 @@ from jaxlr.config import (
     ConfigError,
     SweepConfig,
     TrainOptions,
-    check_resumable,
-    check_writable,
     config_diff,
     flag_of,
-    load_config,
 )
+from jaxlr.outputs import check_resumable, check_writable, load_config
 
 
 def _parse(*argv: str) -> SweepConfig:
