@@ -20,7 +20,8 @@ Datasets (``load_dataset(name)``):
 * ``"synthetic"`` -- Gaussian inputs ``x ~ N(0, 1)`` (``float32``) and uniformly random labels, as
   in the width examples. Default shape 60,000 train / 10,000 test, 784 features, 10 classes
   (the benchmark stand-in); ``n_train``, ``n_test``, ``features`` and ``num_classes`` override it
-  (the width examples use ``n_train=100, features=10, num_classes=2``). Seeded by ``data_seed`` (a numpy ``Generator``).
+  (the width examples use ``n_train=100, features=10, num_classes=2``). Seeded by ``data_seed``
+  (a numpy ``Generator``).
 
 For the image datasets ``n_train`` / ``n_test`` keep the **first** ``n`` rows of each split (a
 quick run on a subset); ``features`` / ``num_classes`` apply to ``synthetic`` only.
@@ -350,10 +351,11 @@ def load_dataset(
         if directory is None and data_dir is not None:  # named by the user: no fallback
             root = pathlib.Path(data_dir).expanduser()
             state = "does not exist" if not root.exists() else "does not hold them"
+            names = ", ".join(f.removesuffix(".gz") for f in IDX_FILES)
             raise DataError(
-                f"--data-dir {data_dir} {state}: {key} needs the IDX files "
-                f"{', '.join(f.removesuffix('.gz') for f in IDX_FILES)} (gzipped or not) in {root}, {root / key} or "
-                f"{root / key.replace('_', '-')}; nothing was created or downloaded (without "
+                f"--data-dir {data_dir} {state}: {key} needs the IDX files {names} (gzipped "
+                f"or not) in {root}, {root / key} or {root / key.replace('_', '-')}; "
+                "nothing was created or downloaded (without "
                 f"--data-dir they are searched in ${DATA_DIR_ENV}, the cache and "
                 f"{', '.join(SYSTEM_DATA_DIRS)}, and downloaded from {mirror_url(key)})"
             )
