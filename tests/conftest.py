@@ -1,7 +1,18 @@
 """Test isolation: no system-wide dataset directories, whatever this machine has installed, and
-no persistent compilation cache (tests that need one set their own directory)."""
+no persistent compilation cache (tests that need one set their own directory).
 
+The ``cli`` fixture runs ``python -m jaxlr.sweep ARGS`` in this process (through
+:func:`jaxlr.cli.main`), so a CLI case costs its own work, not a fresh interpreter importing JAX;
+tests start a subprocess only where the process boundary is the point (no JAX imported, kill -9,
+several processes, a device count fixed at start-up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
 import os
+import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -18,3 +29,38 @@ if "xla_gpu_autotune_level" not in os.environ.get("XLA_FLAGS", ""):
 @pytest.fixture(autouse=True)
 def _no_system_datasets(monkeypatch):
     monkeypatch.setattr("jaxlr.data.SYSTEM_DATA_DIRS", ())
+
+
+@dataclasses.dataclass(frozen=True)
+class CliResult:
+    """What ``python -m jaxlr.sweep ARGS`` would have returned and printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def assert_error(self, needle: str) -> None:
+        """Exit status 2 and one line on stderr that contains ``needle``, no traceback."""
+        assert self.returncode == 2, self.stderr
+        lines = self.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], self.stderr
+        assert "Traceback" not in self.stderr
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch) -> Callable[..., CliResult]:
+    """``cli(*args)``: ``python -m jaxlr.sweep *args`` in-process, as a :class:`CliResult`."""
+    from jaxlr.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["python -m jaxlr.sweep"])
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()  # only what this call prints
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse: --help, a bad flag
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return run

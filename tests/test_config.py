@@ -74,7 +74,7 @@ def test_flags_that_do_not_apply_are_rejected(argv, needle):
 
 
 def test_presets_keep_working_with_hidden():
-    cfg = _parse("--preset", "seed-001", "--hidden", "64-16", "--out", "x")
+    cfg = _parse("--preset", "fashion-width-sgd", "--hidden", "64-16", "--out", "x")
     assert cfg.hidden == ((64, 16),) and cfg.dataset == "fashion_mnist"
 
 

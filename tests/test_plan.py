@@ -68,7 +68,7 @@ def test_autotune_policy_follows_the_predicted_run_time():
     cfg = SweepConfig(widths=(64, 1024), lrs=tuple(10.0**-k for k in range(8)), epochs=50)
     chunks = make_plan(cfg, 784, 10, memory_bytes=1 << 40)
 
-    def seconds(c):  # the seed-001 grid's shapes on a GPU, compile excluded
+    def seconds(c):  # the fashion-width-sgd grid's shapes on a GPU, compile excluded
         kw = dict(steps_per_epoch=937, n_test=10_000, backend="gpu", compile=False)
         return estimate_seconds([c], cfg, 784, 10, **kw)
 
