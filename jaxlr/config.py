@@ -38,6 +38,7 @@ Precision = Literal["highest", "high", "default"]
 DatasetName = Literal["digits", "fashion_mnist", "mnist", "synthetic"]
 DataSource = Literal["idx", "tfds"]
 Select = Literal["test_loss", "train_loss"]
+LrStar = Literal["local-quadratic", "parabola", "argmin"]
 SgdUpdate = Literal["generic", "folded"]
 
 OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
@@ -333,6 +334,13 @@ class SweepConfig(TrainOptions):
     select: Select = option(
         "test_loss",
         "the final loss that picks the best lr (muP-style studies use train_loss)",
+        group="grid",
+    )
+    lr_star: LrStar = option(
+        "local-quadratic",
+        "how each seed's lr* is read off its final-loss curve for the width exponent and "
+        "transfer.csv: local-quadratic (a quadratic in log loss over >= 5 grid points around the "
+        "minimum, diverged and chance-level runs censored), parabola (3 points) or argmin",
         group="grid",
     )
     # --- training
