@@ -9,15 +9,18 @@ arguments exit with status 2 and one line on stderr; nothing is trained.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
 import math
 import os
+import signal
 import sys
+import threading
 import types
 import typing
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -295,8 +298,10 @@ def add_option_flags(
         kind: dict[str, Any] = (
             {"action": argparse.BooleanOptionalAction}
             if tp is bool
-            else {"type": _field_parser(f, tp), "metavar": metavar, "action": _Once}
+            else {"type": _field_parser(f, tp), "metavar": metavar}
         )
+        if _is_list(tp):
+            kind["action"] = _Once
         target = (
             groups if isinstance(groups, argparse.ArgumentParser) else groups[f.metadata["group"]]
         )
@@ -314,6 +319,11 @@ def add_option_flags(
 def given_options(args: argparse.Namespace, names: Collection[str]) -> dict[str, Any]:
     """The option fields among ``names`` that were set explicitly on the command line."""
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def _is_list(tp: Any) -> bool:
+    """Whether a field type is a tuple (a comma-separated list on the command line)."""
+    return any(typing.get_origin(t) is tuple for t in (tp, *typing.get_args(tp)))
 
 
 class _Once(argparse.Action):
@@ -449,17 +459,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Holds a Ctrl-C (SIGINT) that arrives inside the block until it ends, then raises
+    :class:`KeyboardInterrupt`: importing JAX's C extensions must not be cut in the middle (it
+    turns into an ``ImportError`` with a traceback). Outside the main thread: no effect."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda sig, frame: received.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = parser.prog
-    from jaxlr.data import DataError
-    from jaxlr.runner import SweepTooLong, run
-
     try:
-        cfg = _config(args, prog)
-    except (ConfigError, DataError) as e:
+        cfg = _config(args, prog)  # no JAX yet: a refused flag answers at once
+    except ConfigError as e:
         return _error(prog, str(e))
+    with interrupts_deferred():  # a Ctrl-C inside a C extension's import would corrupt it
+        from jaxlr.data import DataError
+        from jaxlr.runner import SweepTooLong, run
+
     try:
         outcome = run(
             cfg,

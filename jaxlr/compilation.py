@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
@@ -36,11 +37,15 @@ def cache_dir(enabled: bool = True) -> Path | None:
     return Path(base) / "jaxlr" / "xla"
 
 
-def use_persistent_cache(path: Path | None) -> Path | None:
+def use_persistent_cache(
+    path: Path | None, warn: Callable[[str], None] | None = None
+) -> Path | None:
     """Points JAX's persistent compilation cache at ``path`` (no-op for ``None``).
 
     Every program is cached, however fast it compiled. Returns the directory in use; JAX's own
-    setting wins if the user configured one (``JAX_COMPILATION_CACHE_DIR``).
+    setting wins if the user configured one (``JAX_COMPILATION_CACHE_DIR``). A directory that
+    cannot be created or written is not worth failing a sweep for: the sweep runs without the
+    cache, and ``warn`` is told why.
     """
     if path is None:
         return None
@@ -49,8 +54,15 @@ def use_persistent_cache(path: Path | None) -> Path | None:
         return Path(current)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None  # an unwritable cache is not worth failing a sweep for
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        if warn is not None:
+            warn(
+                f"the compilation cache {path} is not writable ({e.strerror or type(e).__name__});"
+                f" compiling without it (set {CACHE_ENV} to a writable directory, or to 0)"
+            )
+        return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

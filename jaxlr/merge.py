@@ -130,10 +130,14 @@ def merge_runs(
         "versions": res.library_versions(),
     }
     record.pop("elapsed_s", None)
-    rate_files = [d / "rates.csv" for d in paths if (d / "rates.csv").exists()]
-    rates = (
-        res.sort_results(pd.concat(pd.read_csv(f, dtype={"hidden": str}) for f in rate_files))
-        if rate_files
-        else None
-    )
-    return write_outputs(out, df, cfg, record, rates)
+    tables = {t: _concat(paths, t) for t in res.RUN_TABLES if t != "results.csv"}
+    return write_outputs(out, df, cfg, record, tables["rates.csv"])
+
+
+def _concat(dirs: list[Path], table: str) -> pd.DataFrame | None:
+    """The shards' per-run ``table`` (one of :data:`jaxlr.results.RUN_TABLES`), concatenated in
+    the canonical order; ``None`` if no shard has it."""
+    files = [d / table for d in dirs if (d / table).exists()]
+    if not files:
+        return None
+    return res.sort_results(pd.concat(pd.read_csv(f, dtype={"hidden": str}) for f in files))

@@ -101,6 +101,18 @@ RATE_STATS = ("min", "p05", "median", "p95", "max")
 """The columns of ``rates.csv``: quantiles 0, 0.05, 0.5, 0.95 and 1 of a layer's rates."""
 RATE_COLUMNS = [*RUN_KEYS, "round", "epoch", "layer", *RATE_STATS]
 
+RUN_TABLES = ("results.csv", "rates.csv")
+"""The per-run, per-epoch tables of a sweep directory: concatenated by ``merge``, rebuilt from
+finished chunks and checkpoints by ``--resume``."""
+METRIC_TABLES = {
+    "train_loss": "results.csv",
+    "test_loss": "results.csv",
+    "test_accuracy": "results.csv",
+    "rates": "rates.csv",
+}
+"""The table of :data:`RUN_TABLES` each per-epoch metric (a field of
+:class:`jaxlr.engine.EpochMetrics`) is written to; a test checks that every field has one."""
+
 
 def rates_frame(
     hidden: Sequence[int],

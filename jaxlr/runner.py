@@ -34,6 +34,7 @@ from jaxlr import results as res
 from jaxlr.config import ConfigError, SweepConfig
 from jaxlr.data import device_data
 from jaxlr.engine import (
+    EpochMetrics,
     RunSpec,
     cached_trainer,
     compile_epoch,
@@ -214,6 +215,7 @@ def run(
                 f"--batch-size {cfg.batch_size} is larger than the training set "
                 f"({dataset.n_train} examples); use a smaller batch"
             )
+        _warn_gpu_only(cfg)
         mesh = dev.lane_mesh(cfg.devices)
         memory = int(dev.device_memory_bytes() * MEMORY_FRACTION) * dev.mesh_size(mesh)
         fuse = fuse_enabled(cfg.fuse, mesh)
@@ -223,7 +225,9 @@ def run(
     if out is not None and writer:
         res.write_json(out / "config.json", record)
     t0 = time.perf_counter()
-    cache = compilation.use_persistent_cache(compilation.cache_dir(cfg.compilation_cache))
+    cache = compilation.use_persistent_cache(
+        compilation.cache_dir(cfg.compilation_cache), warn=_warning
+    )
     data = device_data(dataset, sharding=dev.replicated(mesh))
     total = sum(c.n_lanes for c in chunks) * (dataset.n_train // cfg.batch_size) * cfg.epochs
     frames: list[pd.DataFrame] = []
@@ -609,6 +613,9 @@ def _prepare(sweep: _Sweep, index: int, chunk: Chunk) -> _Job | tuple[dict[str, 
     start, history = 0, None
     if store is not None and sweep.resume:
         found = store.latest(len(jax.tree.leaves(state)))
+        if found is not None and set(found[2]) != set(EpochMetrics._fields):
+            _warn(f"checkpoint of chunk {index} lacks metrics of this version; starting over")
+            found = None
         if found is not None:
             start, leaves, history = found
             treedef = jax.tree.structure(state)
@@ -744,15 +751,38 @@ class _EpochSaver:
 
 
 def _stack(history: dict[str, np.ndarray] | None, parts: list[Any]) -> dict[str, np.ndarray]:
-    """Concatenates restored metrics with new ones along the epoch axis."""
-    out = {}
-    for k in ("train_loss", "test_loss", "test_accuracy"):
-        new = [np.asarray(p[k] if isinstance(p, dict) else getattr(p, k)) for p in parts]
-        new = [x[None] if x.ndim == 2 else x for x in new]
-        old = [history[k]] if history else []
-        out[k] = np.concatenate(old + new, axis=0)
-    return out
+    """Restored metrics (``(E0, S, L, ...)`` arrays) followed by new ones along the epoch axis:
+    every field, whatever its shape. ``parts`` are per-epoch :class:`EpochMetrics` or dicts of
+    already stacked ``(E, S, L, ...)`` arrays."""
+    stacked = [
+        {k: np.asarray(v) for k, v in p.items()}
+        if isinstance(p, dict)
+        else {k: np.asarray(v)[None] for k, v in p._asdict().items()}
+        for p in parts
+    ]
+    keys = list(stacked[0]) if stacked else list(history or {})
+    if history and set(history) != set(keys):
+        raise ValueError(f"restored metrics {sorted(history)} differ from the program's {keys}")
+    return {
+        k: np.concatenate(([history[k]] if history else []) + [p[k] for p in stacked], axis=0)
+        for k in keys
+    }
 
 
 def _warn(msg: str) -> None:
     print(f"jaxlr.sweep: {msg}", file=sys.stderr)
+
+
+def _warning(msg: str) -> None:
+    print(f"jaxlr.sweep: warning: {msg}", file=sys.stderr)
+
+
+def _warn_gpu_only(cfg: SweepConfig) -> None:
+    """Says so when a GPU-only option is set on a backend that ignores it."""
+    backend = jax.default_backend()
+    if backend == "gpu":
+        return
+    if cfg.autotune == "on":
+        _warning(f"--autotune on has no effect on the {backend} (XLA autotunes GPU kernels only)")
+    if not cfg.deterministic:
+        _warning(f"--no-deterministic has no effect on the {backend} (it is reproducible)")
