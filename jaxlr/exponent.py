@@ -8,23 +8,29 @@ column            meaning
 ================  =========================================================================
 optimizer         ``sgd`` or ``adam``
 lr_rule           as in ``results.csv``
-parametrization   ``sp`` or ``mup``
+parametrization   ``sp``, ``mup`` or ``lr-exp``
 depth             number of hidden layers (one row per depth when a sweep mixes depths)
+estimator         how each seed's lr* is read off its curve (``--lr-star``, :mod:`jaxlr.stats`)
+ci_method         ``paired-bootstrap-t`` (:func:`jaxlr.stats.t_interval`)
+n_seeds           seeds with an lr* (the interval's ``n``)
 alpha             least-squares slope of log2 lr* on log2 width (lr* ∝ width^alpha)
-alpha_lo          2.5th percentile of alpha over bootstrap resamples of the seeds
-alpha_hi          97.5th percentile (both NaN with fewer than 2 seeds)
+alpha_lo          lower end of its 95% interval (NaN with fewer than 2 seeds)
+alpha_hi          upper end
+reliable          at least :data:`jaxlr.stats.RELIABLE_SEEDS` seeds (else the interval is
+                  printed with a warning)
 n_widths          widths with an lr* (alpha is NaN below 3)
-n_seeds           seeds per width (the fewest of any width)
 alpha_div         the same slope for the divergence threshold
-alpha_div_lo      its 2.5th bootstrap percentile
-alpha_div_hi      its 97.5th bootstrap percentile
+alpha_div_lo      its interval, by the same method
+alpha_div_hi
 n_widths_div      widths with a divergence threshold (alpha_div is NaN below 3)
-n_widths_edge     widths whose lr* is the lowest or highest lr tested: a bound, not an optimum
+n_widths_edge     widths where most seeds' best lr is the lowest or highest tested: a bound
 ================  =========================================================================
 
-Only architectures whose hidden layers all have one width take part (``--hidden 64-16`` has no
-single width); :func:`plot_width_exponent` draws the fits (``width_exponent.png``) and
-:func:`format_exponent` the terminal lines.
+``transfer.csv`` (:func:`transfer_table`) says what transferring the narrowest width's lr* to
+every other width costs (:func:`jaxlr.stats.transfer_rows`). Only architectures whose hidden
+layers all have one width take part (``--hidden 64-16`` has no single width);
+:func:`plot_width_exponent` draws the fits (``width_exponent.png``) and :func:`format_exponent`
+the terminal lines.
 """
 
 from __future__ import annotations
@@ -37,90 +43,99 @@ import numpy as np
 import pandas as pd
 
 from jaxlr import results as res
+from jaxlr import stats
+from jaxlr.stats import MIN_WIDTHS, fit_line
 
-MIN_WIDTHS = 3
-"""Fewest widths for a fit (a group with fewer swept widths has no row)."""
 KEYS = ["optimizer", "lr_rule", "parametrization", "depth"]
 COLUMNS = [
     *KEYS,
+    "estimator",
+    "ci_method",
+    "n_seeds",
     "alpha",
     "alpha_lo",
     "alpha_hi",
+    "reliable",
     "n_widths",
-    "n_seeds",
     "alpha_div",
     "alpha_div_lo",
     "alpha_div_hi",
     "n_widths_div",
     "n_widths_edge",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Width:
-    """One width's final-epoch runs as seeds x lrs arrays."""
-
-    width: int
-    log2_lrs: np.ndarray  # (L,) ascending
-    loss: np.ndarray  # (S, L) float64 select loss, 0 where missing
-    bad: np.ndarray  # (S, L) bool: a non-finite loss
-    diverged: np.ndarray  # (S, L) bool
-    present: np.ndarray  # (S, L) bool: the run exists
+__all__ = [
+    "COLUMNS",
+    "KEYS",
+    "MIN_WIDTHS",
+    "GroupFit",
+    "fit_line",
+    "format_exponent",
+    "group_fits",
+    "log2_threshold",
+    "plot_width_exponent",
+    "transfer_table",
+    "width_exponent",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class GroupFit:
-    """One group's per-width estimates and their bootstrap resamples (log2 units)."""
+    """One group's per-seed and per-width estimates and their paired resamples (log2 units)."""
 
     key: tuple  # values of KEYS
+    estimator: str
     log2_widths: np.ndarray  # (W,)
-    lr_star: np.ndarray  # (W,) log2 lr*, NaN where no lr is eligible
-    boot_lr_star: np.ndarray  # (B, W)
+    seed_lr_star: np.ndarray  # (S, W) each seed's log2 lr*, NaN where it has none
+    lr_star: np.ndarray  # (W,) the seed mean of seed_lr_star
+    boot_lr_star: np.ndarray  # (B, W) the same over paired seed resamples
+    alpha: stats.Interval
     threshold: np.ndarray  # (W,) log2 divergence threshold, NaN where there is none
     boot_threshold: np.ndarray  # (B, W)
-    at_edge: np.ndarray  # (W,) bool: lr* is the lowest or highest lr tested at that width
+    alpha_div: stats.Interval
+    at_edge: np.ndarray  # (W,) bool
     n_seeds: int
 
 
 def width_exponent(
-    results: pd.DataFrame, select: str = "test_loss", n_boot: int = 1000, seed: int = 0
+    results: pd.DataFrame,
+    select: str = "test_loss",
+    n_boot: int = 1000,
+    seed: int = 0,
+    estimator: str = stats.DEFAULT_ESTIMATOR,
+    chance_loss: float | None = None,
 ) -> pd.DataFrame:
-    """The exponents of the best lr and of the divergence threshold in width, per group.
+    r"""The exponents of the best lr and of the divergence threshold in width, per group.
 
-    Per width ``w``, from the final epoch's ``select`` loss (``test_loss`` or ``train_loss``):
+    Per width ``w`` and seed ``s``, from the final epoch's ``select`` loss (``test_loss`` or
+    ``train_loss``):
 
-    * **lr\\***: the seed-mean loss ``m(lr)`` over the tested lrs; eligible lrs are those where
-      no seed diverged and ``m`` is finite (as in :func:`jaxlr.results.summarize`). Around the
-      best eligible grid point ``x0 = log2 lr`` with neighbours ``xa < x0 < xc`` (the adjacent
-      tested lrs, both eligible), the parabola through ``(x, m)`` at the three points has its
-      vertex at::
-
-          x* = x0 - ½ [(x0-xa)² (m0-mc) - (x0-xc)² (m0-ma)] / [(x0-xa)(m0-mc) - (x0-xc)(m0-ma)]
-
-      clipped to ``[xa, xc]``; at the edge of the tested lrs, next to an ineligible lr, or for
-      three collinear points, ``x* = x0``. ``log2 lr*(w) = x*``.
-    * **divergence threshold**: an lr *diverges* when at least half of the seeds diverged there
-      (a median over seeds; summary.csv's ``min_diverged_lr`` takes any seed). With ``d`` the
-      lowest such lr and ``s`` the highest tested lr below it, the threshold is ``sqrt(s d)``;
-      without both there is none.
+    * **lr\***: ``y_s(w)``, the seed's log2 lr* by ``estimator`` (:data:`jaxlr.stats.ESTIMATORS`;
+      runs that diverged, are not finite or have a loss ``>= chance_loss`` are censored).
+      ``log2 lr*(w) = mean_s y_s(w)``.
+    * **divergence threshold**: an lr *diverges* when at least half of the seeds diverged there.
+      With ``d`` the lowest such lr and ``s`` the highest tested lr below it, the threshold is
+      ``sqrt(s d)``; without both there is none.
 
     Then ``alpha`` is the least-squares slope of ``log2 lr*(w)`` on ``log2 w``::
 
         alpha = Σ (u - ū)(y - ȳ) / Σ (u - ū)²,   u = log2 w,  y = log2 lr*(w)
 
     over the widths that have an lr* (NaN below :data:`MIN_WIDTHS`), and ``alpha_div`` likewise
-    for the threshold. The intervals are percentile bootstraps: each of ``n_boot`` resamples
-    draws, independently per width, that width's seeds with replacement, recomputes every
-    width's lr* (threshold) from the resampled seed mean and refits; ``[lo, hi]`` are the 2.5th
-    and 97.5th percentiles of the finite slopes. With fewer than 2 seeds there is nothing to
-    resample and the interval is NaN. The draws come from ``numpy.random.default_rng(seed)``,
-    so the table is deterministic.
+    for the threshold. The intervals (``paired-bootstrap-t``): each of ``n_boot`` resamples draws
+    the seeds with replacement *once for all widths* (a seed fixes the init stream and batch
+    order at every width), recomputes every width's lr* (threshold) and the slope; the interval
+    is ``alpha ± t_{n-1,0.975} sqrt(n/(n-1)) SD*`` (:func:`jaxlr.stats.t_interval`), calibrated
+    on simulated sweeps (``tests/test_calibration.py``). NaN with fewer than 2 seeds; below
+    :data:`jaxlr.stats.RELIABLE_SEEDS` seeds ``reliable`` is False. The draws come from
+    ``numpy.random.default_rng(seed)``, so the table is deterministic.
 
     Args:
       results: a ``results.csv`` table (:mod:`jaxlr.results`), refinement rounds included.
       select: the loss that defines lr*, ``test_loss`` or ``train_loss``.
       n_boot: bootstrap resamples.
       seed: seed of the resampling.
+      estimator: the lr* estimator's name.
+      chance_loss: a loss at or above this is censored (``ln(classes)``); None: no such censoring.
 
     Returns:
       One row per group with at least :data:`MIN_WIDTHS` widths, columns :data:`COLUMNS`.
@@ -129,131 +144,133 @@ def width_exponent(
       >>> import numpy as np, pandas as pd
       >>> rows = [dict(width=w, depth=1, hidden=str(w), optimizer="adam", lr_rule="none",
       ...              parametrization="sp", lr=2.0**k, seed=s, epoch=1, diverged=False,
-      ...              train_loss=(k + np.log2(w) / 2) ** 2)
+      ...              train_loss=0.1 * np.exp((k + np.log2(w) / 2) ** 2 / 8))
       ...         for w in (16, 64, 256) for k in range(-8, 1) for s in (0, 1)]
       >>> t = width_exponent(pd.DataFrame(rows), select="train_loss")
-      >>> float(t["alpha"].iloc[0]), int(t["n_widths"].iloc[0])
+      >>> round(float(t["alpha"].iloc[0]), 6), int(t["n_widths"].iloc[0])
       (-0.5, 3)
     """
-    return _table(group_fits(results, select=select, n_boot=n_boot, seed=seed))
+    fits = group_fits(results, select, n_boot, seed, estimator, chance_loss)
+    return _table(fits)
 
 
 def _table(fits: list[GroupFit]) -> pd.DataFrame:
     """:func:`width_exponent`'s table from the groups' fits."""
     rows = []
     for f in fits:
-        alpha, lo, hi, n = _summary(f.log2_widths, f.lr_star, f.boot_lr_star, f.n_seeds)
-        a_div, lo_div, hi_div, n_div = _summary(
-            f.log2_widths, f.threshold, f.boot_threshold, f.n_seeds
-        )
         rows.append(
             {
                 **dict(zip(KEYS, f.key, strict=True)),
-                "alpha": alpha,
-                "alpha_lo": lo,
-                "alpha_hi": hi,
-                "n_widths": n,
-                "n_seeds": f.n_seeds,
-                "alpha_div": a_div,
-                "alpha_div_lo": lo_div,
-                "alpha_div_hi": hi_div,
-                "n_widths_div": n_div,
+                "estimator": f.estimator,
+                "ci_method": stats.CI_METHOD,
+                "n_seeds": f.alpha.n_seeds,
+                "alpha": f.alpha.estimate,
+                "alpha_lo": f.alpha.lo,
+                "alpha_hi": f.alpha.hi,
+                "reliable": f.alpha.reliable,
+                "n_widths": int(np.isfinite(f.lr_star).sum()),
+                "alpha_div": f.alpha_div.estimate,
+                "alpha_div_lo": f.alpha_div.lo,
+                "alpha_div_hi": f.alpha_div.hi,
+                "n_widths_div": int(np.isfinite(f.threshold).sum()),
                 "n_widths_edge": int(f.at_edge.sum()),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def group_fits(
-    results: pd.DataFrame, select: str = "test_loss", n_boot: int = 1000, seed: int = 0
-) -> list[GroupFit]:
-    """Per group with at least :data:`MIN_WIDTHS` widths: log2 lr* and the log2 divergence
-    threshold per width, and their ``(n_boot, W)`` bootstrap resamples (see
-    :func:`width_exponent`)."""
+def _check(select: str, estimator: str) -> None:
     if select not in ("test_loss", "train_loss"):
         raise ValueError(f"select must be test_loss or train_loss, got {select!r}")
+    if estimator not in stats.ESTIMATORS:
+        raise ValueError(
+            f"unknown lr* estimator {estimator!r}; choose one of {', '.join(stats.ESTIMATORS)}"
+        )
+
+
+def _uniform_final(results: pd.DataFrame) -> pd.DataFrame:
+    """The last epoch's rows of the architectures whose hidden layers share one width."""
+    last = res.final_epoch(results)
+    return last[last["hidden"].map(lambda h: len(set(str(h).split("-"))) == 1)]
+
+
+def group_fits(
+    results: pd.DataFrame,
+    select: str = "test_loss",
+    n_boot: int = 1000,
+    seed: int = 0,
+    estimator: str = stats.DEFAULT_ESTIMATOR,
+    chance_loss: float | None = None,
+) -> list[GroupFit]:
+    """Per group with at least :data:`MIN_WIDTHS` widths: the seeds' log2 lr* and the log2
+    divergence threshold per width, with their paired resamples (see :func:`width_exponent`)."""
+    _check(select, estimator)
     if results.empty:
         return []
-    last = res.final_epoch(results)
-    uniform = last["hidden"].map(lambda h: len(set(str(h).split("-"))) == 1)
-    last = last[uniform]
+    last = _uniform_final(results)
     rng = np.random.default_rng(seed)
     fits = []
     for key, g in last.groupby(KEYS, sort=True):
-        widths = [_width_arrays(int(w), gw, select) for w, gw in g.groupby("width", sort=True)]
+        widths = np.sort(g["width"].unique())
         if len(widths) < MIN_WIDTHS:
             continue
-        n_seeds = min(w.present.shape[0] for w in widths)
-        point, boot, edge = [], [], []
-        for w in widths:
-            n_s = w.present.shape[0]
-            idx = rng.integers(0, n_s, size=(n_boot, n_s))
-            counts = np.zeros((n_boot, n_s))
-            np.add.at(counts, (np.arange(n_boot)[:, None], idx), 1.0)
-            point.append(_estimates(w, np.ones((1, n_s))))
-            boot.append(_estimates(w, counts))
-            edge.append(point[-1][0][0] in (w.log2_lrs[0], w.log2_lrs[-1]))
+        seeds = np.sort(g["seed"].unique())
+        per = stats.seed_lr_stars(g, ["width"], select, estimator, chance_loss)
+        y = (
+            per.pivot(index="seed", columns="width", values="log2_lr_star")
+            .reindex(index=seeds, columns=widths)
+            .to_numpy(np.float64)
+        )
+        edge = per.groupby("width")["at_edge"].mean().reindex(widths).fillna(0.0).to_numpy() > 0.5
+        has = np.isfinite(y).any(axis=1)
+        n = int(has.sum())
+        counts = stats.seed_counts(len(seeds), n_boot, rng)
+        u = np.log2(widths.astype(np.float64))
+        ones = has[None, :].astype(np.float64)
+        point = stats.seed_mean(y, ones)[0]
+        boot = stats.seed_mean(y, counts)
+        (a,), _ = fit_line(u, point[None, :])
+        alpha = stats.t_interval(float(a), fit_line(u, boot)[0], n)
+        thr = np.stack([_threshold(g[g["width"] == w], seeds, counts) for w in widths], axis=1)
+        thr_point = np.stack(
+            [_threshold(g[g["width"] == w], seeds, np.ones((1, len(seeds)))) for w in widths],
+            axis=1,
+        )[0]
+        (a_div,), _ = fit_line(u, thr_point[None, :])
+        n_div = int(g["seed"].nunique())
+        alpha_div = stats.t_interval(float(a_div), fit_line(u, thr)[0], n_div)
         fits.append(
             GroupFit(
                 key=tuple(key),
-                log2_widths=np.log2([w.width for w in widths]).astype(np.float64),
-                lr_star=np.concatenate([p[0] for p in point]),
-                boot_lr_star=np.stack([b[0] for b in boot], axis=1),
-                threshold=np.concatenate([p[1] for p in point]),
-                boot_threshold=np.stack([b[1] for b in boot], axis=1),
-                at_edge=np.array(edge),
-                n_seeds=n_seeds,
+                estimator=estimator,
+                log2_widths=u,
+                seed_lr_star=y,
+                lr_star=point,
+                boot_lr_star=boot,
+                alpha=alpha,
+                threshold=thr_point,
+                boot_threshold=thr,
+                alpha_div=alpha_div,
+                at_edge=edge,
+                n_seeds=n,
             )
         )
     return fits
 
 
-def _width_arrays(width: int, g: pd.DataFrame, select: str) -> _Width:
-    """The seeds x lrs arrays of one width's final rows."""
-    seeds = np.sort(g["seed"].unique())
+def _threshold(g: pd.DataFrame, seeds: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """log2 divergence threshold of one width's final rows for each row of seed multiplicities
+    ``counts`` ``(B, S)``: ``(B,)``."""
     lrs = np.sort(g["lr"].unique())
     s = np.searchsorted(seeds, g["seed"].to_numpy())
     j = np.searchsorted(lrs, g["lr"].to_numpy())
-    shape = (len(seeds), len(lrs))
-    loss, bad = np.zeros(shape), np.zeros(shape, bool)
-    div, present = np.zeros(shape, bool), np.zeros(shape, bool)
-    v = g[select].to_numpy(np.float64)
-    loss[s, j] = np.where(np.isfinite(v), v, 0.0)
-    bad[s, j] = ~np.isfinite(v)
+    div = np.zeros((len(seeds), len(lrs)), bool)
+    present = np.zeros_like(div)
     div[s, j] = g["diverged"].to_numpy(bool)
     present[s, j] = True
-    return _Width(width, np.log2(lrs.astype(np.float64)), loss, bad, div, present)
-
-
-def _estimates(w: _Width, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log2 lr* and log2 threshold of one width, for each row of seed multiplicities
-    ``counts`` ``(B, S)``; each ``(B,)``."""
-    n = counts @ w.present
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (counts @ (w.loss * w.present)) / n
-        n_div = counts @ (w.diverged & w.present)
-        ok = (n > 0) & (n_div == 0) & (counts @ (w.bad & ~w.diverged) == 0) & np.isfinite(mean)
-        diverges = (n > 0) & (2 * n_div >= n)
-    return log2_optimum(w.log2_lrs, mean, ok), log2_threshold(w.log2_lrs, diverges)
-
-
-def log2_optimum(x: np.ndarray, y: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """The parabola-refined argmin of each row of ``y`` ``(B, L)`` over ascending ``x``
-    ``(L,)``, among the ``ok`` points; NaN where none is (see :func:`width_exponent`)."""
-    x, y, ok = np.asarray(x, np.float64), np.atleast_2d(y), np.atleast_2d(ok)
-    n_l = x.shape[0]
-    k = np.argmin(np.where(ok, y, np.inf), axis=1)
-    rows = np.arange(y.shape[0])
-    ka, kc = np.maximum(k - 1, 0), np.minimum(k + 1, n_l - 1)
-    inner = (k > 0) & (k < n_l - 1) & ok[rows, ka] & ok[rows, kc]
-    xa, x0, xc = x[ka], x[k], x[kc]
-    ya, y0, yc = y[rows, ka], y[rows, k], y[rows, kc]
-    num = (x0 - xa) ** 2 * (y0 - yc) - (x0 - xc) ** 2 * (y0 - ya)
-    den = (x0 - xa) * (y0 - yc) - (x0 - xc) * (y0 - ya)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        vertex = np.clip(x0 - 0.5 * num / den, xa, xc)
-    best = np.where(inner & (den != 0) & np.isfinite(vertex), vertex, x0)
-    return np.where(ok.any(axis=1), best, np.nan)
+    n = counts @ present
+    diverges = (n > 0) & (2 * (counts @ (div & present)) >= n)
+    return log2_threshold(np.log2(lrs.astype(np.float64)), diverges)
 
 
 def log2_threshold(x: np.ndarray, diverges: np.ndarray) -> np.ndarray:
@@ -265,34 +282,54 @@ def log2_threshold(x: np.ndarray, diverges: np.ndarray) -> np.ndarray:
     return np.where(found, 0.5 * (x[np.maximum(k - 1, 0)] + x[k]), np.nan)
 
 
-def fit_line(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares slope and intercept of each row of ``y`` ``(B, W)`` on ``u`` ``(W,)``,
-    over its finite entries; NaN for rows with fewer than :data:`MIN_WIDTHS`."""
-    y = np.atleast_2d(y)
-    m = np.isfinite(y)
-    n = m.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        u_bar = (m * u).sum(axis=1) / n
-        y_bar = np.where(m, y, 0.0).sum(axis=1) / n
-        du = np.where(m, u - u_bar[:, None], 0.0)
-        dy = np.where(m, y - y_bar[:, None], 0.0)
-        slope = (du * dy).sum(axis=1) / (du * du).sum(axis=1)
-    enough = n >= MIN_WIDTHS
-    slope = np.where(enough, slope, np.nan)
-    return slope, np.where(enough, y_bar - slope * u_bar, np.nan)
-
-
-def _summary(
-    u: np.ndarray, y: np.ndarray, boot: np.ndarray, n_seeds: int
-) -> tuple[float, float, float, int]:
-    """The slope, its 95% percentile interval and the number of widths fitted."""
-    (alpha,), _ = fit_line(u, y)
-    slopes = fit_line(u, boot)[0]
-    slopes = slopes[np.isfinite(slopes)]
-    lo = hi = math.nan
-    if n_seeds >= 2 and np.isfinite(alpha) and len(slopes):
-        lo, hi = (float(v) for v in np.percentile(slopes, [2.5, 97.5]))
-    return float(alpha), lo, hi, int(np.isfinite(y).sum())
+def transfer_table(
+    results: pd.DataFrame,
+    select: str = "test_loss",
+    n_boot: int = 1000,
+    seed: int = 0,
+    estimator: str = stats.DEFAULT_ESTIMATOR,
+    chance_loss: float | None = None,
+) -> pd.DataFrame:
+    """``transfer.csv``: per group with at least :data:`MIN_WIDTHS` widths and per width, the
+    transfer regret of the narrowest width's lr* and the basin widths
+    (:func:`jaxlr.stats.transfer_rows`; columns :data:`jaxlr.stats.TRANSFER_COLUMNS`)."""
+    _check(select, estimator)
+    if results.empty:
+        return pd.DataFrame(columns=stats.TRANSFER_COLUMNS)
+    last = _uniform_final(results)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for key, g in last.groupby(KEYS, sort=True):
+        widths = np.sort(g["width"].unique())
+        if len(widths) < MIN_WIDTHS:
+            continue
+        seeds = np.sort(g["seed"].unique())
+        lrs = np.sort(g["lr"].unique())
+        shape = (len(widths), len(seeds), len(lrs))
+        loss = np.full(shape, np.nan)
+        present = np.zeros(shape, bool)
+        wi = np.searchsorted(widths, g["width"].to_numpy())
+        si = np.searchsorted(seeds, g["seed"].to_numpy())
+        li = np.searchsorted(lrs, g["lr"].to_numpy())
+        v = g[select].to_numpy(np.float64)
+        loss[wi, si, li] = v
+        present[wi, si, li] = True
+        ok = np.zeros(shape, bool)
+        ok[wi, si, li] = ~stats.censored(v, g["diverged"].to_numpy(bool), chance_loss)
+        per = stats.seed_lr_stars(g, ["width"], select, estimator, chance_loss)
+        y = (
+            per.pivot(index="seed", columns="width", values="log2_lr_star")
+            .reindex(index=seeds, columns=widths)
+            .to_numpy(np.float64)
+        )
+        x = np.log2(lrs.astype(np.float64))
+        u = np.log2(widths.astype(np.float64))
+        for r in stats.transfer_rows(u, x, loss, ok, present, y, n_boot, rng):
+            rows.append(
+                {**dict(zip(KEYS, key, strict=True)), "base_width": int(widths[0]),
+                 "estimator": estimator, **r}
+            )  # fmt: skip
+    return pd.DataFrame(rows, columns=stats.TRANSFER_COLUMNS)
 
 
 def _num(v: float) -> str:
@@ -303,20 +340,29 @@ def format_exponent(table: pd.DataFrame) -> str:
     """The terminal lines of :func:`width_exponent`'s table, one per group (empty if none)."""
     if table.empty:
         return ""
+    est = ", ".join(dict.fromkeys(table["estimator"]))
     lines = [
-        "Width exponent (least-squares fit of log2 lr on log2 width, 95% bootstrap over seeds):"
+        f"Width exponent (each seed's lr* by {est}; least-squares slope of log2 lr* on log2 "
+        f"width; 95% {stats.CI_METHOD} interval over seeds):"
     ]
     many_depths = table["depth"].nunique() > 1
     for _, r in table.iterrows():
         name = [r["optimizer"], *([r["lr_rule"]] if r["lr_rule"] != "none" else [])]
         name += [r["parametrization"], *([f"depth {r['depth']}"] if many_depths else [])]
-        tail = f"{r['n_widths']} widths, {r['n_seeds']} seed{'s' * (r['n_seeds'] != 1)}"
+        tail = f"{r['n_widths']} widths, n_seeds {r['n_seeds']}"
         if r["n_widths_edge"]:
             tail += f"; lr* at the edge of the lrs at {r['n_widths_edge']}: widen the grid"
-        lines.append(
+        line = (
             f"lr* ∝ width^α, α = {_estimate(r, 'alpha', 'n_widths')}  ({', '.join(name)}, {tail}); "
             f"divergence threshold: α = {_estimate(r, 'alpha_div', 'n_widths_div')}"
         )
+        if 2 <= r["n_seeds"] < stats.RELIABLE_SEEDS:
+            line += (
+                f"\n  warning: with {r['n_seeds']} seeds this interval is unreliable (its spread "
+                f"comes from {r['n_seeds']} numbers); use --seeds {2 * stats.RELIABLE_SEEDS - 2} "
+                "or more (seeds are lanes of one program)"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -329,6 +375,19 @@ def _estimate(r: pd.Series, col: str, n_col: str) -> str:
     return f"{_num(r[col])} [{_num(r[f'{col}_lo'])}, {_num(r[f'{col}_hi'])}]"
 
 
+def _band(fit: GroupFit, boot: np.ndarray, n: int, grid: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The fitted line over ``grid`` ± the interval's half-width of the line at each point."""
+    s_b, i_b = fit_line(fit.log2_widths, boot)
+    keep = np.isfinite(s_b)
+    lines = i_b[keep, None] + s_b[keep, None] * grid
+    half = (
+        stats.t_quantile(0.975, n - 1) * math.sqrt(n / (n - 1)) * lines.std(axis=0, ddof=1)
+        if n >= 2 and keep.sum() >= 2
+        else np.full(grid.shape, np.nan)
+    )
+    return half
+
+
 def plot_width_exponent(
     results: pd.DataFrame,
     path: str | os.PathLike,
@@ -337,10 +396,13 @@ def plot_width_exponent(
     select: str = "test_loss",
     n_boot: int = 1000,
     seed: int = 0,
+    estimator: str = stats.DEFAULT_ESTIMATOR,
+    chance_loss: float | None = None,
 ) -> None:
-    """log2 lr* (``o``) and the log2 divergence threshold (``v``) against log2 width, one panel
-    per optimizer (and rule, depth), one colour per parametrization: the fitted lines, and for
-    lr* the 95% bootstrap band of the line (pointwise percentiles of the resampled fits)."""
+    """log2 lr* (``o``: the seed mean, small dots: each seed's) and the log2 divergence
+    threshold (``v``) against log2 width, one panel per optimizer (and rule, depth), one colour
+    per parametrization: the fitted lines, and for lr* the 95% band of the line (the
+    interval's method applied pointwise to the resampled lines)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -348,7 +410,7 @@ def plot_width_exponent(
 
     from jaxlr.plots import MAX_PIXELS
 
-    fits = group_fits(results, select=select, n_boot=n_boot, seed=seed)
+    fits = group_fits(results, select, n_boot, seed, estimator, chance_loss)
     if not fits:
         raise ValueError(f"no group has {MIN_WIDTHS} widths of one-width architectures")
     table = _table(fits)
@@ -370,34 +432,27 @@ def plot_width_exponent(
             f, r = fits[i], table.iloc[i]
             c, u = colors[f.key[2]], f.log2_widths
             grid = np.linspace(u.min(), u.max(), 50)
-            for y, boot, col, n_col, what, mark, style in (
-                (f.lr_star, f.boot_lr_star, "alpha", "n_widths", "lr*", "o", "-"),
-                (
-                    f.threshold,
-                    f.boot_threshold,
-                    "alpha_div",
-                    "n_widths_div",
-                    "divergence",
-                    "v",
-                    ":",
-                ),
+            jitter = np.arange(f.seed_lr_star.shape[0]) / max(f.seed_lr_star.shape[0], 1) - 0.5
+            for s_i, ys in enumerate(f.seed_lr_star):  # the per-seed spread
+                ax.plot(u + 0.08 * jitter[s_i], ys, ".", color=c, ms=3, alpha=0.5)
+            for y, col, n_col_, what, mark, style in (
+                (f.lr_star, "alpha", "n_widths", "lr*", "o", "-"),
+                (f.threshold, "alpha_div", "n_widths_div", "divergence", "v", ":"),
             ):
                 ok = np.isfinite(y)
                 if not ok.any():
                     continue  # e.g. no width diverged
-                label = f"{f.key[2]} {what}: α = {_estimate(r, col, n_col)}"
+                label = f"{f.key[2]} {what}: α = {_estimate(r, col, n_col_)}"
                 if col == "alpha" and r["n_widths_edge"]:
                     label += f" ({r['n_widths_edge']} at the grid's edge)"
                 ax.plot(u[ok], y[ok], mark, color=c, mfc=c if mark == "o" else "none", label=label)
                 slope, icpt = fit_line(u, y)
                 if np.isfinite(slope[0]):
-                    ax.plot(grid, icpt[0] + slope[0] * grid, style, color=c, lw=1.2)
-                if col == "alpha" and np.isfinite(r["alpha_lo"]):
-                    s_b, i_b = fit_line(u, boot)
-                    keep = np.isfinite(s_b)
-                    lines = i_b[keep, None] + s_b[keep, None] * grid
-                    lo, hi = np.percentile(lines, [2.5, 97.5], axis=0)
-                    ax.fill_between(grid, lo, hi, color=c, alpha=0.2, lw=0)
+                    line = icpt[0] + slope[0] * grid
+                    ax.plot(grid, line, style, color=c, lw=1.2)
+                    if col == "alpha" and np.isfinite(r["alpha_lo"]):
+                        half = _band(f, f.boot_lr_star, f.alpha.n_seeds, grid)
+                        ax.fill_between(grid, line - half, line + half, color=c, alpha=0.2, lw=0)
         head = (
             opt
             + (f", {rule}" if rule != "none" else "")
@@ -413,7 +468,8 @@ def plot_width_exponent(
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     fig.suptitle(
-        (f"{title}: " if title else "") + "lr* ∝ width^α (band: 95% bootstrap over seeds)",
+        (f"{title}: " if title else "")
+        + f"lr* ∝ width^α (dots: each seed's lr* by {estimator}; band: 95% {stats.CI_METHOD})",
         fontsize=10,
     )
     res.atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, format="png"))

@@ -41,13 +41,17 @@ def outcome_of(
     df: pd.DataFrame, cfg: SweepConfig, rates: pd.DataFrame | None = None
 ) -> SweepOutcome:
     """The summary and the width exponents of a results table (nothing written)."""
-    from jaxlr import exponent
+    from jaxlr import exponent, stats
 
     summary = res.summarize(df, select=cfg.select)
     if df.empty:
         return SweepOutcome(df, summary, rates=rates)
-    table = exponent.width_exponent(df, select=cfg.select)
-    return SweepOutcome(df, summary, [], exponent.format_exponent(table), table, rates)
+    kw = dict(estimator=cfg.lr_star, chance_loss=stats.chance_level(cfg.num_classes))
+    table = exponent.width_exponent(df, select=cfg.select, **kw)
+    text = exponent.format_exponent(table)
+    if not table.empty:  # the transfer line ("muP: ... costs 0.4% [0.1, 0.9]") under α's
+        text += "\n" + stats.format_transfer(exponent.transfer_table(df, cfg.select, **kw))
+    return SweepOutcome(df, summary, [], text, table, rates)
 
 
 def dataset_record(dataset: Any, batch_size: int) -> dict[str, Any]:
@@ -179,17 +183,23 @@ def write_outputs(
         files.append("rates.csv")
     if df.empty:
         return outcome
-    from jaxlr import exponent, plots
+    from jaxlr import exponent, plots, stats
 
     title = title_of(cfg, record["dataset"]["name"])
     exponents = outcome.exponents
+    kw = dict(estimator=cfg.lr_star, chance_loss=stats.chance_level(cfg.num_classes))
     if not exponents.empty:  # a sweep of at least 3 widths
         res.write_csv(out / "width_exponent.csv", exponents)
-        files.append("width_exponent.csv")
+        res.write_csv(out / "transfer.csv", exponent.transfer_table(df, cfg.select, **kw))
+        files += ["width_exponent.csv", "transfer.csv"]
     for name, plot in (
         ("loss_curves", plots.plot_loss_curves),
         ("lr_sensitivity", plots.plot_lr_sensitivity),
-        *([("width_exponent", exponent.plot_width_exponent)] if len(exponents) else []),
+        *(
+            [("width_exponent", lambda d, p, **a: exponent.plot_width_exponent(d, p, **a, **kw))]
+            if len(exponents)
+            else []
+        ),
         *(
             [("rates", _rates_plot(rates, outcome.summary))]
             if rates is not None and len(rates)

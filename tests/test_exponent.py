@@ -12,6 +12,7 @@ import pytest
 
 from jaxlr import exponent as ex
 from jaxlr import results as res
+from jaxlr import stats as st
 from jaxlr.config import SweepConfig
 from jaxlr.outputs import write_outputs
 
@@ -20,11 +21,14 @@ COLUMNS = [
     "lr_rule",
     "parametrization",
     "depth",
+    "estimator",
+    "ci_method",
+    "n_seeds",
     "alpha",
     "alpha_lo",
     "alpha_hi",
+    "reliable",
     "n_widths",
-    "n_seeds",
     "alpha_div",
     "alpha_div_lo",
     "alpha_div_hi",
@@ -32,6 +36,7 @@ COLUMNS = [
     "n_widths_edge",
 ]
 HALF_OCTAVES = tuple(np.arange(-14.0, 1.0, 0.5))  # log2 lr, 2^-14 .. 2^0.5
+CURVATURE = 0.05  # log loss per octave², small enough that the grid's ends stay below chance
 
 
 def table(
@@ -46,24 +51,26 @@ def table(
     parametrization="sp",
     epochs=1,
     rng_seed=0,
+    seed_shift=None,
 ):
-    """A results table with final loss ``(log2 lr - log2 lr*(w))² + noise``, ``lr*(w) = c w^α``
-    exactly; ``diverge(w, log2_lr, seed)`` says which runs diverged (their losses are NaN)."""
+    """A results table with final loss ``0.05 exp(0.05 (log2 lr - log2 lr*(w))² + noise)``,
+    ``lr*(w) = c w^α`` exactly (plus ``seed_shift(s)`` octaves for seed ``s`` at every width);
+    ``diverge(w, log2_lr, seed)`` says which runs diverged (their losses are NaN)."""
     rng = np.random.default_rng(rng_seed)
     rows = []
     for w in widths:
-        target = math.log2(c) + alpha * math.log2(w)
         for k in log2_lrs:
             for s in range(seeds):
+                target = math.log2(c) + alpha * math.log2(w) + (seed_shift(s) if seed_shift else 0)
                 div = bool(diverge(w, k, s)) if diverge else False
-                loss = (k - target) ** 2 + noise * rng.normal()
+                loss = 0.05 * math.exp(CURVATURE * (k - target) ** 2 + noise * rng.normal())
                 for e in range(1, epochs + 1):
                     rows.append(
                         dict(
                             width=w, depth=2, hidden=f"{w}-{w}", optimizer=optimizer,
                             lr_rule="none", parametrization=parametrization, lr=2.0**k, seed=s,
                             round=0, epoch=e, train_loss=np.nan if div else loss + (epochs - e),
-                            test_loss=np.nan if div else 2 * loss + 1, test_accuracy=0.5,
+                            test_loss=np.nan if div else 2 * loss, test_accuracy=0.5,
                             diverged=div, diverged_epoch=1 if div else None,
                         )
                     )  # fmt: skip
@@ -74,80 +81,131 @@ def table(
 
 def test_exact_power_law_is_recovered_off_grid():
     # lr*(w) = 0.3 w^-0.5 lies between the half-octave grid points; on an exact parabola in
-    # log2 lr the refinement is exact
+    # log loss the local quadratic is exact, for every seed
     df = table()
     (fit,) = ex.group_fits(df, select="train_loss", n_boot=10)
     truth = math.log2(0.3) - 0.5 * np.log2([32, 64, 128, 256, 512])
     np.testing.assert_allclose(fit.lr_star, truth, atol=1e-9)
+    np.testing.assert_allclose(fit.seed_lr_star, np.tile(truth, (4, 1)), atol=1e-9)
     t = ex.width_exponent(df, select="train_loss")
     assert t["alpha"].item() == pytest.approx(-0.5, abs=1e-9)
     assert t["n_widths"].item() == 5 and t["n_seeds"].item() == 4
     assert t["n_widths_edge"].item() == 0
+    assert t["estimator"].item() == "local-quadratic"
+    assert t["ci_method"].item() == "paired-bootstrap-t"
     # no noise: every resample gives the same slope
     assert t["alpha_lo"].item() == pytest.approx(-0.5, abs=1e-9)
     assert t["alpha_hi"].item() == pytest.approx(-0.5, abs=1e-9)
     for a in (-1.0, 0.0, 0.25):
         t = ex.width_exponent(table(alpha=a, c=2**-3.3), select="train_loss", n_boot=10)
         assert t["alpha"].item() == pytest.approx(a, abs=1e-9)
+    # the grid argmin, the reference, is off by the grid's rounding
+    t = ex.width_exponent(df, select="train_loss", estimator="argmin", n_boot=10)
+    rounded = np.round(truth * 2) / 2
+    slope = np.polyfit(np.log2([32, 64, 128, 256, 512]), rounded, 1)[0]
+    assert t["alpha"].item() == pytest.approx(slope, abs=1e-9)
+    with pytest.raises(ValueError, match="local-quadratic"):
+        ex.width_exponent(df, estimator="spline")
 
 
-def test_parabola_refinement():
-    x = np.array([-8.0, -6.0, -4.0, -2.0, 0.0])  # a 2-octave grid
-    ok = np.ones((1, 5), bool)
-    # an off-grid optimum of a parabola is found exactly, however unequal the spacing
-    assert ex.log2_optimum(x, (x - -4.7) ** 2, ok).item() == pytest.approx(-4.7)
-    xr = np.array([-8.0, -6.0, -5.0, -4.0, -3.0, -2.0, 0.0])  # after one refinement round
-    assert ex.log2_optimum(xr, 3 * (xr + 4.3) ** 2 + 1, np.ones((1, 7), bool)).item() == (
-        pytest.approx(-4.3)
-    )
-    # a non-parabolic curve: the vertex stays between the midpoints to the neighbours
-    y = np.abs(x - -4.9) ** 0.5
-    got = ex.log2_optimum(x, y, ok).item()
-    assert -5.0 <= got <= -4.0 and got != -4.0
-    # at an edge of the grid, or beside an ineligible lr: the grid point
-    assert ex.log2_optimum(x, (x - -9.0) ** 2, ok).item() == -8.0
-    assert ex.log2_optimum(x, (x - 1.0) ** 2, ok).item() == 0.0
-    no_right = np.array([[True, True, True, False, False]])
-    assert ex.log2_optimum(x, (x - -4.7) ** 2, no_right).item() == -4.0
-    # nothing eligible: NaN; a flat curve: the first (lowest) grid point, as summarize picks
-    assert np.isnan(ex.log2_optimum(x, x**2, np.zeros((1, 5), bool)).item())
-    assert ex.log2_optimum(x, np.zeros(5), ok).item() == -8.0
-    # rows are independent (the bootstrap's resamples)
-    both = ex.log2_optimum(x, np.stack([(x + 4.7) ** 2, (x + 2.5) ** 2]), np.ones((2, 5), bool))
-    np.testing.assert_allclose(both, [-4.7, -2.5])
+def test_estimators_on_single_curves():
+    x = np.array([-8.0, -6.0, -5.0, -4.0, -3.0, -2.0, 0.0])  # uneven, as after refinement
+    ok = np.ones(7, bool)
+    curve = 0.1 * np.exp(0.3 * (x + 4.3) ** 2)
+    assert st.local_quadratic(x, curve, ok) == pytest.approx(-4.3, abs=1e-9)
+    assert st.parabola(x, 3 * (x + 4.3) ** 2 + 1, ok) == pytest.approx(-4.3)
+    assert st.argmin(x, curve, ok) == -4.0
+    # jagged curves (each run's loss off by a factor e^(0.3 n)): the local quadratic's error is
+    # below the 3-point parabola's and the argmin's (0.48 against 0.61 and 0.65 octaves)
+    rng = np.random.default_rng(0)
+    xs = np.arange(-10.0, 0.01, 0.5)
+    errors = {name: [] for name in st.ESTIMATORS}
+    for _ in range(300):
+        top = rng.uniform(-6.0, -4.0)
+        y = 0.1 * np.exp(0.2 * (xs - top) ** 2 + 0.3 * rng.standard_normal(len(xs)))
+        for name in st.ESTIMATORS:
+            errors[name].append(st.lr_star(xs, y, np.ones(len(xs), bool), name) - top)
+    rms = {k: float(np.sqrt(np.mean(np.square(v)))) for k, v in errors.items()}
+    assert rms["local-quadratic"] < 0.85 * min(rms["parabola"], rms["argmin"]), rms
+    # a stability cliff just above the optimum: the estimate may go half-way into the gap
+    # up to the lowest censored lr, never beyond
+    cliff = x < -3.5  # -3 and above diverged
+    got = st.local_quadratic(x, 0.1 * np.exp(0.3 * (x + 3.0) ** 2), cliff)
+    assert got == pytest.approx(-3.5)
+    # at the grid's top end: never past the tested lrs
+    assert st.local_quadratic(x, 0.1 * np.exp(0.3 * (x - 2.0) ** 2), ok) == 0.0
+    # nothing uncensored: NaN; a concave window: its centre
+    assert math.isnan(st.local_quadratic(x, curve, np.zeros(7, bool)))
+    assert st.local_quadratic(x, 1.0 - 0.01 * (x + 4) ** 2, ok) in (-8.0, 0.0)
+    with pytest.raises(ValueError, match="argmin"):
+        st.lr_star(x, curve, ok, "cubic")
+
+
+def test_censored_runs_are_never_points():
+    # runs at or above the chance level (ln 10) from an octave above lr* on, inside the fit's
+    # window: censored, they give the same lr* as without them
+    df = table(c=2.0**-1)
+    high = np.log2(df["lr"]) >= -1.0 - 0.5 * np.log2(df["width"]) + 1.0
+    stuck = df.copy()
+    stuck.loc[high, ["train_loss", "test_loss"]] = [2.31, 2.4]
+    kw = dict(select="train_loss", n_boot=10)
+    (a,) = ex.group_fits(df[~high], **kw)
+    (b,) = ex.group_fits(stuck, chance_loss=math.log(10), **kw)
+    np.testing.assert_allclose(b.lr_star, a.lr_star, atol=1e-12)
+    np.testing.assert_allclose(a.lr_star, -1.0 - 0.5 * a.log2_widths, atol=1e-9)
+    (c,) = ex.group_fits(stuck, chance_loss=None, **kw)  # as points, they pull lr* down
+    assert np.all(c.lr_star < a.lr_star - 0.05)
+
+
+def test_t_quantile_matches_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 4, 5, 7, 10, 30):
+        for p in (0.5, 0.8, 0.975, 0.995, 0.025):
+            assert st.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-9)
+
+
+def test_the_interval_is_paired_over_seeds():
+    # a seed moves lr* by the same amount at every width (its init and batch order): every
+    # paired resample has the same slope, so the interval is a point; resampling each width
+    # on its own would not be
+    shifts = {0: -0.6, 1: 0.0, 2: 0.4, 3: 0.9, 4: -0.2}
+    df = table(seeds=5, seed_shift=shifts.get)
+    t = ex.width_exponent(df, select="train_loss", n_boot=500)
+    assert t["alpha"].item() == pytest.approx(-0.5, abs=1e-9)
+    assert t["alpha_hi"].item() - t["alpha_lo"].item() < 1e-9
+    (fit,) = ex.group_fits(df, select="train_loss", n_boot=10)
+    np.testing.assert_allclose(fit.seed_lr_star[:, 0] - fit.seed_lr_star[:, -1], 2.0, atol=1e-9)
+
+
+def test_the_interval_is_the_t_interval_of_per_seed_slopes():
+    # noisy curves, no missing runs: the paired-bootstrap-t interval approaches the textbook
+    # t-interval over the seeds' own slopes (numpy.polyfit on each seed's lr*)
+    df = table(seeds=6, noise=0.3, rng_seed=3)
+    (fit,) = ex.group_fits(df, select="train_loss", n_boot=20000)
+    u = np.log2([32, 64, 128, 256, 512])
+    slopes = np.array([np.polyfit(u, y, 1)[0] for y in fit.seed_lr_star])
+    half = 2.5705818366147395 * slopes.std(ddof=1) / math.sqrt(6)  # t_{5, 0.975}
+    assert fit.alpha.estimate == pytest.approx(slopes.mean(), abs=1e-12)
+    assert fit.alpha.hi - fit.alpha.estimate == pytest.approx(half, rel=0.03)
+    assert fit.alpha.estimate - fit.alpha.lo == pytest.approx(half, rel=0.03)
+
+
+def test_fewer_than_five_seeds_warn():
+    t = ex.width_exponent(table(seeds=3, noise=0.2), select="train_loss", n_boot=200)
+    assert not t["reliable"].item()
+    text = ex.format_exponent(t)
+    assert "n_seeds 3" in text and "with 3 seeds this interval is unreliable" in text
+    t = ex.width_exponent(table(seeds=5, noise=0.2), select="train_loss", n_boot=200)
+    assert t["reliable"].item() and "unreliable" not in ex.format_exponent(t)
 
 
 def test_an_optimum_beyond_the_grid_is_flagged():
     # lr*(w) = 2^3.6 w^-0.5 is above the grid (to 2^0.5) at widths 32, 64: the top lr is a bound
     t = ex.width_exponent(table(c=2.0**3.6), select="train_loss", n_boot=10)
     assert t["n_widths_edge"].item() == 2
-    assert "5 widths, 4 seeds; lr* at the edge of the lrs at 2: widen the grid)" in (
+    assert "5 widths, n_seeds 4; lr* at the edge of the lrs at 2: widen the grid)" in (
         ex.format_exponent(t)
     )
-
-
-def test_refined_optimum_is_within_half_a_step_of_summarize():
-    df = table(noise=0.3, seeds=3)
-    (fit,) = ex.group_fits(df, select="test_loss", n_boot=1)
-    best = res.summarize(df, select="test_loss").sort_values("width")["best_lr"]
-    assert np.all(np.abs(fit.lr_star - np.log2(best.to_numpy())) <= 0.25 + 1e-12)
-
-
-def test_bootstrap_contains_the_truth_and_shrinks_with_less_noise():
-    widths = []
-    for noise in (0.5, 0.05):
-        t = ex.width_exponent(table(noise=noise, seeds=6), select="train_loss", n_boot=1000)
-        lo, hi = t["alpha_lo"].item(), t["alpha_hi"].item()
-        assert lo <= -0.5 <= hi, (noise, lo, hi)
-        assert lo <= t["alpha"].item() <= hi
-        widths.append(hi - lo)
-    assert widths[1] < 0.3 * widths[0], widths
-    # deterministic: the same seed gives the same table; another seed the same alpha
-    df = table(noise=0.5, seeds=6)
-    a = ex.width_exponent(df, select="train_loss", seed=3)
-    pd.testing.assert_frame_equal(a, ex.width_exponent(df, select="train_loss", seed=3))
-    b = ex.width_exponent(df, select="train_loss", seed=4)
-    assert a["alpha"].item() == b["alpha"].item() and a["alpha_lo"].item() != b["alpha_lo"].item()
 
 
 def test_one_seed_has_no_interval():
@@ -170,9 +228,11 @@ def test_divergence_exponent_from_a_synthetic_threshold():
     t = ex.width_exponent(df, select="train_loss")
     assert t["alpha_div"].item() == pytest.approx(-1.0, abs=1e-12)
     assert t["n_widths_div"].item() == 4
-    # resamples with seed 0 twice move a width's threshold down by half a step
-    assert t["alpha_div_lo"].item() < -1.0 < t["alpha_div_hi"].item()
-    assert t["alpha_div_hi"].item() - t["alpha_div_lo"].item() < 0.5
+    # resamples with seed 0 twice move the threshold down by half a step at every width at once
+    # (the resamples are paired across widths): the slope, and so the interval, stay at -1
+    assert t["alpha_div_lo"].item() == pytest.approx(-1.0, abs=1e-12)
+    assert t["alpha_div_hi"].item() == pytest.approx(-1.0, abs=1e-12)
+    assert (fit.boot_threshold[:, 0] < fit.threshold[0]).any()
     # lr* (2^-6.3 w^-0.5) lies below every threshold: unaffected
     assert t["alpha"].item() == pytest.approx(-0.5, abs=1e-9)
 
@@ -211,32 +271,39 @@ def test_groups_with_fewer_than_three_widths_are_absent():
 
 
 def test_final_epoch_and_select_decide_the_curve():
-    # epochs before the last are shifted by a constant: same lr*; test_loss = 2 train + 1: same
+    # epochs before the last are shifted by a constant: same lr*; test_loss = 2 train: same
     df = table(epochs=3, noise=0.2)
     a = ex.width_exponent(df, select="train_loss", n_boot=50)
     b = ex.width_exponent(res.final_epoch(df), select="test_loss", n_boot=50)
     pd.testing.assert_frame_equal(a, b)
     df2 = df.copy()
-    df2["test_loss"] = (np.log2(df2["lr"]) + 3) ** 2  # lr* = 2^-3 at every width
+    df2["test_loss"] = 0.1 * np.exp((np.log2(df2["lr"]) + 3) ** 2 / 8)  # lr* = 2^-3 everywhere
     assert ex.width_exponent(df2, select="test_loss")["alpha"].item() == pytest.approx(0.0)
     with pytest.raises(ValueError, match="select"):
         ex.width_exponent(df, select="accuracy")
 
 
 def test_write_outputs_writes_the_table_the_plot_and_the_line(tmp_path):
-    df = pd.concat([table(noise=0.1), table(noise=0.1, parametrization="mup", alpha=0.0)])
+    df = pd.concat(
+        [table(noise=0.1, seeds=5), table(noise=0.1, seeds=5, parametrization="mup", alpha=0.0)]
+    )
     df = res.sort_results(df)
     cfg = SweepConfig(widths=(32, 64, 128, 256, 512), optimizers=("adam",), select="train_loss")
     outcome = write_outputs(tmp_path, df, cfg, {"dataset": {"name": "synthetic"}})
-    assert {"width_exponent.csv", "width_exponent.png"} <= set(outcome.files)
+    assert {"width_exponent.csv", "width_exponent.png", "transfer.csv"} <= set(outcome.files)
     csv = pd.read_csv(tmp_path / "width_exponent.csv")
     assert list(csv.columns) == COLUMNS
-    pd.testing.assert_frame_equal(csv, ex.width_exponent(df, select="train_loss"), atol=1e-8)
+    chance = math.log(10)
+    want = ex.width_exponent(df, select="train_loss", chance_loss=chance)
+    pd.testing.assert_frame_equal(csv, want, atol=1e-8)
+    transfer = pd.read_csv(tmp_path / "transfer.csv")
+    assert len(transfer) == 10 and set(transfer["width"]) == {32, 64, 128, 256, 512}
     lines = outcome.exponent_text.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4, lines  # header, two groups, the transfer line
+    assert lines[-1].startswith("Transfer regret of lr* (adam; % of final loss): muP: from width")
     pattern = (
         r"lr\* ∝ width\^α, α = (−?\d\.\d\d) \[(−?\d\.\d\d), (−?\d\.\d\d)\]  "
-        r"\(adam, sp, 5 widths, 4 seeds\); divergence threshold: α = n/a"
+        r"\(adam, sp, 5 widths, n_seeds 5\); divergence threshold: α = n/a"
     )
     m = re.search(pattern, outcome.exponent_text)
     assert m, outcome.exponent_text
@@ -249,6 +316,7 @@ def test_write_outputs_writes_the_table_the_plot_and_the_line(tmp_path):
     few = write_outputs(out2, table(widths=(32, 64)), cfg, {"dataset": {"name": "synthetic"}})
     assert few.exponent_text == ""
     assert not (out2 / "width_exponent.csv").exists()
+    assert not (out2 / "transfer.csv").exists()
     assert not (out2 / "width_exponent.png").exists()
 
 
