@@ -163,9 +163,9 @@ def _parse_sweep(args: list[str]) -> None:
         config_from_args(ns)
 
 
-def check_command(argv: list[str], scripts: dict[str, set[str]]) -> None:
-    """A command that is not run: its flags are checked (scripts' flags collected into
-    ``scripts`` for one ``--help`` each)."""
+def check_command(argv: list[str]) -> None:
+    """A command that is not run: its flags are checked (a script's in
+    :func:`test_scripts_accept_their_flags`)."""
     kind, args = kind_of(argv)
     if kind == "sweep":
         _parse_sweep(args)
@@ -180,9 +180,6 @@ def check_command(argv: list[str], scripts: dict[str, set[str]]) -> None:
     elif kind == "script":
         script = ROOT / args[0]
         assert script.is_file(), f"{args[0]} does not exist"
-        if script.suffix == ".py":
-            flags = {a.split("=")[0] for a in args[1:] if a.startswith("--")}
-            scripts.setdefault(args[0], set()).update(flags)
 
 
 def _status(run: Callable[[], object]) -> int:
@@ -255,7 +252,8 @@ def check_parity_table(sample: str, cwd: Path) -> None:
     assert code == 0, out
     header = [line for line in out.splitlines() if line.startswith("example")]
     assert header and header[0].split() == sample.splitlines()[0].split(), out
-    rows = {line.split()[0] for line in sample.splitlines()[2:] if "|" in line}
+    width = len(sample.splitlines()[0].split(" | "))
+    rows = {line.split()[0] for line in sample.splitlines()[2:] if len(line.split(" | ")) == width}
     assert rows == set(EXAMPLE_NAMES)
 
 
@@ -279,7 +277,6 @@ def _in(path: Path) -> Iterator[None]:
 def run_page(page: Path, tmp_path: Path) -> None:
     """Runs (or checks) every block of ``page`` in order, in ``tmp_path``."""
     namespace: dict[str, object] = {"__name__": "__docs__"}
-    scripts: dict[str, set[str]] = {}
     with _in(tmp_path):
         for block in page_blocks(page):
             unknown = block.markers.keys() - KINDS
@@ -288,7 +285,7 @@ def run_page(page: Path, tmp_path: Path) -> None:
                 assert block.markers["skip"].strip(), f"{block.where}: a skip needs a reason"
                 if block.lang == "bash":
                     for argv in commands(block.code):
-                        check_command(argv, scripts)
+                        check_command(argv)
                 continue
             if block.lang == "python":
                 exec(compile(block.code, block.where, "exec"), namespace)
@@ -309,17 +306,20 @@ def run_page(page: Path, tmp_path: Path) -> None:
                     "<!-- docs-test: sample-output: NAME --> or <!-- docs-test: skip: REASON -->"
                 )
                 SAMPLE_CHECKS[name](block.code, tmp_path)
-    for script, flags in scripts.items():
-        helped = subprocess.run(
-            [sys.executable, str(ROOT / script), "--help"],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=tmp_path,
-        )
-        assert helped.returncode == 0, f"{script} --help: {helped.stderr}"
-        missing = {f for f in flags if f not in helped.stdout}
-        assert not missing, f"{page.name}: {script} has no flag {missing}"
+
+
+def script_flags() -> dict[str, set[str]]:
+    """``{script: the flags the docs give it}`` over the blocks that are not run."""
+    scripts: dict[str, set[str]] = {}
+    for page in doc_pages():
+        for block in page_blocks(page):
+            if "skip" in block.markers and block.lang == "bash":
+                for argv in commands(block.code):
+                    kind, args = kind_of(argv)
+                    if kind == "script" and args[0].endswith(".py"):
+                        flags = {a.split("=")[0] for a in args[1:] if a.startswith("--")}
+                        scripts.setdefault(args[0], set()).update(flags)
+    return scripts
 
 
 FAST = [p for p in doc_pages() if not _is_slow(p)]
@@ -386,6 +386,22 @@ def test_api_reference_lists_the_public_names() -> None:
             obj = getattr(module, name)
             home = getattr(obj, "__module__", None) or module.__name__
             assert f"::: {home}.{name}" in api or f"::: {module.__name__}.{name}" in api, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(script_flags()))
+def test_scripts_accept_their_flags(script: str, tmp_path: Path) -> None:
+    """Each script the docs name (and do not run) answers ``--help`` listing the docs' flags."""
+    helped = subprocess.run(
+        [sys.executable, str(ROOT / script), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert helped.returncode == 0, f"{script} --help: {helped.stderr}"
+    missing = {f for f in script_flags()[script] if f not in helped.stdout}
+    assert not missing, f"{script} has no flag {missing}"
 
 
 @pytest.mark.slow
