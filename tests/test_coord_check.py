@@ -27,7 +27,7 @@ from jaxlr.mup import init_mup_mlp, mlp_shapes, mup_adam, mup_lr_scales, mup_sgd
 # Widths 64..1024 (base 64), 3 steps, 2 seeds, the first 256 digits training examples; Adam lr
 # 1e-2, SGD lr 1.0. The CLI test reuses the same shapes, so it hits the compilation cache.
 CC = CoordCheckConfig(widths=(64, 256, 1024), base_width=64, steps=3, seeds=(0, 1))
-CC_ARGS = "--widths 64 256 --base-width 64 --steps 3 --seeds 0 1".split()
+CC_ARGS = "--widths 64,256 --base-width 64 --steps 3 --seeds 0,1".split()
 
 
 @pytest.fixture(scope="module")
@@ -202,11 +202,10 @@ def test_cli_writes_table_summary_and_plot(coord_df, tmp_path, capsys):
 
 
 def test_cli_rejects_bad_config(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--out", str(tmp_path), "--widths", "256", "64"])
-    assert e.value.code == 2
-    assert "increasing" in capsys.readouterr().err
-    assert not (tmp_path / "coord_check.csv").exists()
+    assert main(["--out", str(tmp_path / "out"), "--widths", "256,64"]) == 2
+    err = capsys.readouterr().err
+    assert "increasing" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_python_m_runs_without_runpy_warning():
@@ -225,3 +224,15 @@ def test_doctests():
     mod = sys.modules["jaxlr.coord_check"]
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_package_exports_the_library_without_importing_it_eagerly():
+    """The lazily exported names are the computation module's own functions."""
+    from jaxlr.coord_check import check
+
+    mod = sys.modules["jaxlr.coord_check"]
+    for name in ("coord_check_summary", "digits_batch", "plot_coord_check", "run_coord_check"):
+        assert getattr(mod, name) is getattr(check, name)
+    assert sorted(mod.__all__) == sorted(n for n in dir(mod) if n in mod.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        mod.nope  # noqa: B018

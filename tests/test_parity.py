@@ -1,7 +1,7 @@
 """Tests of the torch_parity package: conversion, the torch references, the suite and its CLI.
 
 The references here are torch itself (forward passes, ``torch.optim.Adam``) and numpy formulas;
-the suite tests assert that every seed example matches across frameworks to 1e-10 in float64.
+the suite tests assert that every example matches across frameworks to 1e-10 in float64.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _nets(dtype: torch.dtype) -> list[torch.nn.Module]:
     """A named-attribute net and an nn.Sequential one (indices 0, 2, 4), seeded."""
     return [
         examples.build(examples.SimpleNet, 1, dtype),
-        examples.build(lambda: examples.seed001_mlp(64, 32, 10), 2, dtype),
+        examples.build(lambda: examples.width_experiment_mlp(64, 32, 10), 2, dtype),
     ]
 
 
@@ -69,7 +69,7 @@ def test_state_dict_round_trip_is_exact(dtype):
 
 
 def test_state_dict_to_flax_layout():
-    net = examples.build(lambda: examples.seed001_mlp(64, 32, 10), 0, torch.float32)
+    net = examples.build(lambda: examples.width_experiment_mlp(64, 32, 10), 0, torch.float32)
     sd = net.state_dict()
     assert linear_prefixes(sd) == ["0", "2", "4"]
     params = state_dict_to_flax(sd)
@@ -256,7 +256,7 @@ def test_cli_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("torch_parity.__main__.run_example", interrupted)
+    monkeypatch.setattr("torch_parity.compare.run_example", interrupted)
     assert main(["--example", "narrow"]) == 130
     captured = capsys.readouterr()
     assert captured.err.strip() == "torch_parity: interrupted (Ctrl-C); no results"

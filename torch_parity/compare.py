@@ -1,4 +1,4 @@
-"""The parity suite: each seed example run in PyTorch and in JAX from the same start, compared.
+"""The parity suite: each example run in PyTorch and in JAX from the same start, compared.
 
 A comparison runs the torch program (:mod:`torch_parity.examples`), converts its initial
 ``state_dict`` to Flax params (:mod:`torch_parity.convert`), trains jaxlr's MLP with the matching
@@ -8,7 +8,8 @@ Optax transform on the same numpy data and batch order (:mod:`torch_parity.jax_r
 * ``max_rel_param_diff = max_leaf max|p_torch - p_jax| / max|p_torch|`` on the final params.
 
 An example passes when ``max_abs_loss_diff <= tolerance`` (float64: 1e-10, float32: 1e-4) and
-both numbers are finite.
+both numbers are finite. The examples and their sources are listed in
+:mod:`torch_parity.catalog`.
 """
 
 from __future__ import annotations
@@ -25,9 +26,31 @@ import torch
 
 from jaxlr.transforms import adagrad_lr, per_layer_lr, reduce_lr_on_plateau, weight_norm_lr
 from torch_parity import examples
+from torch_parity.catalog import CATALOG, EXAMPLE_NAMES, MAX_STEPS, ExampleInfo, info
 from torch_parity.convert import state_dict_to_flax
 from torch_parity.data import ParityData, batch_indices, image_classification, random_classification
 from torch_parity.jax_runs import DType, train_full_batch, train_minibatch
+
+__all__ = [
+    "EXAMPLES",
+    "EXAMPLE_NAMES",
+    "JSON_KEYS",
+    "TOLERANCES",
+    "Example",
+    "ParityResult",
+    "Progress",
+    "float32_drift",
+    "format_table",
+    "format_trace",
+    "get_example",
+    "max_rel_param_diff",
+    "run_example",
+    "run_suite",
+    "trace_steps",
+]
+
+# progress(side, steps done, steps in all), side "torch" or "JAX": called as training goes on
+Progress = Callable[[str, int, int], None]
 
 TOLERANCES: dict[str, float] = {"float64": 1e-10, "float32": 1e-4}
 TORCH_DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
@@ -44,18 +67,13 @@ JSON_KEYS: tuple[str, ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Example:
-    """One seed example: its torch program and the jaxlr optimizer that should match it."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Example(ExampleInfo):
+    """One example (:class:`~torch_parity.catalog.ExampleInfo`): its torch program and the
+    jaxlr optimizer that should match it."""
 
-    name: str  # CLI name, e.g. "weight-norm"
-    seed: str  # seed document: "000", "001" or "002"
-    summary: str  # one line for listings
     torch_program: examples.TorchProgram  # the PyTorch reference
     jax_optimizer: Callable[[], optax.GradientTransformation]  # the matching Optax transform
-    steps: int = 0  # default number of steps (full-batch examples)
-    epochs: int = 0  # default number of epochs (minibatch examples)
-    batch_size: int | None = None  # None: full batch on seed 000's random data
 
 
 def _plateau_adam(lr: float, **plateau: Any) -> optax.GradientTransformation:
@@ -70,105 +88,62 @@ def _adam_direction() -> optax.GradientTransformation:
     return optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
 
 
-EXAMPLES: tuple[Example, ...] = (
-    Example(
-        "narrow",
-        "000",
-        "10-32-2, Adam 1e-3",
-        examples.narrow,
-        lambda: optax.adam(1e-3),
-        steps=10,
-    ),
-    Example(
-        "wide",
-        "000",
-        "10-256-2, Adam 1e-2",
-        examples.wide,
-        lambda: optax.adam(1e-2),
-        steps=10,
-    ),
-    Example(
-        "mixed",
-        "000",
-        "10-64-16-2, Adam 5e-3, ReduceLROnPlateau('min')",
-        examples.mixed,
-        lambda: _plateau_adam(5e-3),
-        steps=20,
-    ),
-    Example(
-        "mixed-plateau",
-        "000",
-        "mixed, plateau patience=2, abs threshold 0.02: 6 lr cuts",
+# example name -> (its PyTorch program, the Optax transform that should match it)
+_IMPLEMENTATIONS: dict[
+    str, tuple[examples.TorchProgram, Callable[[], optax.GradientTransformation]]
+] = {
+    "narrow": (examples.narrow, lambda: optax.adam(1e-3)),
+    "wide": (examples.wide, lambda: optax.adam(1e-2)),
+    "mixed": (examples.mixed, lambda: _plateau_adam(5e-3)),
+    "mixed-plateau": (
         examples.mixed_plateau,
         lambda: _plateau_adam(5e-3, patience=2, threshold=0.02, threshold_mode="abs"),
-        steps=100,
     ),
-    Example(
-        "per-layer",
-        "002",
-        "10-20-10-2, Adam groups 1e-3 / 5e-4 / 2e-4",
+    "per-layer": (
         examples.per_layer,
         lambda: per_layer_lr(
             {"Dense_0": 1e-3, "Dense_1": 5e-4, "Dense_2": 2e-4}, inner=_adam_direction()
         ),
-        steps=200,
     ),
-    Example(
-        "weight-norm",
-        "002",
-        "lr_i = 1e-3 (1 + 0.01 ||w_i||) through Adam",
+    "weight-norm": (
         examples.weight_norm,
         lambda: weight_norm_lr(1e-3, scaling_factor=0.01, inner=_adam_direction()),
-        steps=200,
     ),
-    Example(
-        "adagrad-param",
-        "002",
-        "lr = 1e-5 / (sqrt(sum g^2) + 1e-8) per parameter, through Adam",
+    "adagrad-param": (
         examples.adagrad_param,
         lambda: adagrad_lr(
             examples.ADAGRAD_BASE_LR, eps=1e-8, granularity="parameter", inner=_adam_direction()
         ),
-        steps=200,
     ),
-    Example(
-        "adagrad-neuron",
-        "002",
-        "row-wise AdaGrad rates (one per neuron), base 1e-5, through Adam",
+    "adagrad-neuron": (
         examples.adagrad_neuron,
         lambda: adagrad_lr(
             examples.ADAGRAD_BASE_LR, eps=1e-8, granularity="neuron", inner=_adam_direction()
         ),
-        steps=200,
     ),
-    Example(
-        "sgd-w64",
-        "001",
-        "in-64-64-10, SGD 0.1, batches of 64",
+    "sgd-w64": (
         functools.partial(examples.sgd_minibatch, width=64, lr=0.1),
         lambda: optax.sgd(0.1),
-        epochs=2,
-        batch_size=64,
     ),
-    Example(
-        "sgd-w256",
-        "001",
-        "in-256-256-10, SGD 0.1, batches of 64",
+    "sgd-w256": (
         functools.partial(examples.sgd_minibatch, width=256, lr=0.1),
         lambda: optax.sgd(0.1),
-        epochs=2,
-        batch_size=64,
     ),
+}
+
+EXAMPLES: tuple[Example, ...] = tuple(
+    Example(
+        **dataclasses.asdict(entry),
+        torch_program=_IMPLEMENTATIONS[entry.name][0],
+        jax_optimizer=_IMPLEMENTATIONS[entry.name][1],
+    )
+    for entry in CATALOG
 )
-EXAMPLE_NAMES: tuple[str, ...] = tuple(e.name for e in EXAMPLES)
 
 
 def get_example(name: str) -> Example:
     """The example called ``name``; raises ``KeyError`` naming the choices."""
-    for example in EXAMPLES:
-        if example.name == name:
-            return example
-    raise KeyError(f"unknown example {name!r}; choose from: {', '.join(EXAMPLE_NAMES)}")
+    return EXAMPLES[EXAMPLE_NAMES.index(info(name).name)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,10 +197,11 @@ class _Setup:
 
 
 def _setup(name: str, steps: int | None, dataset: str, data_dir: str | None) -> _Setup:
-    """The example, its data (seed 000's random set or seed 001's images) and batch order."""
+    """The example, its data (the width examples' random set or the Fashion-MNIST width
+    experiment's images) and its batch order."""
     example = get_example(name)
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if steps is not None and not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be in 1..{MAX_STEPS:,}, got {steps}")
     if example.batch_size is None:
         return _Setup(example, random_classification(0), steps or example.steps, None, 0)
     data = image_classification(dataset, data_dir)
@@ -235,11 +211,13 @@ def _setup(name: str, steps: int | None, dataset: str, data_dir: str | None) -> 
     return _Setup(example, data, steps, batches, per_epoch)
 
 
-def _run_torch(setup: _Setup, dtype: DType) -> examples.TorchRun:
-    """The example's PyTorch program, single-threaded."""
+def _run_torch(setup: _Setup, dtype: DType, progress: Progress | None = None) -> examples.TorchRun:
+    """The example's PyTorch program, single-threaded; ``progress("torch", t, steps)`` after
+    each step ``t``."""
+    on_step = None if progress is None else lambda t: progress("torch", t, setup.steps)
     with examples.torch_threads(1):
         return setup.example.torch_program(
-            setup.data, setup.steps, TORCH_DTYPES[dtype], setup.batches
+            setup.data, setup.steps, TORCH_DTYPES[dtype], setup.batches, on_step=on_step
         )
 
 
@@ -251,16 +229,20 @@ def run_example(
     tolerance: float | None = None,
     dataset: str = "auto",
     data_dir: str | None = None,
+    progress: Progress | None = None,
 ) -> ParityResult:
     """Runs example ``name`` in torch and in JAX from the same init and data, and compares.
 
     Args:
       name: one of :data:`EXAMPLE_NAMES`.
       dtype: ``"float64"`` or ``"float32"``, for both sides.
-      steps: number of optimizer steps (default: the example's own).
+      steps: number of optimizer steps (default: the example's own; at most
+        :data:`~torch_parity.catalog.MAX_STEPS`).
       tolerance: bound on ``max_abs_loss_diff`` (default :data:`TOLERANCES` ``[dtype]``).
-      dataset: seed 001's dataset (``"auto"``: Fashion-MNIST if on disk, else digits).
+      dataset: the image examples' dataset (``"auto"``: Fashion-MNIST if on disk, else digits).
       data_dir: where the Fashion-MNIST/MNIST IDX files are (see :mod:`jaxlr.data`).
+      progress: called as ``progress(side, steps_done, steps)`` while each side trains (side
+        ``"torch"`` or ``"JAX"``), e.g. to print how far a long run is.
 
     Returns:
       A :class:`ParityResult`.
@@ -269,15 +251,17 @@ def run_example(
         raise ValueError(f"dtype must be one of {tuple(TOLERANCES)}, got {dtype!r}")
     setup = _setup(name, steps, dataset, data_dir)
     data = setup.data
-    ref = _run_torch(setup, dtype)
+    ref = _run_torch(setup, dtype, progress)
     params = state_dict_to_flax(ref.init_state)
     tx = setup.example.jax_optimizer()
+    on_step = None if progress is None else lambda t: progress("JAX", t, setup.steps)
     if setup.batches is None:
-        run = train_full_batch(params, tx, data.x, data.y, setup.steps, dtype)
+        run = train_full_batch(params, tx, data.x, data.y, setup.steps, dtype, on_step=on_step)
     else:
         run = train_minibatch(
-            params, tx, data.x, data.y, setup.batches, setup.batches_per_epoch, dtype
-        )
+            params, tx, data.x, data.y, setup.batches, setup.batches_per_epoch, dtype,
+            on_step=on_step,
+        )  # fmt: skip
 
     diffs = np.abs(ref.losses - run.losses)
     max_loss_diff = float(np.max(diffs)) if np.all(np.isfinite(diffs)) else math.inf
@@ -300,7 +284,12 @@ def run_example(
 
 
 def float32_drift(
-    name: str, *, steps: int | None = None, dataset: str = "auto", data_dir: str | None = None
+    name: str,
+    *,
+    steps: int | None = None,
+    dataset: str = "auto",
+    data_dir: str | None = None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """``|loss_torch_float32(t) - loss_torch_float64(t)|`` per step: float32's own error.
 
@@ -308,7 +297,8 @@ def float32_drift(
     below which no float32 implementation can be expected to follow torch's float32 run.
     """
     setup = _setup(name, steps, dataset, data_dir)
-    return np.abs(_run_torch(setup, "float32").losses - _run_torch(setup, "float64").losses)
+    float32, float64 = (_run_torch(setup, d, progress).losses for d in ("float32", "float64"))
+    return np.abs(float32 - float64)
 
 
 def run_suite(
@@ -357,7 +347,7 @@ def format_table(results: Sequence[ParityResult]) -> str:
     rule = "-+-".join("-" * w for w in widths)
     title = " | ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()
     data = sorted({r.dataset for r in results if r.dataset != "random"})
-    footer = [f"seed 001 data: {', '.join(data)}"] if data else []
+    footer = [f"image data: {', '.join(data)}"] if data else []
     return "\n".join([title, rule, *lines, *footer])
 
 

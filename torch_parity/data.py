@@ -31,9 +31,9 @@ class ParityData:
 def random_classification(
     seed: int = 0, n: int = 100, features: int = 10, num_classes: int = 2
 ) -> ParityData:
-    """Seed 000's dummy data: ``x ~ N(0, 1)`` of shape ``[n, features]``, uniform labels.
+    """The width examples' dummy data: ``x ~ N(0, 1)`` of shape ``[n, features]``, uniform labels.
 
-    The seed draws ``torch.randn(100, 10)`` and ``torch.randint(0, 2, (100,))`` from torch's
+    The source draws ``torch.randn(100, 10)`` and ``torch.randint(0, 2, (100,))`` from torch's
     global generator; here the same distributions come from a seeded numpy generator so that
     both sides get identical arrays.
     """
@@ -45,7 +45,7 @@ def random_classification(
 
 @functools.cache
 def image_classification(name: str = "auto", data_dir: str | None = None) -> ParityData:
-    """The training split of seed 001's image dataset, normalized, as float64 numpy.
+    """The training split of the image examples' dataset, normalized, as float64 numpy.
 
     Loaded with :func:`jaxlr.data.load_dataset` (``download=False``: a parity run never touches
     the network) and standardized by its ``normalize`` (one scalar mean/std of the training
@@ -78,7 +78,7 @@ def batch_indices(seed: int, n: int, batch_size: int, steps: int) -> np.ndarray:
 
     Epoch ``e`` uses ``np.random.default_rng([seed, e]).permutation(n)`` cut into
     ``n // batch_size`` batches (as ``DataLoader(shuffle=True, drop_last=True)`` would: 60,000
-    images in batches of 64 give the seed's 937 batches per epoch).
+    images in batches of 64 give the Fashion-MNIST width experiment's 937 batches per epoch).
 
     Returns:
       int64 array ``[steps, batch_size]``; row ``t`` is the batch of step ``t``.

@@ -1,23 +1,29 @@
-"""The seeds' PyTorch examples as runnable, deterministic reference programs.
+"""The source documents' PyTorch examples as runnable, deterministic reference programs.
 
-Each program follows its seed's code (same classes, optimizers, loss and loop) and returns the
-loss at every step plus the weights before and after training. Departures from the seed's text
-are marked ``# departs from seed NNN:`` with the reason. Common to all of them:
+The sources are "the width examples" (random-data Adam nets, one with ``ReduceLROnPlateau``),
+"the Fashion-MNIST width experiment" (``784-w-w-10`` MLPs, plain SGD) and "the per-neuron
+learning-rate examples" (Adam per layer, per-neuron rates from weight norms and AdaGrad); see
+:mod:`torch_parity.catalog`. Each program follows its source's code (same classes, optimizers,
+loss and loop) and returns the loss at every step plus the weights before and after training.
+Departures from the source's text are marked ``# departs from the source:`` with the reason.
+Common to all of them:
 
 * The data are numpy arrays from :mod:`torch_parity.data` instead of fresh ``torch.randn`` /
   ``torch.randint`` draws, so that the JAX side gets the same arrays.
 * The initial weights are ``nn.Linear``'s default init drawn from ``torch.manual_seed(seed)``
   inside ``torch.random.fork_rng`` (the global generator is left as it was), in float32, then
   cast to the run's dtype with ``net.to(dtype)``.
-* "Epoch" in seeds 000 and 002 means one full-batch optimizer step; ``steps`` counts them.
+* "Epoch" in the width and per-neuron examples means one full-batch optimizer step; ``steps``
+  counts them.
 * The loss is recorded with ``loss.item()`` at each step instead of printed.
 
-Seed 002's examples 2 and 3 crash on current PyTorch as written: assigning new dicts to
-``optimizer.param_groups`` drops Adam's ``betas`` / ``eps`` (``KeyError: 'betas'``), Adam only
-takes a scalar ``lr``, and a per-neuron rate vector ``[out]`` does not broadcast over a weight
-``[out, in]``. Here :class:`TensorLRAdam` is Adam with a tensor learning rate per parameter group
-(one parameter per group), and the seed's rate functions return ``[out, 1]`` rates for weights
-and ``[out]`` for biases, written into the existing groups' ``"lr"``.
+The per-neuron learning-rate examples 2 and 3 crash on current PyTorch as written: assigning
+new dicts to ``optimizer.param_groups`` drops Adam's ``betas`` / ``eps`` (``KeyError:
+'betas'``), Adam only takes a scalar ``lr``, and a per-neuron rate vector ``[out]`` does not
+broadcast over a weight ``[out, in]``. Here :class:`TensorLRAdam` is Adam with a tensor
+learning rate per parameter group (one parameter per group), and the examples' rate functions
+return ``[out, 1]`` rates for weights and ``[out]`` for biases, written into the existing
+groups' ``"lr"``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -49,13 +55,27 @@ class TorchRun:
     lrs: np.ndarray | None = None  # float64 [steps]: scheduler lr used by step t, if any
 
 
-# A reference program: (data, steps, dtype, batch indices [steps, batch] or None) -> TorchRun.
-TorchProgram = Callable[[ParityData, int, torch.dtype, "np.ndarray | None"], TorchRun]
+OnStep = Callable[[int], None]  # on_step(t): called after optimizer step t (1-based)
 
 
-# --------------------------------------------------------------------------- seed 000 networks
+class TorchProgram(Protocol):
+    """A reference program: data, steps, dtype and batch indices ``[steps, batch]`` (or None for
+    full batch) -> :class:`TorchRun`; ``on_step(t)`` after each step ``t``, if given."""
+
+    def __call__(
+        self,
+        data: ParityData,
+        steps: int,
+        dtype: torch.dtype,
+        batches: np.ndarray | None = None,
+        *,
+        on_step: OnStep | None = None,
+    ) -> TorchRun: ...
+
+
+# --------------------------------------------------------------------------- the width examples
 class NarrowNetwork(nn.Module):
-    """Seed 000, example 1: ``input -> hidden -> output`` with a ReLU."""
+    """The width examples, network 1: ``input -> hidden -> output`` with a ReLU."""
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int):
         super().__init__()
@@ -71,11 +91,11 @@ class NarrowNetwork(nn.Module):
 
 
 class WideNetwork(NarrowNetwork):
-    """Seed 000, example 2: the seed repeats NarrowNetwork's code under this name."""
+    """The width examples, network 2: the source repeats NarrowNetwork's code under this name."""
 
 
 class ComplexNetwork(nn.Module):
-    """Seed 000, example 3: ``input -> h1 -> h2 -> output`` with ReLUs."""
+    """The width examples, network 3: ``input -> h1 -> h2 -> output`` with ReLUs."""
 
     def __init__(self, input_size: int, hidden_size1: int, hidden_size2: int, output_size: int):
         super().__init__()
@@ -94,9 +114,9 @@ class ComplexNetwork(nn.Module):
         return x
 
 
-# --------------------------------------------------------------------------- seed 002 network
+# --------------------------------------------------------------- the per-neuron lr examples
 class SimpleNet(nn.Module):
-    """Seed 002's network: 10-20-10-2 with ReLUs."""
+    """The per-neuron learning-rate examples' network: 10-20-10-2 with ReLUs."""
 
     def __init__(self):
         super().__init__()
@@ -111,9 +131,10 @@ class SimpleNet(nn.Module):
         return x
 
 
-# --------------------------------------------------------------------------- seed 001 network
-def seed001_mlp(in_features: int, width: int, num_classes: int) -> nn.Sequential:
-    """Seed 001's ``in-w-w-10`` MLP (the seed gives no code; a plain ``nn.Sequential``)."""
+# ------------------------------------------------------- the Fashion-MNIST width experiment
+def width_experiment_mlp(in_features: int, width: int, num_classes: int) -> nn.Sequential:
+    """The Fashion-MNIST width experiment's ``in-w-w-10`` MLP (the source gives no code; a plain
+    ``nn.Sequential``)."""
     return nn.Sequential(
         nn.Linear(in_features, width),
         nn.ReLU(),
@@ -182,7 +203,7 @@ def one_group_per_parameter(model: nn.Module, lr: float) -> TensorLRAdam:
 
 def set_group_lrs(optimizer: optim.Optimizer, lrs: list[torch.Tensor]) -> None:
     """Writes one rate per group into the existing ``param_groups`` (keeping betas and eps)."""
-    # departs from seed 002: the seed assigns `optimizer.param_groups = lrs`, new dicts without
+    # departs from the source: it assigns `optimizer.param_groups = lrs`, new dicts without
     # 'betas'/'eps' (KeyError in Adam.step); updating each group's 'lr' keeps the rest.
     if len(lrs) != len(optimizer.param_groups):
         raise ValueError(f"{len(lrs)} rates for {len(optimizer.param_groups)} param groups")
@@ -190,11 +211,11 @@ def set_group_lrs(optimizer: optim.Optimizer, lrs: list[torch.Tensor]) -> None:
         group["lr"] = lr
 
 
-# --------------------------------------------------------------------------- seed 002 rate rules
+# ------------------------------------------------------- the per-neuron examples' rate rules
 def calculate_neuron_lrs(
     model: nn.Module, base_lr: float, scaling_factor: float = 0.01
 ) -> list[torch.Tensor]:
-    """Seed 002, example 2: ``lr_i = base_lr (1 + scaling_factor ||w_i||)`` per output neuron.
+    """Per-neuron example 2: ``lr_i = base_lr (1 + scaling_factor ||w_i||)`` per output neuron.
 
     ``w_i`` is row ``i`` of each ``nn.Linear`` weight (the neuron's input weights); the rate
     applies to that row and to bias ``i``. Returns rates in ``model.parameters()`` order.
@@ -205,7 +226,7 @@ def calculate_neuron_lrs(
             if isinstance(module, nn.Linear):
                 weight_norm = torch.norm(module.weight, dim=1)
                 per_neuron_lrs = base_lr * (1 + scaling_factor * weight_norm)
-                # departs from seed 002: the seed puts one [out] vector on weight and bias
+                # departs from the source: it puts one [out] vector on weight and bias
                 # together; the weight needs [out, 1] to scale its rows.
                 lrs += [per_neuron_lrs[:, None], per_neuron_lrs]
     return lrs
@@ -214,9 +235,9 @@ def calculate_neuron_lrs(
 def calculate_and_update_neuron_lrs(
     model: nn.Module, base_lr: float, grad_squared_sums: dict[str, torch.Tensor], epsilon: float
 ) -> list[torch.Tensor]:
-    """Seed 002, example 3 (AdaGrad per parameter): ``G <- G + g^2``, ``lr = base/(sqrt(G)+eps)``.
+    """Per-neuron example 3 (AdaGrad per parameter): ``G <- G + g^2``, ``lr = base/(sqrt(G)+eps)``.
 
-    ``grad_squared_sums`` is updated in place (the seed rebinds its entries the same way).
+    ``grad_squared_sums`` is updated in place (the source rebinds its entries the same way).
     """
     lrs = []
     for name, param in model.named_parameters():
@@ -233,7 +254,7 @@ def calculate_and_update_row_lrs(
 
     One accumulator per output neuron ``i`` of each ``nn.Linear`` (keyed by module name), fed by
     the mean squared gradient of the neuron's input weights (row ``i`` of the weight); the rate
-    ``lr_i`` is shared by that row (as ``[out, 1]``) and by bias ``i``. Not in the seed's text:
+    ``lr_i`` is shared by that row (as ``[out, 1]``) and by bias ``i``. Not in the source's text:
     it is the per-neuron reading of its example 3 that ``jaxlr.adagrad_lr(granularity="neuron")``
     implements.
     """
@@ -285,11 +306,14 @@ def train_full_batch(
     *,
     before_step: Callable[[], None] | None = None,
     scheduler: ReduceLROnPlateau | None = None,
+    on_step: OnStep | None = None,
 ) -> TorchRun:
-    """Seeds 000/002's loop: ``steps`` full-batch steps with CrossEntropyLoss.
+    """The width and per-neuron examples' loop: ``steps`` full-batch steps, CrossEntropyLoss.
 
-    ``before_step`` runs between ``loss.backward()`` and ``optimizer.step()`` (seed 002 computes
-    its rates there); ``scheduler.step(loss)`` runs after ``optimizer.step()`` (seed 000).
+    ``before_step`` runs between ``loss.backward()`` and ``optimizer.step()`` (the per-neuron
+    examples compute their rates there); ``scheduler.step(loss)`` runs after
+    ``optimizer.step()`` (the width examples' ``ReduceLROnPlateau``); ``on_step(t)`` after step
+    ``t``.
     """
     dtype = next(net.parameters()).dtype
     init_state = _state(net)
@@ -309,11 +333,13 @@ def train_full_batch(
         optimizer.step()
         if scheduler is not None:
             with warnings.catch_warnings():
-                # The seed passes the loss tensor itself, which torch converts with float() and
+                # The source passes the loss tensor itself, which torch converts with float() and
                 # a warning about requires_grad; the value is the same as loss.item().
                 warnings.filterwarnings("ignore", "Converting a tensor with requires_grad")
                 scheduler.step(loss)
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(len(losses))
     return TorchRun(
         init_state,
         _state(net),
@@ -322,18 +348,20 @@ def train_full_batch(
     )
 
 
-# --------------------------------------------------------------------------- seed 000 programs
+# --------------------------------------------------------------- the width examples' programs
 def narrow(
     data: ParityData,
     steps: int,
     dtype: torch.dtype,
     batches: np.ndarray | None = None,
     seed: int = 0,
+    *,
+    on_step: OnStep | None = None,
 ) -> TorchRun:
-    """Seed 000, example 1: 10-32-2, Adam(lr=1e-3)."""
+    """The width examples, 1: 10-32-2, Adam(lr=1e-3)."""
     net = build(lambda: NarrowNetwork(data.features, 32, data.num_classes), seed, dtype)
     optimizer = optim.Adam(net.parameters(), lr=0.001)
-    return train_full_batch(net, optimizer, data, steps)
+    return train_full_batch(net, optimizer, data, steps, on_step=on_step)
 
 
 def wide(
@@ -342,11 +370,13 @@ def wide(
     dtype: torch.dtype,
     batches: np.ndarray | None = None,
     seed: int = 0,
+    *,
+    on_step: OnStep | None = None,
 ) -> TorchRun:
-    """Seed 000, example 2: 10-256-2, Adam(lr=1e-2)."""
+    """The width examples, 2: 10-256-2, Adam(lr=1e-2)."""
     net = build(lambda: WideNetwork(data.features, 256, data.num_classes), seed, dtype)
     optimizer = optim.Adam(net.parameters(), lr=0.01)
-    return train_full_batch(net, optimizer, data, steps)
+    return train_full_batch(net, optimizer, data, steps, on_step=on_step)
 
 
 def mixed(
@@ -355,16 +385,18 @@ def mixed(
     dtype: torch.dtype,
     batches: np.ndarray | None = None,
     seed: int = 0,
+    *,
+    on_step: OnStep | None = None,
     **plateau: Any,
 ) -> TorchRun:
-    """Seed 000, example 3: 10-64-16-2, Adam(lr=5e-3), ``ReduceLROnPlateau(optimizer, 'min')``.
+    """The width examples, 3: 10-64-16-2, Adam(lr=5e-3), ``ReduceLROnPlateau(optimizer, 'min')``.
 
-    ``plateau`` passes extra keyword arguments to the scheduler (the seed uses its defaults).
+    ``plateau`` passes extra keyword arguments to the scheduler (the source uses its defaults).
     """
     net = build(lambda: ComplexNetwork(data.features, 64, 16, data.num_classes), seed, dtype)
     optimizer = optim.Adam(net.parameters(), lr=0.005)
     scheduler = ReduceLROnPlateau(optimizer, "min", **plateau)
-    return train_full_batch(net, optimizer, data, steps, scheduler=scheduler)
+    return train_full_batch(net, optimizer, data, steps, scheduler=scheduler, on_step=on_step)
 
 
 def mixed_plateau(
@@ -373,29 +405,34 @@ def mixed_plateau(
     dtype: torch.dtype,
     batches: np.ndarray | None = None,
     seed: int = 0,
+    *,
+    on_step: OnStep | None = None,
 ) -> TorchRun:
     """``mixed`` with ``ReduceLROnPlateau(optimizer, 'min', patience=2, threshold=0.02,
     threshold_mode='abs')``: over 100 steps the lr drops at steps 53, 57, 60, 63, 66, 69 (to
     5e-9, where torch's ``eps=1e-8`` rule stops further reductions)."""
-    # departs from seed 000: with the defaults (patience 10, threshold 1e-4 relative) the lr never
-    # drops within the seed's 20 epochs, so the plateau logic would go untested.
+    # departs from the source: with the defaults (patience 10, threshold 1e-4 relative) the lr
+    # never drops within its 20 epochs, so the plateau logic would go untested.
     return mixed(
-        data, steps, dtype, batches, seed, patience=2, threshold=0.02, threshold_mode="abs"
-    )
+        data, steps, dtype, batches, seed, on_step=on_step,
+        patience=2, threshold=0.02, threshold_mode="abs",
+    )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- seed 002 programs
-# departs from seed 002: the seed trains on one sample (torch.randn(1, 10)) for one step; these
-# run many full-batch steps on seed 000's kind of data (100 x 10, 2 classes), which the seed does
-# not specify.
+# ----------------------------------------------------- the per-neuron examples' programs
+# departs from the source: it trains on one sample (torch.randn(1, 10)) for one step; these run
+# many full-batch steps on the width examples' kind of data (100 x 10, 2 classes), which the
+# source does not specify.
 def per_layer(
     data: ParityData,
     steps: int,
     dtype: torch.dtype,
     batches: np.ndarray | None = None,
     seed: int = 0,
+    *,
+    on_step: OnStep | None = None,
 ) -> TorchRun:
-    """Seed 002, example 1: Adam parameter groups with lr 1e-3, 5e-4, 2e-4 for fc1, fc2, fc3."""
+    """Per-neuron example 1: Adam parameter groups with lr 1e-3, 5e-4, 2e-4 for fc1, fc2, fc3."""
     model = build(SimpleNet, seed, dtype)
     optimizer = optim.Adam(
         [
@@ -404,7 +441,7 @@ def per_layer(
             {"params": model.fc3.parameters(), "lr": 0.0002},
         ]
     )
-    return train_full_batch(model, optimizer, data, steps)
+    return train_full_batch(model, optimizer, data, steps, on_step=on_step)
 
 
 def weight_norm(
@@ -413,26 +450,30 @@ def weight_norm(
     dtype: torch.dtype,
     batches: np.ndarray | None = None,
     seed: int = 0,
+    *,
+    on_step: OnStep | None = None,
 ) -> TorchRun:
-    """Seed 002, example 2: per-neuron ``lr_i = 1e-3 (1 + 0.01 ||w_i||)``, recomputed each step."""
+    """Per-neuron example 2: ``lr_i = 1e-3 (1 + 0.01 ||w_i||)`` per neuron, recomputed each step."""
     model = build(SimpleNet, seed, dtype)
     base_lr = 0.001
-    # departs from seed 002: TensorLRAdam with one group per parameter instead of optim.Adam,
+    # departs from the source: TensorLRAdam with one group per parameter instead of optim.Adam,
     # which takes only a scalar lr.
     optimizer = one_group_per_parameter(model, base_lr)
 
     def apply_neuron_lrs() -> None:
         set_group_lrs(optimizer, calculate_neuron_lrs(model, base_lr))
 
-    return train_full_batch(model, optimizer, data, steps, before_step=apply_neuron_lrs)
+    return train_full_batch(
+        model, optimizer, data, steps, before_step=apply_neuron_lrs, on_step=on_step
+    )
 
 
-# departs from seed 002: the seed's base_lr = 1e-2 is far too large once the rates go through
+# departs from the source: its base_lr = 1e-2 is far too large once the rates go through
 # Adam. Adam's first direction is m_hat / (sqrt(v_hat) + eps) = g / (|g| + eps) ~ sign(g) and the
 # first rate is base_lr / (|g| + eps), so step 1 moves every weight by about base_lr / |g|: with
 # 1e-2 the loss jumps from 0.70 to 6.2e7 (per parameter) or 3.1e4 (per neuron) at step 2 and
 # never recovers. These programs default to base_lr = 1e-5, which trains (0.70 -> 0.62
-# per parameter, 0.70 -> 0.60 per neuron in 200 steps); pass base_lr=0.01 for the seed's value.
+# per parameter, 0.70 -> 0.60 per neuron in 200 steps); pass base_lr=0.01 for the source's.
 ADAGRAD_BASE_LR = 1e-5
 
 
@@ -444,10 +485,11 @@ def adagrad_param(
     seed: int = 0,
     *,
     base_lr: float = ADAGRAD_BASE_LR,
+    on_step: OnStep | None = None,
 ) -> TorchRun:
-    """Seed 002, example 3: ``lr = base_lr / (sqrt(sum_t g_t^2) + 1e-8)`` elementwise, via Adam."""
+    """Per-neuron example 3: ``lr = base_lr / (sqrt(sum_t g_t^2) + 1e-8)`` elementwise, via Adam."""
     model = build(SimpleNet, seed, dtype)
-    optimizer = one_group_per_parameter(model, base_lr)  # departs from seed 002, as above
+    optimizer = one_group_per_parameter(model, base_lr)  # departs from the source, as above
     grad_squared_sums = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
     epsilon = 1e-8
 
@@ -455,7 +497,9 @@ def adagrad_param(
         lrs = calculate_and_update_neuron_lrs(model, base_lr, grad_squared_sums, epsilon)
         set_group_lrs(optimizer, lrs)
 
-    return train_full_batch(model, optimizer, data, steps, before_step=apply_adagrad_lrs)
+    return train_full_batch(
+        model, optimizer, data, steps, before_step=apply_adagrad_lrs, on_step=on_step
+    )
 
 
 def adagrad_neuron(
@@ -466,6 +510,7 @@ def adagrad_neuron(
     seed: int = 0,
     *,
     base_lr: float = ADAGRAD_BASE_LR,
+    on_step: OnStep | None = None,
 ) -> TorchRun:
     """Row-wise AdaGrad rates (one accumulator per neuron), eps 1e-8, via Adam."""
     model = build(SimpleNet, seed, dtype)
@@ -481,10 +526,12 @@ def adagrad_neuron(
         lrs = calculate_and_update_row_lrs(model, base_lr, grad_squared_sums, epsilon)
         set_group_lrs(optimizer, lrs)
 
-    return train_full_batch(model, optimizer, data, steps, before_step=apply_row_lrs)
+    return train_full_batch(
+        model, optimizer, data, steps, before_step=apply_row_lrs, on_step=on_step
+    )
 
 
-# --------------------------------------------------------------------------- seed 001 program
+# ------------------------------------------------ the Fashion-MNIST width experiment's program
 def sgd_minibatch(
     data: ParityData,
     steps: int,
@@ -494,22 +541,24 @@ def sgd_minibatch(
     *,
     width: int = 64,
     lr: float = 0.1,
+    on_step: OnStep | None = None,
 ) -> TorchRun:
-    """Seed 001: ``in-w-w-10`` MLP, plain SGD, CrossEntropyLoss, batches of 64, no scheduler.
+    """The Fashion-MNIST width experiment: ``in-w-w-10`` MLP, plain SGD, CrossEntropyLoss,
+    batches of 64, no scheduler.
 
     ``batches[t]`` are the sample indices of step ``t`` (shuffled epochs from
     :func:`torch_parity.data.batch_indices`).
     """
     if batches is None or len(batches) != steps:
         raise ValueError("sgd_minibatch needs batch indices of shape [steps, batch_size]")
-    model = build(lambda: seed001_mlp(data.features, width, data.num_classes), seed, dtype)
+    model = build(lambda: width_experiment_mlp(data.features, width, data.num_classes), seed, dtype)
     init_state = _state(model)
     optimizer = optim.SGD(model.parameters(), lr=lr)
     criterion = nn.CrossEntropyLoss()
     dataset = TensorDataset(torch.from_numpy(data.x).to(dtype), torch.from_numpy(data.y))
-    # departs from seed 001: DataLoader(shuffle=True) would draw its own permutation; the batch
+    # departs from the source: DataLoader(shuffle=True) would draw its own permutation; the batch
     # order comes from numpy instead, identical on the JAX side. A "run" is `steps` steps (the
-    # seed runs 50 epochs of 937 batches).
+    # source runs 50 epochs of 937 batches).
     loader = DataLoader(dataset, batch_sampler=batches.tolist())
     losses = []
     for inputs, labels in loader:
@@ -518,4 +567,6 @@ def sgd_minibatch(
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(len(losses))
     return TorchRun(init_state, _state(model), np.asarray(losses, np.float64))

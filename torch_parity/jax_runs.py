@@ -101,8 +101,10 @@ def train_full_batch(
     y: np.ndarray,
     steps: int,
     dtype: DType = "float64",
+    *,
+    on_step: Callable[[int], None] | None = None,
 ) -> JaxRun:
-    """``steps`` full-batch steps (seeds 000 and 002) in one jitted ``lax.scan``.
+    """``steps`` full-batch steps (the width and per-neuron examples) in one jitted ``lax.scan``.
 
     Args:
       params: initial ``{"Dense_i": {"kernel", "bias"}}`` params (e.g. the converted torch init).
@@ -110,6 +112,7 @@ def train_full_batch(
       x, y: the whole training set (``x`` is cast to ``dtype``).
       steps: number of optimizer steps.
       dtype: ``"float64"`` (x64 inside this call) or ``"float32"``.
+      on_step: called with 0 before the (single) device call and with ``steps`` after it.
     """
     with jax_precision(dtype):
         model = model_for(params, dtype)
@@ -119,9 +122,13 @@ def train_full_batch(
         def train(state: TrainState, x: jax.Array, y: jax.Array):
             return jax.lax.scan(lambda s, _: train_step(s, (x, y)), state, None, length=steps)
 
+        if on_step is not None:
+            on_step(0)
         state, losses = train(
             _initial_state(params, tx, dtype), jnp.asarray(x, dtype), jnp.asarray(y, jnp.int32)
         )
+        if on_step is not None:
+            on_step(jax.block_until_ready(losses).shape[0])
         return _result([losses], state)
 
 
@@ -150,8 +157,10 @@ def train_minibatch(
     batches: np.ndarray,
     batches_per_epoch: int,
     dtype: DType = "float64",
+    *,
+    on_step: Callable[[int], None] | None = None,
 ) -> JaxRun:
-    """Minibatch training (seed 001): one jitted scan per epoch over that epoch's batches.
+    """Minibatch training (the Fashion-MNIST width experiment): one jitted scan per epoch.
 
     Args:
       params: initial params.
@@ -160,6 +169,8 @@ def train_minibatch(
       batches: ``[steps, batch_size]`` sample indices, row ``t`` for step ``t``.
       batches_per_epoch: rows per host call (the last epoch may be shorter).
       dtype: ``"float64"`` or ``"float32"``.
+      on_step: called with the steps done after each epoch's scan has finished (waiting for
+        it, so the count is true; without ``on_step`` the epochs are queued without waiting).
     """
     with jax_precision(dtype):
         train_epoch = make_train_epoch(model_for(params, dtype), tx)
@@ -170,4 +181,6 @@ def train_minibatch(
             idx = jnp.asarray(batches[start : start + batches_per_epoch], jnp.int32)
             state, epoch_losses = train_epoch(state, xd, yd, idx)
             losses.append(epoch_losses)
+            if on_step is not None:
+                on_step(start + jax.block_until_ready(epoch_losses).shape[0])
         return _result(losses, state)

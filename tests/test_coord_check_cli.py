@@ -1,0 +1,249 @@
+"""The coordinate check's command line: comma lists like the sweep's, one-line exit-2 errors for
+bad flags and a bad --out (before JAX is imported), and Ctrl-C at any moment: exit 130, one line.
+
+Flag errors run in this process (``main(argv)``); a subprocess only where the process is the
+point (what it imported, a signal). :func:`interrupt_at` is shared with test_parity_cli.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from jaxlr.coord_check.__main__ import main
+
+ROOT = Path(__file__).resolve().parent.parent
+COORD_INTERRUPTED = "python -m jaxlr.coord_check: interrupted (Ctrl-C); nothing written"
+
+
+# ------------------------------------------------------------------------ signals
+def loaded(pid: int, library: str) -> bool:
+    """Whether process ``pid`` has mapped a shared library whose path contains ``library``."""
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def interrupt_at(
+    argv: Sequence[str],
+    moment: Callable[[subprocess.Popen, list[str]], bool],
+    *,
+    timeout: float = 240.0,
+) -> tuple[int, str, str]:
+    """Starts ``python *argv``, sends SIGINT once ``moment(proc, stderr_lines_so_far)`` holds
+    (polled every 10 ms), and returns ``(returncode, stdout, stderr)``.
+
+    SIGINT's disposition is reset to the default in the child: a shell or CI runner may start
+    tests with SIGINT ignored, and Python leaves an ignored SIGINT ignored.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    os.set_blocking(proc.stderr.fileno(), False)
+    err_lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not moment(proc, err_lines):
+            assert proc.poll() is None, f"exited {proc.returncode} before the moment: {err_lines}"
+            assert time.monotonic() < deadline, "the moment never came"
+            chunk = proc.stderr.read()
+            if chunk:
+                err_lines += chunk.splitlines()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        os.set_blocking(proc.stderr.fileno(), True)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, "\n".join(err_lines) + ("\n" if err_lines else "") + err
+
+
+def after(seconds: float) -> Callable[[subprocess.Popen, list[str]], bool]:
+    """The moment ``seconds`` after this call."""
+    t = time.monotonic() + seconds
+    return lambda proc, err: time.monotonic() >= t
+
+
+def on_load(library: str, then: float = 0.0) -> Callable[[subprocess.Popen, list[str]], bool]:
+    """The moment the child has mapped ``library`` (plus ``then`` seconds)."""
+    seen: list[float] = []
+
+    def moment(proc: subprocess.Popen, err: list[str]) -> bool:
+        if not seen and loaded(proc.pid, library):
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() >= seen[0] + then
+
+    return moment
+
+
+def assert_interrupted(result: tuple[int, str, str], message: str) -> None:
+    """Exit 130, nothing on stdout, and the one-line message as the last line of stderr."""
+    code, out, err = result
+    assert code == 130, (code, err)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert err.splitlines()[-1] == message, err
+    assert out == ""
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_any_moment_exits_130(tmp_path):
+    """During the JAX import, while compiling and training, and at fixed times: 130 each time
+    (the previous entry point printed a traceback, or let the interrupt be swallowed by JAX's
+    garbage-collector callback and exited 0)."""
+    argv = ["-m", "jaxlr.coord_check", "--out", str(tmp_path), "--widths", "64,128,256,512"]
+    moments = [on_load("jaxlib"), on_load("jaxlib", then=1.5), on_load("jaxlib", then=4.0)]
+    moments += [after(0.6), after(2.0)]
+    for moment in moments:
+        assert_interrupted(interrupt_at(argv, moment), COORD_INTERRUPTED)
+        assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+def test_ctrl_c_inside_a_deferred_block_waits_for_its_end(tmp_path):
+    """CtrlC.deferred(): a SIGINT inside the block is held; the block completes, then exit 130."""
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from jaxlr.coord_check.entry import CtrlC
+        ctrl_c = CtrlC("held: interrupted").install()
+        with ctrl_c.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the Python-level handler runs between bytecodes
+                pass
+            print("block finished", flush=True)
+        print("after the block")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stdout == "block finished\n"
+    assert proc.stderr == "held: interrupted\n"
+
+
+# ------------------------------------------------------------------------ start-up
+def test_help_and_flag_errors_import_no_jax():
+    """--help, a malformed list and a bad --out return without importing JAX, Optax or pandas."""
+    script = textwrap.dedent(
+        """
+        import contextlib, io, sys
+        from jaxlr.coord_check.__main__ import main
+        codes = []
+        for argv in (["--help"], ["--out", "/proc/x"], ["--out", "o", "--widths", "64,,128"]):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                try:
+                    codes.append(main(argv))
+                except SystemExit as e:
+                    codes.append(e.code)
+        heavy = sorted(m for m in ("jax", "optax", "pandas", "torch") if m in sys.modules)
+        print(codes, heavy)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert proc.stdout.strip() == "[0, 2, 2] []", proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------ flags
+def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    """Runs ``main(argv)``, which must exit 2 (returned or raised) with one line on stderr."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    err = captured.err
+    assert code == 2, err
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith("python -m jaxlr.coord_check: error: "), err
+    assert captured.out == ""
+    return err
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--widths", "64,,128"], "empty item"),
+        (["--widths", "64,128,"], "empty item"),
+        (["--seeds", "0,,1"], "empty item"),
+        (["--widths", "64,128", "--widths", "256,512"], "--widths given twice"),
+        (["--seeds", "0", "--seeds", "1"], "--seeds given twice"),
+        (["--steps", "3", "--steps", "4"], "--steps given twice"),
+        (["--widths", "64", "128"], "--widths takes one comma list: --widths 64,128"),
+        (["--seeds", "0", "1", "2"], "--seeds takes one comma list: --seeds 0,1,2"),
+        (["--widths", "64,x"], "expected an integer, got 'x'"),
+        (["--widths", "256,64"], "increasing"),
+        (["--seeds", "0,0"], "without repeats"),
+        (["--adam-lr", "nan"], "finite and > 0"),
+    ],
+)
+def test_list_and_value_errors_are_one_line_exit_2(tmp_path, capsys, flags, expected):
+    out = tmp_path / "out"
+    err = _one_line_error(capsys, ["--out", str(out), *flags])
+    assert expected in err
+    assert not out.exists()  # refused before anything was made
+
+
+def test_comma_lists_parse_like_the_sweeps():
+    from jaxlr.cli import parse_ints
+    from jaxlr.coord_check.__main__ import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--out", "o", "--widths", "64, 128,256", "--seeds", "3,1"])
+    cfg = config_from_args(args)
+    assert cfg.widths == (64, 128, 256) == parse_ints("64, 128,256")
+    assert cfg.seeds == (3, 1)
+    assert config_from_args(build_parser().parse_args(["--out", "o"])).widths == (
+        64, 128, 256, 512, 1024
+    )  # fmt: skip
+
+
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
+    a_file = tmp_path / "results.csv"
+    a_file.write_text("not a directory\n")
+    err = _one_line_error(capsys, ["--out", str(a_file), "--widths", "64,128"])
+    assert f"--out {a_file} is a file" in err
+    assert a_file.read_text() == "not a directory\n"
+    err = _one_line_error(capsys, ["--out", str(a_file / "sub")])
+    assert "cannot create or write" in err
+
+
+@pytest.mark.parametrize("out", ["/proc/x", "/proc/x/y"])
+def test_out_that_cannot_be_made_is_one_line_exit_2(capsys, out):
+    err = _one_line_error(capsys, ["--out", out])
+    assert f"--out {out}: cannot create or write this directory" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
+def test_out_that_is_not_writable_is_one_line_exit_2(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    err = _one_line_error(capsys, ["--out", str(locked)])
+    assert "cannot create or write" in err
+
+
+def test_batch_larger_than_the_data_is_one_line_exit_2(tmp_path, capsys):
+    err = _one_line_error(capsys, ["--out", str(tmp_path), "--widths", "8,16", "--batch", "99999"])
+    assert "digits has" in err
+    assert list(tmp_path.iterdir()) == []
