@@ -23,9 +23,6 @@ finally:
     print("imported " + json.dumps([m for m in heavy if m in sys.modules]), file=sys.stderr)
 """
 
-# the config's checks (after argparse) still run after cli.main imports the runner
-_CONFIG_CHECK = pytest.mark.xfail(reason="cli.main imports the runner before the config checks")
-
 
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
@@ -33,14 +30,10 @@ _CONFIG_CHECK = pytest.mark.xfail(reason="cli.main imports the runner before the
         (["--help"], 0, ""),
         (["--bogus"], 2, "unrecognized arguments: --bogus"),
         (["--optimizer", "rmsprop"], 2, "--optimizer: unknown value 'rmsprop'"),
-        pytest.param(["--widths", "0,64"], 2, "widths must be positive", marks=_CONFIG_CHECK),
-        pytest.param(["--lr-rule", "per-layer"], 2, "--layer-lr-mults", marks=_CONFIG_CHECK),
-        pytest.param(
-            ["--preset", "quick", "--weight-norm-factor", "0.5"],
-            2,
-            "only applies",
-            marks=_CONFIG_CHECK,
-        ),
+        (["--widths", "0,64"], 2, "widths must be positive"),  # the config's checks
+        (["--lr-rule", "per-layer"], 2, "--layer-lr-mults"),
+        (["--preset", "quick", "--weight-norm-factor", "0.5"], 2, "only applies"),
+        (["--resume"], 2, "--resume needs --out"),
     ],
 )
 def test_help_and_bad_flags_import_no_jax(args, code, needle):
@@ -54,6 +47,54 @@ def test_help_and_bad_flags_import_no_jax(args, code, needle):
     assert imported == "imported []", imported
     if code == 0:
         assert "--widths" in p.stdout
+
+
+_PACKAGE = """
+import json, sys
+import jaxlr
+heavy = ("jax", "optax", "flax", "pandas")
+light = [m for m in heavy if m in sys.modules]
+import jaxlr.coord_check.__main__  # the submodule first, as python -m jaxlr.coord_check does
+from jaxlr import MLP, coord_check, per_layer_lr
+from jaxlr import transforms, models
+names = {}
+for name in jaxlr.__all__:
+    obj = getattr(jaxlr, name)
+    names[name] = [obj.__module__, getattr(sys.modules[obj.__module__], name) is obj]
+try:
+    from jaxlr import no_such_name
+    missing = "imported"
+except ImportError as e:
+    missing = str(e)
+print(json.dumps(dict(
+    light=light,
+    coord_check=[callable(coord_check), jaxlr.coord_check is coord_check],
+    same=[per_layer_lr is transforms.per_layer_lr, MLP is models.MLP],
+    names=names,
+    dir=sorted(set(jaxlr.__all__) - set(dir(jaxlr))),
+    missing=missing,
+)))
+"""
+
+
+def test_import_jaxlr_is_lazy_and_every_public_name_resolves():
+    """``import jaxlr`` imports no JAX, Optax, Flax or pandas; each name of ``__all__`` is the
+    object its module defines; ``jaxlr.coord_check`` stays the function once its submodule is
+    imported."""
+    p = subprocess.run(
+        [sys.executable, "-c", _PACKAGE], capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["light"] == [] and r["coord_check"] == [True, True] and r["same"] == [True, True]
+    assert len(r["names"]) == 21 and all(ok for _, ok in r["names"].values()), r["names"]
+    assert {m for m, _ in r["names"].values()} == {
+        "jaxlr.coord_check",
+        "jaxlr.models",
+        "jaxlr.mup",
+        "jaxlr.transforms",
+    }
+    assert r["dir"] == [] and "cannot import name 'no_such_name'" in r["missing"]
 
 
 @pytest.mark.parametrize(
