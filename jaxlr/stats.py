@@ -705,6 +705,43 @@ def sweep_alpha(
     return exponent_interval(sweep.log2_widths, stars, n_boot=n_boot, rng=rng)
 
 
+def _family_points(final: pd.DataFrame, loss: str, chance_loss: float) -> tuple:
+    """:func:`fit_family`'s points: per width ``(x, y (S, L) log10 loss or NaN, censored, best
+    tested x)``, and the widths, the seeds and ``u = log2(w / w_0)``."""
+    final = final.sort_values(["width", "seed", "lr"])
+    widths = np.sort(final["width"].unique())
+    seeds = np.sort(final["seed"].unique())
+    u = np.log2(widths / widths[0])
+    top = math.log10(chance_loss) - 0.1
+    data = []  # per width: x (L,), y (S, L) with NaN where not a point, censored (S, L)
+    for w in widths:
+        g = final[final["width"] == w]
+        xs = np.log2(np.sort(g["lr"].unique()))
+        y = np.full((len(seeds), len(xs)), np.nan)
+        cen = np.zeros((len(seeds), len(xs)), bool)
+        si = np.searchsorted(seeds, g["seed"].to_numpy())
+        li = np.searchsorted(xs, np.log2(g["lr"].to_numpy()))
+        v = g[loss].to_numpy(np.float64)
+        c = censored(v, g["diverged"].to_numpy(bool), chance_loss)
+        cen[si, li] = c
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y[si, li] = np.where(c, np.nan, np.log10(v))
+        fin = np.isfinite(y)
+        mean = np.where(fin, y, 0.0).sum(axis=0) / np.maximum(fin.sum(axis=0), 1)
+        mean = np.where(fin.any(axis=0), mean, np.nan)
+        best = xs[int(np.nanargmin(np.where(np.isfinite(mean), mean, np.inf)))]
+        pts = np.isfinite(y) & (y < top) & (np.abs(xs - best) <= 6.0)
+        data.append((xs, np.where(pts, y, np.nan), cen, best))
+    return data, widths, seeds, u
+
+
+def _shape_family(s_l, s_r, bend, floor, floor_slope, res_l, res_r) -> CurveFamily:
+    """A family of the fitted shape and jitter, without seed shifts or a cliff."""
+    rms = lambda parts: float(np.sqrt(np.mean(np.concatenate(parts) ** 2))) if parts else 0.0
+    return CurveFamily("", floor, floor_slope, s_l, s_r, bend, rms(res_l), rms(res_r), 0.0, 0.0,
+                       math.inf, 0.0, 0.0)  # fmt: skip
+
+
 def fit_family(
     final: pd.DataFrame,
     loss: str = "train_loss",
@@ -726,37 +763,19 @@ def fit_family(
     * ``floor``, ``floor_slope``: the least-squares line of ``floor_w`` on ``log2 w`` (base: the
       narrowest width);
     * ``seed_shift``, ``seed_corr``: each seed's ``x*_{s,w}`` by the same scan with the shape
-      fixed; ``δ = x*_{s,w} - mean_s x*_{s,w}``, pooled SD with ``S - 1`` degrees of freedom per
-      width; ``ρ`` from the variance of a seed's mean shift over widths,
-      ``Var(δ̄_s) = σ² (ρ + (1 - ρ) / W)``, clipped to [0, 1];
+      fixed; ``δ = x*_{s,w} - mean_s x*_{s,w}``, pooled variance ``v`` with ``S - 1`` degrees
+      of freedom per width. Part of ``v`` is the scan's own noise ``v_0`` (the jitter moves a
+      fitted ``x*``), measured by the same scan on 4 sweeps simulated from the fitted shape,
+      jitter and cliff without seed shifts: ``seed_shift² = max(v - v_0, 0)``. The part shared
+      across widths, ``σ_b² = (Var(δ̄_s) - v / W) / (1 - 1/W)`` (``δ̄_s`` a seed's mean over widths),
+      gives ``ρ = σ_b² / seed_shift²``, clipped to [0, 1];
     * ``jitter_left``, ``jitter_right``: the RMS residual of the per-seed fits below and above
       ``x*_{s,w}``;
     * ``cliff_*``: per seed and width, the midpoint between the lowest censored lr above
       ``x*_{s,w}`` and the tested lr below it, minus ``x*_{s,w}``; a least-squares line on
       ``log2 w`` and the SD of its residuals (no cliff in the grid: ``cliff_gap = inf``).
     """
-    final = final.sort_values(["width", "seed", "lr"])
-    widths = np.sort(final["width"].unique())
-    seeds = np.sort(final["seed"].unique())
-    u = np.log2(widths / widths[0])
-    top = math.log10(chance_loss) - 0.1
-    data = []  # per width: x (L,), y (S, L) with NaN where not a point, censored (S, L)
-    for w in widths:
-        g = final[final["width"] == w]
-        xs = np.log2(np.sort(g["lr"].unique()))
-        y = np.full((len(seeds), len(xs)), np.nan)
-        cen = np.zeros((len(seeds), len(xs)), bool)
-        si = np.searchsorted(seeds, g["seed"].to_numpy())
-        li = np.searchsorted(xs, np.log2(g["lr"].to_numpy()))
-        v = g[loss].to_numpy(np.float64)
-        c = censored(v, g["diverged"].to_numpy(bool), chance_loss)
-        cen[si, li] = c
-        with np.errstate(divide="ignore", invalid="ignore"):
-            y[si, li] = np.where(c, np.nan, np.log10(v))
-        mean = np.nanmean(np.where(np.isfinite(y), y, np.nan), axis=0)
-        best = xs[int(np.nanargmin(np.where(np.isfinite(mean), mean, np.inf)))]
-        pts = np.isfinite(y) & (y < top) & (np.abs(xs - best) <= 6.0)
-        data.append((xs, np.where(pts, y, np.nan), cen, best))
+    data, widths, seeds, u = _family_points(final, loss, chance_loss)
 
     def shape(d: np.ndarray, bend: float) -> tuple[np.ndarray, np.ndarray]:
         h = np.sqrt(d * d + bend**2) - bend
@@ -798,32 +817,33 @@ def fit_family(
             fit = (sse, bend, s_l, s_r, centres, coef[: len(widths)])
     _, bend, s_l, s_r, centres, floors = fit
     (f_slope,), (f_icpt,) = fit_line(u, floors[None, :])
-    shifts = np.full((len(widths), len(seeds)), np.nan)
-    res_l, res_r, gaps = [], [], []
-    for i, (xs, y, cen, _) in enumerate(data):
-        for s in range(len(seeds)):
-            if np.isfinite(y[s]).sum() < 4:
-                continue
-            c, _ = scan(xs, y[s], centres[i], s_l, s_r, bend)
-            shifts[i, s] = c
-            hl, hr = shape(xs - c, bend)
-            m = np.isfinite(y[s])
-            r = y[s] - s_l * hl - s_r * hr
-            r = r - r[m].mean()
-            res_l.append(r[m & (xs < c)])
-            res_r.append(r[m & (xs > c)])
-            above = np.nonzero(cen[s] & (xs > c))[0]
-            if len(above) and above[0] > 0:
-                gaps.append((u[i], 0.5 * (xs[above[0]] + xs[above[0] - 1]) - c))
-    dev = shifts - np.nanmean(shifts, axis=1, keepdims=True)
-    n_per = np.isfinite(shifts).sum(axis=1)
-    var = float(np.nansum(dev**2) / max(float((n_per - 1).clip(0).sum()), 1.0))
-    seed_means = np.nanmean(dev, axis=0)
-    rho = 0.0
-    if var > 0 and len(seeds) > 1:
-        v_bar = float(np.var(seed_means, ddof=1))
-        n_w = len(widths)
-        rho = float(np.clip((v_bar / var - 1.0 / n_w) / (1.0 - 1.0 / n_w), 0.0, 1.0))
+
+    def per_seed(data: list, centres: np.ndarray) -> tuple:
+        shifts = np.full((len(widths), len(seeds)), np.nan)
+        res_l, res_r, gaps = [], [], []
+        for i, (xs, y, cen, _) in enumerate(data):
+            for s in range(len(seeds)):
+                if np.isfinite(y[s]).sum() < 4:
+                    continue
+                c, _ = scan(xs, y[s], centres[i], s_l, s_r, bend)
+                shifts[i, s] = c
+                hl, hr = shape(xs - c, bend)
+                m = np.isfinite(y[s])
+                r = y[s] - s_l * hl - s_r * hr
+                r = r - r[m].mean()
+                res_l.append(r[m & (xs < c)])
+                res_r.append(r[m & (xs > c)])
+                above = np.nonzero(cen[s] & (xs > c))[0]
+                if len(above) and above[0] > 0:
+                    gaps.append((u[i], 0.5 * (xs[above[0]] + xs[above[0] - 1]) - c))
+        dev = shifts - np.nanmean(shifts, axis=1, keepdims=True)
+        n_per = np.isfinite(shifts).sum(axis=1)
+        var = float(np.nansum(dev**2) / max(float((n_per - 1).clip(0).sum()), 1.0))
+        seed_means = np.nanmean(dev, axis=0)
+        v_bar = float(np.var(seed_means, ddof=1)) if len(seeds) > 1 else 0.0
+        return var, v_bar, res_l, res_r, gaps
+
+    var, v_bar, res_l, res_r, gaps = per_seed(data, centres)
     cliff = (math.inf, 0.0, 0.0)
     if len(gaps) >= 2:
         gu, gg = np.array(gaps).T
@@ -833,6 +853,27 @@ def fit_family(
             c_slope, c_icpt = 0.0, float(gg.mean())
         resid = gg - (c_icpt + c_slope * gu)
         cliff = (float(c_icpt), float(c_slope), float(np.sqrt(np.mean(resid**2))))
+
+    # the scan's own noise (jitter and the cliff move a seed's fitted x* even without a seed
+    # shift): the same fit on sweeps simulated from this family without seed shifts, subtracted
+    spacing = float(np.median(np.concatenate([np.diff(d[0]) for d in data])))
+    (c_slope0,), _ = fit_line(u, centres[None, :])
+    noise_var = []
+    for r in range(4):
+        sim = simulate_sweep(
+            dataclasses.replace(
+                _shape_family(s_l, s_r, bend, f_icpt, f_slope, res_l, res_r),
+                cliff_gap=cliff[0], cliff_slope=cliff[1], cliff_jitter=cliff[2],
+            ),
+            float(c_slope0), np.random.default_rng(r), widths=tuple(int(w) for w in widths),
+            n_seeds=len(seeds), spacing=spacing, x0=float(centres[0]), chance_loss=chance_loss,
+        )  # fmt: skip
+        sim_data = _family_points(sweep_frame(sim), "train_loss", chance_loss)[0]
+        noise_var.append(per_seed(sim_data, sim.log2_lr_star)[0])
+    n_w = len(widths)
+    shift_var = max(var - float(np.mean(noise_var)), 0.0)
+    between = max((v_bar - var / n_w) / (1.0 - 1.0 / n_w), 0.0)
+    rho = float(np.clip(between / shift_var, 0.0, 1.0)) if shift_var > 0 else 0.0
 
     def rms(parts: list[np.ndarray]) -> float:
         v = np.concatenate(parts) if parts else np.zeros(1)
@@ -847,9 +888,75 @@ def fit_family(
         bend=float(bend),
         jitter_left=rms(res_l),
         jitter_right=rms(res_r),
-        seed_shift=math.sqrt(var),
+        seed_shift=math.sqrt(shift_var),
         seed_corr=rho,
         cliff_gap=cliff[0],
         cliff_slope=cliff[1],
         cliff_jitter=cliff[2],
     )
+
+
+def sweep_frame(sweep: SimulatedSweep, optimizer: str = "adam") -> pd.DataFrame:
+    """A simulated sweep as the final-epoch rows of a ``results.csv`` (``train_loss`` and
+    ``test_loss`` both the simulated loss), for :mod:`jaxlr.exponent` and :func:`fit_family`."""
+    n_w, n_s, n_l = sweep.loss.shape
+    w, s, j = np.meshgrid(np.arange(n_w), np.arange(n_s), np.arange(n_l), indexing="ij")
+    widths = np.round(2.0**sweep.log2_widths).astype(np.int64)[w.ravel()]
+    loss = sweep.loss.ravel().astype(np.float32)
+    div = sweep.diverged.ravel()
+    return pd.DataFrame(
+        {
+            "width": widths,
+            "depth": 2,
+            "hidden": [f"{v}-{v}" for v in widths],
+            "optimizer": optimizer,
+            "lr_rule": "none",
+            "parametrization": "sp",
+            "lr": 2.0 ** sweep.x[j.ravel()],
+            "seed": s.ravel(),
+            "round": 0,
+            "epoch": 1,
+            "train_loss": loss,
+            "test_loss": loss,
+            "test_accuracy": np.float32(0.5),
+            "diverged": div,
+            "diverged_epoch": pd.array(np.where(div, 1, None), dtype="Int64"),
+        }
+    )
+
+
+# generated by experiments/fit_simulator.py
+FAMILIES: dict[str, CurveFamily] = {
+    "adam-sp": CurveFamily(
+        name="adam-sp",
+        floor=-1.6924,
+        floor_slope=-0.1491,
+        slope_left=0.3458,
+        slope_right=0.4076,
+        bend=0.25,
+        jitter_left=0.0845,
+        jitter_right=0.2397,
+        seed_shift=0.0,
+        seed_corr=0.0,
+        cliff_gap=4.1111,
+        cliff_slope=0.2,
+        cliff_jitter=0.3256,
+    ),
+    "sgd-sp": CurveFamily(
+        name="sgd-sp",
+        floor=-1.1341,
+        floor_slope=-0.3683,
+        slope_left=0.3393,
+        slope_right=0.8976,
+        bend=0.25,
+        jitter_left=0.1028,
+        jitter_right=0.1681,
+        seed_shift=0.0,
+        seed_corr=0.0,
+        cliff_gap=1.9633,
+        cliff_slope=-0.4783,
+        cliff_jitter=0.577,
+    ),
+}
+"""The families the calibration test draws from: :func:`fit_family` of the committed sweeps
+in ``experiments/fit_simulator.py`` (``experiments/results/simulator/families.csv``), rounded."""
