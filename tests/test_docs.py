@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import shlex
@@ -244,11 +245,16 @@ def check_sweep_report(sample: str, cwd: Path) -> None:
         assert any(r.startswith(head) for r in real), f"{line!r} is not in the output:\n{out}"
 
 
+@functools.cache
+def _parity_narrow(cwd: Path) -> tuple[int, str]:
+    return run_command(["python", "-m", "torch_parity", "--example", "narrow"], cwd)
+
+
 def check_parity_table(sample: str, cwd: Path) -> None:
     """The sample of torch_parity's table has its real header and one row per example."""
     from torch_parity.compare import EXAMPLE_NAMES
 
-    code, out = run_command(["python", "-m", "torch_parity", "--example", "narrow"], cwd)
+    code, out = _parity_narrow(cwd)
     assert code == 0, out
     header = [line for line in out.splitlines() if line.startswith("example")]
     assert header and header[0].split() == sample.splitlines()[0].split(), out
@@ -388,20 +394,41 @@ def test_api_reference_lists_the_public_names() -> None:
             assert f"::: {home}.{name}" in api or f"::: {module.__name__}.{name}" in api, name
 
 
+def test_output_columns_match_the_code() -> None:
+    """The columns The sweep page lists are the tables' columns, in order."""
+    from jaxlr import exponent, results, stats
+
+    text = " ".join((DOCS / "sweep.md").read_text(encoding="utf-8").split())
+    for columns in (
+        results.COLUMNS,
+        exponent.COLUMNS,
+        stats.TRANSFER_COLUMNS,
+        list(results.RATE_STATS),
+    ):
+        assert f"`{', '.join(columns)}`" in text, columns
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script", sorted(script_flags()))
-def test_scripts_accept_their_flags(script: str, tmp_path: Path) -> None:
-    """Each script the docs name (and do not run) answers ``--help`` listing the docs' flags."""
-    helped = subprocess.run(
-        [sys.executable, str(ROOT / script), "--help"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert helped.returncode == 0, f"{script} --help: {helped.stderr}"
-    missing = {f for f in script_flags()[script] if f not in helped.stdout}
-    assert not missing, f"{script} has no flag {missing}"
+def test_scripts_accept_their_flags(tmp_path: Path) -> None:
+    """Each script the docs name (and do not run) answers ``--help`` listing the docs' flags
+    (all scripts at once, one process each)."""
+    flags = script_flags()
+    assert flags, "no script found: the check would check nothing"
+    helps = {
+        script: subprocess.Popen(
+            [sys.executable, str(ROOT / script), "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        for script in sorted(flags)
+    }
+    for script, proc in helps.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{script} --help: {err}"
+        missing = {f for f in flags[script] if f not in out}
+        assert not missing, f"{script} has no flag {missing}"
 
 
 @pytest.mark.slow
