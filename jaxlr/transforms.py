@@ -15,51 +15,21 @@ the result goes straight into :func:`optax.apply_updates`. Extra keyword argumen
 (such as ``value=loss``) are passed on to ``inner``. :func:`learning_rates` reads the rate that
 the next update applies to each parameter out of a state.
 
+**The direction** ``inner`` is an Optax transformation *object* that keeps the gradient's sign: a
+``scale_by_*`` direction (``optax.scale_by_adam()``, ``optax.scale_by_rms()``), or ``None`` for
+SGD. Not a full optimizer: ``optax.sgd(1.0)`` or ``optax.adam(lr)`` already contain the step
+``-lr``, so the rule's own sign flip would make them ascend. ``init`` therefore runs ``inner``
+once on a probe gradient of ones (eagerly, also under ``jit``) and raises a ``ValueError`` if the
+direction it gives points against the gradient; where the probe cannot run (an ``inner`` that
+needs ``value=``, for instance) there is no such check. A factory passed without calling it
+(``inner=optax.scale_by_adam``) raises a ``TypeError`` saying to write
+``inner=optax.scale_by_adam()``.
+
 **Layers and neurons** (``neurons=`` of :func:`weight_norm_lr` and ``adagrad_lr(granularity=
-"neuron")``). A *layer* has one *weight* leaf and optionally a ``bias`` leaf beside it (same node
-of the params tree: a mapping, a dataclass or an Equinox module; the ``.value`` of an
-``nnx.Variable`` is looked through). A *neuron* is an output unit; the weight's *neuron axes* are
-the axes that index neurons, and its other axes (the neuron's fan-in) are reduced to get one value
-per neuron. The bias has one entry per neuron and shares its neuron's rate. A layer is named by the
-``/``-joined keys of its node's path, e.g. ``"Dense_0"`` or ``"layers/0"``.
-
-* ``neurons="flax"`` (default): the weight is a ``kernel`` leaf (linen, nnx, ``DenseGeneral``,
-  attention projections, conv), its neurons are its output axes: the trailing axes that match the
-  bias's shape, or the last axis without a bias. Leading axes shared by kernel and bias (stacks
-  from ``nn.scan`` / ``nnx.vmap``) are *layer axes*: each stacked layer has its own neurons. So a
-  ``Dense`` kernel ``(in, out)`` has neurons ``out``; a conv kernel ``(h, w, in, out)`` its output
-  channels; an attention query/key/value kernel ``(in, heads, dim)`` with bias ``(heads, dim)``
-  one neuron per ``(head, dim)``, its output kernel ``(heads, dim, out)`` one per ``out``; a
-  scanned ``Dense`` kernel ``(L, in, out)`` with bias ``(L, out)`` one per ``(layer, out)``.
-  Flax attention (a node holding ``query``, ``key``, ``value`` and ``out`` layers, as
-  ``nn.MultiHeadDotProductAttention`` and ``nnx.MultiHeadAttention`` make) is recognized with or
-  without biases. A kernel of 3 or more axes *without* a bias outside attention is read as a conv
-  kernel ``(*window, in, out)``: neurons on the last axis, all other axes reduced; for a bias-free
-  ``nn.scan`` / ``nnx.vmap`` stack or a bias-free ``DenseGeneral`` with several output axes that is
-  wrong, so pass a callable. Shapes that fit more than one reading (e.g. kernel ``(8, 8, 8)`` with
-  bias ``(8, 8)``: ``DenseGeneral`` or a stack of 8 layers) raise a ``ValueError`` saying how to
-  pass ``neurons=``.
-* ``neurons="torch"``: the weight is a ``weight`` leaf in PyTorch layout ``(out, in, *window)``
-  (``torch.nn`` state dicts, Equinox ``Linear``/``Conv``/``Embedding``): axis 0 indexes neurons
-  (for an embedding table: its rows). With a bias, the weight's leading axes matching the bias's
-  shape are kept (trailing size-1 axes of the bias ignored, as in Equinox's conv bias
-  ``(out, 1, 1)``), so a vmapped stack ``(L, out, in)`` with bias ``(L, out)`` has per-layer
-  neurons. A 1-D ``weight`` (LayerNorm, BatchNorm) is not a layer: its leaves are per element.
-* a callable ``neurons(path, leaf) -> tuple[int, ...] | None``, called for every float array leaf
-  with its path as a tuple of key names (e.g. ``("layers", "0", "weight")``): a tuple makes the
-  leaf a weight with those neuron axes (``()``: the whole leaf is one neuron); ``None`` makes it
-  per element, whatever its shape, unless it is a ``bias`` beside exactly one weight, which it then
-  joins (its shape must be the weight's neuron shape, trailing size-1 axes aside).
-
-With ``"flax"`` and ``"torch"``, a leaf of 2 or more axes that is neither a layer's weight nor its
-bias (an embedding table under ``"flax"``, a LoRA factor) raises a ``ValueError`` naming its path
-and how to pass ``neurons=``. Nothing falls back silently to per-element rates.
-
-**Leaves outside any layer** of at most one axis (a LayerNorm ``scale``, a ``bias`` with no sibling
-weight, a scalar) are per element: every entry is its own neuron with a fan-in of one.
-:func:`weight_norm_lr` uses ``|p|`` as the norm and ``adagrad_lr(granularity="neuron")`` gives them
-their own elementwise accumulator (exactly the ``"parameter"`` rule). To give such leaves a
-different rule, wrap the transforms in :func:`optax.multi_transform` or :func:`optax.masked`.
+"neuron")``): ``"flax"`` (default), ``"torch"`` (PyTorch and Equinox), ``"haiku"``, a
+:class:`jaxlr.neurons.NeuronLayout` for what the shapes cannot tell (bias-free conv kernels and
+stacks), or a callable; see :mod:`jaxlr.neurons`, which also says which leaves are per element
+and where an ambiguous layout raises. Nothing falls back silently to per-element rates.
 
 **Leaves that are not float arrays** (an Equinox model's activation functions, Python numbers,
 integer arrays) and ``None`` gradients pass through untouched, as in Optax: ``update(grads, state,
@@ -68,23 +38,48 @@ model)`` works with an unfiltered Equinox model as ``params``.
 **Learning rates** (``lrs`` values, ``default``, ``base_lr``) may be Python floats, (traced) JAX
 scalars, so that a sweep can ``jax.vmap`` over them, or Optax schedules, which receive the int32
 step count kept in each state's ``rule_count`` (``0`` at the first update). The states keep the
-rates of the next update (``next_lr``, ``next_lrs``), so that :func:`learning_rates` needs no
+base rates of the next update (``next_lr``, ``next_lrs``), so that :func:`learning_rates` needs no
 access to the schedules.
+
+**Inside other optax code.** The rules are ordinary :class:`optax.GradientTransformationExtraArgs`
+and compose with :func:`optax.chain`, :func:`optax.masked`, :func:`optax.multi_transform`
+(:func:`learning_rates` reads the rates of every leaf a rule covers there and ``None`` for the
+others), :class:`optax.MultiSteps` (which passes ``value=`` on; so does :class:`TrainState`) and
+:func:`optax.inject_hyperparams`. Under ``inject_hyperparams``, a callable ``neurons=`` would be
+taken for a schedule: pass ``static_args=("neurons",)``, or a
+:class:`~jaxlr.neurons.NeuronLayout`, which is not callable; ``granularity=`` (a string) needs
+``static_args=("granularity",)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Literal, NamedTuple
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax.training import train_state
+
+from jaxlr.neurons import NeuronAxesFn as NeuronAxesFn
+from jaxlr.neurons import NeuronLayout as NeuronLayout
+from jaxlr.neurons import Neurons as Neurons
+from jaxlr.neurons import (
+    Path,
+    _arrays,
+    _elements,
+    _flatten,
+    _is_float_array,
+    _Layout,
+    _layout,
+    _name,
+    _onto,
+    _Place,
+    _spec,
+)
 
 __all__ = [
     "AdagradLRState",
@@ -101,59 +96,11 @@ __all__ = [
 
 ScalarOrSchedule = optax.ScalarOrSchedule
 Granularity = Literal["parameter", "neuron"]
-Path = tuple[str, ...]
-NeuronAxesFn = Callable[[Path, Any], "tuple[int, ...] | None"]
-Neurons = Literal["flax", "torch"] | NeuronAxesFn
-_Role = Literal["weight", "bias", "element"]
-_ATTENTION = ("query", "key", "value", "out")  # child names of a flax attention module
 
 
 # ------------------------------------------------------------------------------------------------
-# Shared private helpers: paths, leaves, learning rates, the sign flip.
+# Shared private helpers: learning rates, the inner direction, the sign flip.
 # ------------------------------------------------------------------------------------------------
-
-
-def _key_name(entry: Any) -> str:
-    """The name of one key-path entry (dict key, attribute, sequence index)."""
-    if isinstance(entry, jax.tree_util.DictKey):
-        return str(entry.key)
-    if isinstance(entry, jax.tree_util.GetAttrKey):
-        return entry.name
-    if isinstance(entry, jax.tree_util.SequenceKey):
-        return str(entry.idx)
-    if isinstance(entry, jax.tree_util.FlattenedIndexKey):
-        return str(entry.key)
-    return str(entry)
-
-
-def _flatten(tree: Any) -> tuple[list[Path], list[Any], Any]:
-    """``(paths, leaves, treedef)`` with ``None`` as a leaf; paths drop an nnx ``.value``."""
-    with_path, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
-    paths = []
-    for path, _ in with_path:
-        last = path[-1] if path else None
-        if isinstance(last, jax.tree_util.GetAttrKey) and last.name == "value":
-            path = path[:-1]
-        paths.append(tuple(_key_name(e) for e in path))
-    return paths, [leaf for _, leaf in with_path], treedef
-
-
-def _is_float_array(x: Any) -> bool:
-    """Whether a leaf is a float (or complex) array, the only leaves the rules touch."""
-    return isinstance(x, jax.Array | np.ndarray | np.generic) and jnp.issubdtype(
-        x.dtype, jnp.inexact
-    )
-
-
-def _arrays(tree: Any) -> Iterator[tuple[Path, Any]]:
-    """``(path, leaf)`` for each float array leaf of ``tree``."""
-    paths, leaves, _ = _flatten(tree)
-    return ((p, x) for p, x in zip(paths, leaves, strict=True) if _is_float_array(x))
-
-
-def _name(path: Path) -> str:
-    """A path as a ``/``-joined string."""
-    return "/".join(path)
 
 
 def _resolve(lr: ScalarOrSchedule, count: jax.Array) -> jax.Array | float:
@@ -166,9 +113,57 @@ def _as_float(x: Any) -> jax.Array:
     return jnp.asarray(x, jnp.result_type(float))
 
 
-def _inner(inner: optax.GradientTransformation | None) -> optax.GradientTransformationExtraArgs:
-    """``inner`` (identity if None) accepting extra keyword arguments."""
-    return optax.with_extra_args_support(optax.identity() if inner is None else inner)
+def _inner(inner: Any, who: str) -> optax.GradientTransformationExtraArgs:
+    """``inner`` (identity if None) accepting extra keyword arguments; raises if not a transform."""
+    if inner is None:
+        return optax.with_extra_args_support(optax.identity())
+    if not (hasattr(inner, "init") and hasattr(inner, "update")):
+        name = getattr(inner, "__name__", None)
+        name = f"optax.{name}" if name and getattr(optax, name, None) is inner else name
+        fix = f"call the factory: inner={name}()" if callable(inner) and name else "pass one"
+        raise TypeError(
+            f"{who}: inner must be an optax transformation such as optax.scale_by_adam(), got "
+            f"{inner!r}; {fix}"
+        )
+    return optax.with_extra_args_support(inner)
+
+
+def _check_direction(inner: Any, inner_tx: Any, params: Any, who: str) -> None:
+    """Raises if ``inner`` turns a gradient of ones against itself (a full optimizer's ``-lr``).
+
+    Runs ``inner`` eagerly (also while ``init`` is traced) on ones shaped like the float leaves
+    of ``params``; skipped where that cannot run or gives no concrete values.
+    """
+    if inner is None:
+        return
+    paths, leaves, treedef = _flatten(params)
+    floats = [_is_float_array(x) for x in leaves]
+    with jax.ensure_compile_time_eval():
+        ones = treedef.unflatten(
+            [
+                jnp.ones(jnp.shape(x), x.dtype) if f else x
+                for x, f in zip(leaves, floats, strict=True)
+            ]
+        )
+        try:
+            directions, _ = inner_tx.update(ones, inner_tx.init(ones), ones)
+            _, out, _ = _flatten(directions)
+            sums = {
+                _name(p): (float(jnp.sum(d)), float(jnp.sum(jnp.abs(d))))
+                for p, d, f in zip(paths, out, floats, strict=True)
+                if f and _is_float_array(d)
+            }
+        except Exception:  # an inner that needs value= etc.: no check
+            return
+    against = [name for name, (total, size) in sums.items() if total < -1e-6 * size]
+    if against:
+        raise ValueError(
+            f"{who}: inner reverses the sign of the gradient (its direction for a gradient of "
+            f"ones is negative on {against[:3]}): it looks like a full optimizer such as "
+            "optax.sgd(lr) or optax.adam(lr), which already includes the step -lr, and the rule's "
+            "own sign flip would make it ascend. Pass the direction alone: "
+            "inner=optax.scale_by_adam() for Adam, inner=None for SGD."
+        )
 
 
 def _descend(directions: Any, rate_of: Callable[[Path, Any], Any]) -> Any:
@@ -186,265 +181,24 @@ def _zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
-# ------------------------------------------------------------------------------------------------
-# Layers and neurons: the layout of a params tree (see the module docstring).
-# ------------------------------------------------------------------------------------------------
-
-
-class _Place(NamedTuple):
-    """Where one leaf's rate comes from."""
-
-    group: str  # key of the per-neuron values: the layer's name, or the leaf's own path
-    role: _Role  # "weight" makes the group's values, "bias" shares them, "element": per entry
-    reduced: tuple[int, ...]  # a weight's fan-in axes (reduced to one value per neuron); else ()
-
-
-@jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True)
-class _Layout:
-    """Static (array-free) part of a per-neuron rule's state: each float leaf's place."""
-
-    places: tuple[tuple[Path, _Place], ...]
-
-    def lookup(self, who: str) -> Callable[[Path], _Place]:
-        """A function ``path -> place``, raising a ``ValueError`` for a leaf init did not see."""
-        places = dict(self.places)
-
-        def place_of(path: Path) -> _Place:
-            if path not in places:
-                raise ValueError(
-                    f"{who}: the leaf {_name(path)!r} was not in the params passed to init; init "
-                    "and update must see the same tree of float arrays (filter both the same way)."
-                )
-            return places[path]
-
-        return place_of
-
-
-flax.serialization.register_serialization_state(
-    _Layout, lambda layout: {}, lambda layout, state: layout
-)
-
-
-def _strip_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """``shape`` without its trailing size-1 axes (Equinox's conv bias is ``(out, 1, 1)``)."""
-    while shape and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape
-
-
-def _how_to_pass(mode: str) -> str:
-    """The part of an error message that says how to pass ``neurons=``."""
-    other = "neurons='torch' for PyTorch/Equinox layout (a 'weight' (out, in, ...))"
-    if mode == "torch":
-        other = "neurons='flax' for Flax layout (a 'kernel' (in, ..., out))"
-    return (
-        f"Pass {other}, or neurons=f with f(path, leaf) returning a weight's neuron axes "
-        "(e.g. (0,) for a row per neuron) or None for per-element rates; a 'bias' beside the "
-        "weight shares its rates."
-    )
-
-
-def _attention_outputs(node: Path, nodes: Mapping[Path, Mapping[str, Path]]) -> int | None:
-    """Number of output axes of a flax attention projection's kernel, or None if not one."""
-    if not node or node[-1] not in _ATTENTION:
-        return None
-    parent = node[:-1]
-    if not all("kernel" in nodes.get((*parent, child), {}) for child in _ATTENTION):
-        return None
-    return 1 if node[-1] == "out" else 2
-
-
-def _flax_neuron_axes(
-    shapes: Mapping[Path, tuple[int, ...]], nodes: Mapping[Path, Mapping[str, Path]], who: str
-) -> dict[Path, tuple[int, ...]]:
-    """``{kernel path: neuron axes (layer axes included)}`` under ``neurons="flax"``."""
-    out = {}
-    for node, keys in nodes.items():
-        if "kernel" not in keys:
-            continue
-        k = shapes[keys["kernel"]]
-        b = shapes.get(keys["bias"]) if "bias" in keys else None
-        name, n = _name(keys["kernel"]), len(k)
-        if not n:
-            raise ValueError(f"{who}: kernel {name!r} is a scalar; a kernel needs an output axis")
-        n_out = _attention_outputs(node, nodes)
-        if n_out is not None and n >= 3:  # (*stack, in, heads, dim) or (*stack, heads, dim, out)
-            kept = (*range(n - 3), *range(n - n_out, n))
-        elif b is None:
-            kept = (n - 1,)
-        else:
-            fits = [
-                (*range(lead), *range(n - (len(b) - lead), n))
-                for lead in range(len(b))  # leading layer axes; at least one neuron axis
-                if (len(b) < n or n == 1)
-                and k[:lead] == b[:lead]
-                and k[n - (len(b) - lead) :] == b[lead:]
-            ]
-            if len(fits) != 1:
-                problem = (
-                    "fits none of the layouts"
-                    if not fits
-                    else f"is ambiguous: its neuron axes could be any of {fits}"
-                )
-                raise ValueError(
-                    f"{who}: kernel {name!r} has shape {k} and its bias has shape {b}, which "
-                    f"{problem}. With neurons='flax' a bias must have the shape of the kernel's "
-                    "trailing (output) axes, after any leading layer axes it shares with the "
-                    "kernel: kernel.shape[-1:] for Dense, (heads, dim) for an attention query, "
-                    f"(L, out) for an nn.scan stack (L, in, out). {_how_to_pass('flax')}"
-                )
-            kept = fits[0]
-        if b is not None and b != tuple(k[i] for i in kept):
-            raise ValueError(
-                f"{who}: bias of attention projection {name!r} has shape {b}, but its kernel "
-                f"{k} has neuron shape {tuple(k[i] for i in kept)}. {_how_to_pass('flax')}"
-            )
-        out[keys["kernel"]] = kept
-    return out
-
-
-def _torch_neuron_axes(
-    shapes: Mapping[Path, tuple[int, ...]], nodes: Mapping[Path, Mapping[str, Path]], who: str
-) -> dict[Path, tuple[int, ...]]:
-    """``{weight path: neuron axes (layer axes included)}`` under ``neurons="torch"``."""
-    out = {}
-    for keys in nodes.values():
-        if "weight" not in keys or len(shapes[keys["weight"]]) < 2:
-            continue  # a 1-D weight is a norm's scale: per element
-        w = shapes[keys["weight"]]
-        if "bias" not in keys:
-            out[keys["weight"]] = (0,)
-            continue
-        b = _strip_ones(shapes[keys["bias"]])
-        if len(b) >= len(w) or w[: len(b)] != b:
-            raise ValueError(
-                f"{who}: weight {_name(keys['weight'])!r} has shape {w} and its bias has shape "
-                f"{shapes[keys['bias']]}: with neurons='torch' a bias must match the weight's "
-                "leading (output) axes, as weight (out, in) and bias (out,). "
-                + _how_to_pass("torch")
-            )
-        out[keys["weight"]] = tuple(range(len(b)))
-    return out
-
-
-def _callable_neuron_axes(
-    fn: NeuronAxesFn, arrays: Sequence[tuple[Path, Any]], who: str
-) -> dict[Path, tuple[int, ...]]:
-    """``{weight path: neuron axes}`` from a user's ``neurons=`` function."""
-    out = {}
-    for path, x in arrays:
-        axes = fn(path, x)
-        if axes is None:
-            continue
-        n = jnp.ndim(x)
-        axes = tuple(int(a) for a in axes)
-        if any(not -n <= a < n for a in axes):
-            raise ValueError(
-                f"{who}: neurons({path}, leaf) returned axes {axes}, out of range for the "
-                f"leaf's shape {jnp.shape(x)}"
-            )
-        out[path] = tuple(sorted({a % n for a in axes}))
-    return out
-
-
-def _layout(params: Any, neurons: Neurons, who: str) -> _Layout:
-    """Each float leaf's place under ``neurons`` (see the module docstring); raises if unplaced."""
-    _check_neurons(neurons, who)
-    arrays = list(_arrays(params))
-    shapes = {p: tuple(jnp.shape(x)) for p, x in arrays}
-    nodes: dict[Path, dict[str, Path]] = {}
-    for path in shapes:
-        if path:
-            nodes.setdefault(path[:-1], {})[path[-1]] = path
-    if neurons == "flax":
-        kept = _flax_neuron_axes(shapes, nodes, who)
-    elif neurons == "torch":
-        kept = _torch_neuron_axes(shapes, nodes, who)
-    else:
-        kept = _callable_neuron_axes(neurons, arrays, who)
-    weights_of: dict[Path, list[Path]] = {}
-    for path in kept:
-        weights_of.setdefault(path[:-1], []).append(path)
-
-    places: dict[Path, _Place] = {}
-    owners: dict[str, Path] = {}
-    for path, shape in shapes.items():
-        node = path[:-1]
-        if path in kept:
-            group = _name(node) if len(weights_of[node]) == 1 else _name(path)
-            owner = node if len(weights_of[node]) == 1 else path
-            reduced = tuple(i for i in range(len(shape)) if i not in kept[path])
-            places[path] = _Place(group, "weight", reduced)
-        elif path and path[-1] == "bias" and weights_of.get(node):
-            if len(weights_of[node]) > 1:
-                raise ValueError(
-                    f"{who}: bias {_name(path)!r} sits beside several weights "
-                    f"{[_name(w) for w in weights_of[node]]}; return neuron axes for it or for "
-                    "only one weight from neurons="
-                )
-            weight = weights_of[node][0]
-            neuron_shape = tuple(shapes[weight][i] for i in kept[weight])
-            if _strip_ones(shape) != _strip_ones(neuron_shape):
-                raise ValueError(
-                    f"{who}: bias {_name(path)!r} has shape {shape}, but its weight "
-                    f"{_name(weight)!r} {shapes[weight]} has neuron axes {kept[weight]} of "
-                    f"shape {neuron_shape}: one bias entry per neuron is needed."
-                )
-            places[path] = _Place(_name(node), "bias", ())
-            owner = node
-        elif len(shape) >= 2 and not callable(neurons):
-            raise ValueError(
-                f"{who}: cannot tell the neurons of {_name(path)!r} (shape {shape}): with "
-                f"neurons={neurons!r} it is neither a layer's weight nor its bias. "
-                f"{_how_to_pass(neurons)}"
-            )
-        else:
-            places[path] = _Place(_name(path), "element", ())
-            owner = path
-        group = places[path].group
-        if owners.setdefault(group, owner) != owner:
-            raise ValueError(
-                f"{who}: two parts of the params tree are both named {group!r} once their keys "
-                "are joined with '/'; rename the keys so that they contain no '/'"
-            )
-    return _Layout(tuple(places.items()))
-
-
-def _elements(params: Any) -> _Layout:
-    """The layout in which every float leaf is per element (``granularity="parameter"``)."""
-    return _Layout(tuple((p, _Place(_name(p), "element", ())) for p, _ in _arrays(params)))
-
-
-def _onto(per_neuron: jax.Array, place: _Place, shape: tuple[int, ...]) -> jax.Array:
-    """A group's per-neuron values laid onto one leaf (broadcastable to ``shape``)."""
-    if place.role == "weight":
-        return jnp.expand_dims(per_neuron, place.reduced)
-    if place.role == "bias":
-        return jnp.reshape(per_neuron, shape)
-    return per_neuron
-
-
-def _weight_norms(params: Any, layout: _Layout, who: str) -> dict[str, jax.Array]:
+def _weight_norms(
+    arrays: Iterable[tuple[Path, Any]], layout: _Layout, who: str
+) -> dict[str, jax.Array]:
     """``{group: ||fan-in||_2 per neuron}`` (``|p|`` per element outside layers)."""
     place_of = layout.lookup(who)
     return {
         place.group: jnp.sqrt(jnp.sum(jnp.square(w), axis=place.reduced))
-        for path, w in _arrays(params)
+        for path, w in arrays
         if (place := place_of(path)).role != "bias"
     }
 
 
-def _prefix_rate(path: Path, rates: Mapping[Path, Any]) -> Any:
-    """The rate of the longest prefix of ``path`` in ``rates``, or None if none matches."""
-    hits = [pre for pre in rates if path[: len(pre)] == pre]
-    return rates[max(hits, key=len)] if hits else None
-
-
-def _check_neurons(neurons: Any, who: str) -> None:
-    """Raises unless ``neurons`` is ``"flax"``, ``"torch"`` or a callable."""
-    if not (callable(neurons) or neurons in ("flax", "torch")):
-        raise ValueError(f"{who}: neurons must be 'flax', 'torch' or a callable, got {neurons!r}")
+def _key_of(path: Path, keys: Collection[str]) -> str | None:
+    """The longest key that is the ``/``-join of a prefix of ``path`` (``""``: all), or None."""
+    for i in range(len(path), -1, -1):
+        if (key := _name(path[:i])) in keys:
+            return key
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -453,11 +207,12 @@ def _check_neurons(neurons: Any, who: str) -> None:
 
 
 class PerLayerLRState(NamedTuple):
-    """State of :func:`per_layer_lr`: step count, the next update's rates, inner state."""
+    """State of :func:`per_layer_lr`: step count, the next update's rates, inner state, layout."""
 
     rule_count: jax.Array  # int32, shape (): number of updates so far (a schedule's step)
     next_lrs: dict[str, jax.Array]  # float, shape (): {key of lrs, "" for default: its next rate}
     inner_state: optax.OptState
+    layout: _Layout = _Layout(())  # static, no arrays: each leaf init saw and its key of lrs
 
 
 def per_layer_lr(
@@ -472,18 +227,21 @@ def per_layer_lr(
 
         u_p = -\eta_{\ell(p)} \, \mathrm{inner}(g)_p,
 
-    where :math:`\ell(p)` is the longest key of ``lrs`` that is a prefix of parameter ``p``'s key
-    path (components joined with ``/``), or ``default`` if no key matches. Keys match whole path
-    components: ``"Dense_1"`` matches ``Dense_1/kernel`` but not ``Dense_10/kernel``. Any params
-    tree works (leaves that are not float arrays and ``None`` gradients pass through).
+    where :math:`\ell(p)` is the longest key of ``lrs`` that equals the keys of a prefix of
+    parameter ``p``'s key path joined with ``/``, or ``default`` if no key matches. Keys match
+    whole path components: ``"Dense_1"`` matches ``Dense_1/kernel`` but not ``Dense_10/kernel``.
+    A key may itself contain ``/``: Haiku's module name ``"mlp/~/linear_0"`` (a top-level key of
+    a Haiku params tree) matches its ``w`` and ``b``, and ``"mlp/~/linear_0/w"`` the ``w`` alone.
+    Any params tree works (leaves that are not float arrays and ``None`` gradients pass through).
 
     Args:
       lrs: maps a layer name to its learning rate. A name is a top-level key of the params
-        (``"Dense_0"``) or a ``/``-joined key-path prefix (``"encoder/Dense_0"``,
-        ``"Dense_0/bias"``, ``"layers/0"`` for an Equinox ``MLP``); the longest matching prefix
-        wins.
-      inner: transformation giving the update direction from the raw gradients (default: the
-        gradient itself, i.e. SGD; ``optax.scale_by_adam()`` gives Adam).
+        (``"Dense_0"``, ``"mlp/~/linear_0"``) or a ``/``-joined key-path prefix
+        (``"encoder/Dense_0"``, ``"Dense_0/bias"``, ``"layers/0"`` for an Equinox ``MLP``); the
+        longest matching name wins.
+      inner: a transformation giving the update direction from the raw gradients (default: the
+        gradient itself, i.e. SGD; ``optax.scale_by_adam()`` gives Adam); see the module
+        docstring for what not to pass.
       default: learning rate of parameters that match no key. If None, every parameter must
         match a key.
 
@@ -503,41 +261,42 @@ def per_layer_lr(
       [-0.1 -0.1] [-0.01 -0.01]
 
     References:
-      Seed 002, example 1 (Adam with one parameter group per layer);
-      ``torch.optim.Optimizer`` parameter groups.
+      The per-neuron learning-rate examples, example 1 (Adam with one parameter group per
+      layer); ``torch.optim.Optimizer`` parameter groups.
     """
     for key in lrs:
         if not isinstance(key, str) or not key:
             raise ValueError(f"per_layer_lr: keys of lrs must be non-empty strings, got {key!r}")
     by_key = dict(lrs) if default is None else {**lrs, "": default}
-    prefixes = {_prefix(key): lr for key, lr in by_key.items()}
-    inner_tx = _inner(inner)
+    inner_tx = _inner(inner, "per_layer_lr")
 
-    def check(tree: Any, *, unused: bool) -> None:
-        paths = [path for path, _ in _arrays(tree)]
-        unmatched = [_name(p) for p in paths if _prefix_rate(p, prefixes) is None]
+    def check(tree: Any, *, unused: bool) -> dict[Path, str]:
+        keys = {path: _key_of(path, by_key) for path, _ in _arrays(tree)}
+        unmatched = [_name(p) for p, key in keys.items() if key is None]
         if unmatched:
             raise ValueError(
                 f"per_layer_lr: no learning rate for {len(unmatched)} parameter(s): {unmatched}. "
                 "Add their layer (a top-level key such as 'Dense_0', or a '/'-joined key-path "
                 "prefix) to lrs, or pass default= for every parameter not listed."
             )
-        used = {max((pre for pre in prefixes if p[: len(pre)] == pre), key=len) for p in paths}
-        missing = [_name(pre) for pre in prefixes if pre and pre not in used]
+        missing = [key for key in by_key if key and key not in set(keys.values())]
         if unused and missing:
-            layers = sorted({p[0] for p in paths if p})
+            layers = sorted({p[0] for p in keys if p})
             raise ValueError(
                 f"per_layer_lr: keys {missing} of lrs match no parameter. Top-level keys of the "
                 f"params are {layers}; deeper keys are '/'-joined, e.g. 'Dense_0/kernel'."
             )
+        return keys  # type: ignore[return-value]
 
     def next_lrs(count: jax.Array) -> dict[str, jax.Array]:
         return {key: _as_float(_resolve(lr, count)) for key, lr in by_key.items()}
 
     def init_fn(params: optax.Params) -> PerLayerLRState:
-        check(params, unused=True)
+        keys = check(params, unused=True)
+        _check_direction(inner, inner_tx, params, "per_layer_lr")
         count = _zero_count()
-        return PerLayerLRState(count, next_lrs(count), inner_tx.init(params))
+        layout = _Layout(tuple((p, _Place(key, "element", ())) for p, key in keys.items()))
+        return PerLayerLRState(count, next_lrs(count), inner_tx.init(params), layout)
 
     def update_fn(
         updates: optax.Updates,
@@ -545,19 +304,14 @@ def per_layer_lr(
         params: optax.Params | None = None,
         **extra_args: Any,
     ) -> tuple[optax.Updates, PerLayerLRState]:
-        check(updates, unused=False)
-        rates = {pre: _resolve(lr, state.rule_count) for pre, lr in prefixes.items()}
+        keys = check(updates, unused=False)
+        rates = {key: _resolve(lr, state.rule_count) for key, lr in by_key.items()}
         directions, inner_state = inner_tx.update(updates, state.inner_state, params, **extra_args)
-        new = _descend(directions, lambda path, d: _prefix_rate(path, rates))
+        new = _descend(directions, lambda path, d: rates[keys[path]])
         count = optax.safe_int32_increment(state.rule_count)
-        return new, PerLayerLRState(count, next_lrs(count), inner_state)
+        return new, PerLayerLRState(count, next_lrs(count), inner_state, state.layout)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _prefix(key: str) -> Path:
-    """A ``/``-joined key of ``lrs`` as a path prefix (``""``, the default, matches all)."""
-    return tuple(key.split("/")) if key else ()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -606,8 +360,11 @@ def weight_norm_lr(
         gradient itself, i.e. SGD; ``optax.scale_by_adam()`` gives Adam).
       neurons: which axes of which leaves index neurons: ``"flax"`` (``kernel`` leaves, neurons
         on the output axes), ``"torch"`` (``weight`` leaves ``(out, in, ...)``, neurons on axis
-        0) or a function ``(path, leaf) -> neuron axes | None``; see the module docstring.
-        ``init`` raises a ``ValueError`` naming any leaf of 2 or more axes it cannot place.
+        0), ``"haiku"`` (``w`` ``(in, ..., out)`` with its ``b``), a
+        :class:`~jaxlr.neurons.NeuronLayout` (bias-free conv kernels, stacks, single leaves) or
+        a function ``(path, leaf) -> neuron axes | "bias" | None``; see :mod:`jaxlr.neurons`.
+        ``init`` raises a ``ValueError`` naming any leaf it cannot place or whose layout is
+        ambiguous, and the ``neurons=`` that fixes it.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`; its ``update`` requires ``params``.
@@ -630,14 +387,16 @@ def weight_norm_lr(
       [-0.2  -0.12]
 
     References:
-      Seed 002, example 2 (``lr_i = base_lr * (1 + scaling_factor * ||w_i||)``).
+      The per-neuron learning-rate examples, example 2
+      (``lr_i = base_lr * (1 + scaling_factor * ||w_i||)``).
     """
     who = "weight_norm_lr"
-    _check_neurons(neurons, who)
-    inner_tx = _inner(inner)
+    _spec(neurons, who)
+    inner_tx = _inner(inner, who)
 
     def init_fn(params: optax.Params) -> WeightNormLRState:
         count, layout = _zero_count(), _layout(params, neurons, who)
+        _check_direction(inner, inner_tx, params, who)
         next_lr = _as_float(_resolve(base_lr, count))
         return WeightNormLRState(
             count, next_lr, _as_float(scaling_factor), layout, inner_tx.init(params)
@@ -655,7 +414,7 @@ def weight_norm_lr(
                 "update(updates, state, params) (optax.chain passes params on)."
             )
         lr = _resolve(base_lr, state.rule_count)
-        norms = _weight_norms(params, state.layout, who)
+        norms = _weight_norms(_arrays(params), state.layout, who)
         per_neuron = {g: lr * (1.0 + scaling_factor * n) for g, n in norms.items()}
         directions, inner_state = inner_tx.update(updates, state.inner_state, params, **extra_args)
         new = _descend(directions, _rate_lookup(per_neuron, state.layout, who))
@@ -707,7 +466,7 @@ def adagrad_lr(
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdaGrad learning rates from accumulated squared raw gradients, per parameter or per neuron.
 
-    ``granularity="parameter"`` (seed 002, example 3), elementwise:
+    ``granularity="parameter"`` (the per-neuron learning-rate examples, example 3), elementwise:
 
     .. math::
 
@@ -735,10 +494,12 @@ def adagrad_lr(
       eps: :math:`\epsilon`, added to :math:`\sqrt{G}`.
       granularity: ``"parameter"`` (one accumulator per entry) or ``"neuron"`` (one per neuron).
       inner: transformation giving the update direction from the raw gradients (default: the
-        gradient itself; ``optax.scale_by_adam()`` gives seed 002's AdaGrad-rates-through-Adam).
+        gradient itself; ``optax.scale_by_adam()`` gives the per-neuron learning-rate
+        examples' AdaGrad rates through Adam).
       neurons: for ``"neuron"``, which axes of which leaves index neurons: ``"flax"``,
-        ``"torch"`` or a function ``(path, leaf) -> neuron axes | None`` (see the module
-        docstring and :func:`weight_norm_lr`); ignored by ``"parameter"``.
+        ``"torch"``, ``"haiku"``, a :class:`~jaxlr.neurons.NeuronLayout` or a function
+        ``(path, leaf) -> neuron axes | "bias" | None`` (see :mod:`jaxlr.neurons`); ignored by
+        ``"parameter"``. Under ``"haiku"`` a ``b`` shares its ``w``'s accumulator.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`. Its state's ``sum_sq`` maps each layer
@@ -768,11 +529,12 @@ def adagrad_lr(
     who = "adagrad_lr"
     if granularity not in ("parameter", "neuron"):
         raise ValueError(f"granularity must be 'parameter' or 'neuron', got {granularity!r}")
-    _check_neurons(neurons, who)
-    inner_tx = _inner(inner)
+    _spec(neurons, who)
+    inner_tx = _inner(inner, who)
 
     def init_fn(params: optax.Params) -> AdagradLRState:
         layout = _layout(params, neurons, who) if granularity == "neuron" else _elements(params)
+        _check_direction(inner, inner_tx, params, who)
         place_of = layout.lookup(who)
         sum_sq = {
             place.group: jnp.zeros(
@@ -904,7 +666,7 @@ def reduce_lr_on_plateau(
       [1.0, 1.0, 1.0, 1.0, 0.5]
 
     References:
-      ``torch.optim.lr_scheduler.ReduceLROnPlateau`` (PyTorch 2.x); seed 000, example 3.
+      ``torch.optim.lr_scheduler.ReduceLROnPlateau`` (PyTorch 2.x); the width examples, example 3.
     """
     if isinstance(factor, int | float) and factor >= 1.0:
         raise ValueError(f"factor should be < 1.0, got {factor}")
@@ -966,65 +728,122 @@ def reduce_lr_on_plateau(
 
 _RULE_STATES = (PerLayerLRState, WeightNormLRState, AdagradLRState)
 _INJECT_STATES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+_Scope = tuple[tuple[int, Any], ...]  # the masks entered: (id of the mask, multi_transform label)
 
 
-def _collect(
-    tree: Any,
-    hyperparams: Mapping[str, Any],
-    rules: list[tuple[Any, Mapping[str, Any]]],
-    multipliers: list[jax.Array],
-) -> None:
-    """Appends each jaxlr rule state in ``tree`` (with injected hyperparams) and plateau scale."""
-    stop = lambda x: isinstance(x, (*_RULE_STATES, ReduceLROnPlateauState, *_INJECT_STATES))
-    for node in jax.tree.leaves(tree, is_leaf=stop):
-        if isinstance(node, _RULE_STATES):
-            rules.append((node, hyperparams))
-            _collect(node.inner_state, {}, rules, multipliers)
-        elif isinstance(node, ReduceLROnPlateauState):
-            multipliers.append(node.multiplier)
+class _Found(NamedTuple):
+    """A state found inside ``opt_state``, with the masks around it."""
+
+    state: Any  # a jaxlr rule's state, or a ReduceLROnPlateauState
+    hyper: Mapping[str, Any]  # hyperparameters injected by optax.inject_hyperparams
+    scope: _Scope
+
+
+def _collect(tree: Any, hyper: Mapping[str, Any], scope: _Scope, found: list[_Found]) -> None:
+    """Appends each jaxlr rule and plateau state in ``tree``, with its injected hyperparams."""
+    stop = (*_RULE_STATES, ReduceLROnPlateauState, *_INJECT_STATES)
+    masks = (optax.MaskedState, optax.MultiTransformState)
+    for node in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, (*stop, *masks))):
+        if isinstance(node, (*_RULE_STATES, ReduceLROnPlateauState)):
+            found.append(_Found(node, hyper, scope))
+            if isinstance(node, _RULE_STATES):
+                _collect(node.inner_state, {}, scope, found)
         elif isinstance(node, _INJECT_STATES):
             direct = isinstance(node.inner_state, _RULE_STATES)
-            _collect(node.inner_state, node.hyperparams if direct else {}, rules, multipliers)
+            _collect(node.inner_state, node.hyperparams if direct else {}, scope, found)
+        elif isinstance(node, optax.MultiTransformState):
+            for label, masked in node.inner_states.items():
+                _collect(masked.inner_state, {}, (*scope, (id(node), label)), found)
+        elif isinstance(node, optax.MaskedState):
+            _collect(node.inner_state, {}, (*scope, (id(node), None)), found)
+
+
+def _applies(plateau: _Scope, rule: _Scope) -> bool:
+    """Whether a plateau multiplier in scope ``plateau`` scales the leaves of a rule in ``rule``."""
+    if rule[: len(plateau)] == plateau:
+        return True
+    for a, b in zip(plateau, rule, strict=False):
+        if a != b:
+            if a[0] == b[0] and a[1] is not None:
+                return False  # another group of the same multi_transform: other leaves
+            break
+    raise ValueError(
+        "learning_rates: a reduce_lr_on_plateau inside an optax.masked (or a multi_transform "
+        "group) that does not hold the rule scales some of the rule's leaves and not others, "
+        "which the states do not record; put it in the same optax.masked or multi_transform "
+        "group as the rule."
+    )
+
+
+def _rule_rates(found: _Found, params: Any) -> Callable[[Path, Any], Any]:
+    """``(path, leaf) -> rate`` of one rule state, before any plateau multiplier."""
+    state, hyper = found.state, found.hyper
+    if isinstance(state, PerLayerLRState):
+        place_of = state.layout.lookup("learning_rates")
+        return lambda path, leaf: state.next_lrs[place_of(path).group]
+    if isinstance(state, WeightNormLRState):
+        lr = hyper.get("base_lr", state.next_lr)
+        factor = hyper.get("scaling_factor", state.norm_factor)
+        covered = dict(state.layout.places)
+        arrays = [(p, x) for p, x in _arrays(params) if p in covered]
+        norms = _weight_norms(arrays, state.layout, "learning_rates")
+        per_neuron = {g: lr * (1.0 + factor * n) for g, n in norms.items()}
+    else:
+        lr, eps = hyper.get("base_lr", state.next_lr), hyper.get("eps", state.epsilon)
+        per_neuron = {k: lr / (jnp.sqrt(s) + eps) for k, s in state.sum_sq.items()}
+    return _rate_lookup(per_neuron, state.layout, "learning_rates")
 
 
 def learning_rates(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
-    r"""The learning rate that the next update will apply to each parameter, shaped like ``params``.
+    r"""The learning rate of each parameter in a state, shaped like ``params``.
 
-    ``opt_state`` is the state of a jaxlr rule, alone or anywhere inside :func:`optax.chain`,
-    :func:`optax.inject_hyperparams`, an ``inner=`` or any other pytree of states; ``params`` are
-    the current parameters (the tree given to ``init``; an unfiltered Equinox model is fine). Each
-    float leaf gets an array of its own shape, per-neuron rates broadcast over the neuron's fan-in
-    weights and bias; other leaves get ``None``. The rate :math:`\eta` is the rule's multiplier in
-    :math:`u = -\eta \odot \mathrm{inner}(g)`, at the step of the next update (``rule_count``):
+    ``opt_state`` is the state of jaxlr rules, alone or anywhere inside :func:`optax.chain`,
+    :func:`optax.inject_hyperparams`, :func:`optax.masked`, :func:`optax.multi_transform`, an
+    ``inner=`` or any other pytree of states; ``params`` are the current parameters (the whole
+    tree; an unfiltered Equinox model is fine). Each float leaf gets an array of its own shape,
+    per-neuron rates broadcast over the neuron's fan-in weights and bias; other leaves get
+    ``None``, and so do the leaves that a mask keeps from every jaxlr rule (under
+    ``optax.masked``, or in a ``multi_transform`` group of another optimizer). The rate
+    :math:`\eta` is the rule's multiplier in :math:`u = -\eta \odot \mathrm{inner}(g)`:
 
-    * :func:`per_layer_lr`: :math:`\eta_{\ell(p)}` at that step (schedules evaluated there).
+    * :func:`per_layer_lr`: :math:`\eta_{\ell(p)}` at the step of the next update
+      (``rule_count``; schedules evaluated there): the rate the next update applies.
     * :func:`weight_norm_lr`: :math:`\eta_{\text{base}} (1 + s \lVert W_j \rVert_2)` with the
-      norms of the ``params`` given here, exactly what ``update(..., params)`` would use.
-    * :func:`adagrad_lr`: :math:`\eta_{\text{base}} / (\sqrt{G} + \epsilon)` with :math:`G` the
-      state's accumulator, the sum of squares through the last update (at init :math:`G = 0`,
-      so :math:`\eta_{\text{base}} / \epsilon`). The next update first adds its own gradient's
-      square to :math:`G`, so it will apply at most this rate.
+      norms of the ``params`` given here and the base rate at the next step: exactly what the
+      next ``update(..., params)`` applies.
+    * :func:`adagrad_lr`: :math:`\eta_{\text{base}}(t) / (\sqrt{G_{t-1}} + \epsilon)`, where
+      :math:`G_{t-1}` is the accumulator through the *last* update and :math:`\eta_{\text{base}}
+      (t)` the base rate at the next step. The next update first adds its own gradient's square
+      to :math:`G`, so this is the rate it would apply to a zero gradient, an upper bound on the
+      rate it does apply; with a constant ``base_lr`` it is the rate the last update applied. At
+      ``init`` (:math:`G = 0`) it is :math:`\eta_{\text{base}} / \epsilon`: ``1e7`` for base
+      ``0.1`` and the default ``eps=1e-8``.
 
     Not included: the direction ``inner`` (Adam's :math:`1/(\sqrt{\hat v} + \epsilon)`
     preconditioning is not a learning rate) and stateless scalings in the chain (``optax.scale``,
     :func:`jaxlr.mup.scale_by_tree`). Included: the multiplier of every
-    :func:`reduce_lr_on_plateau` state in ``opt_state`` (exact when it scales the rule's output or
-    its direction, as in ``chain(rule, reduce_lr_on_plateau())`` or ``rule(inner=chain(
-    scale_by_adam(), reduce_lr_on_plateau()))``). Inside :func:`optax.inject_hyperparams`, the
-    hyperparameters stored in its state (``base_lr``, ``scaling_factor``, ``eps``) are used, so a
-    value set there by hand counts; for a schedule given to ``inject_hyperparams`` that is the
-    value of the last update, not the next.
+    :func:`reduce_lr_on_plateau` state that scales the rule's leaves (exact when it scales the
+    rule's output or its direction, as in ``chain(rule, reduce_lr_on_plateau())`` or ``rule(inner=
+    chain(scale_by_adam(), reduce_lr_on_plateau()))``; one in another ``multi_transform`` group
+    does not count). Inside :func:`optax.inject_hyperparams`, the hyperparameters stored in its
+    state (``base_lr``, ``scaling_factor``, ``eps``) are used, so a value set there by hand
+    counts. ``inject_hyperparams`` stores the values its *last* update used: for a schedule given
+    to it (``inject_hyperparams(weight_norm_lr)(base_lr=schedule)``) that is the last step's
+    value, not the next (at ``init``, the value at step 0). To get the next step's rate, give the
+    schedule to the rule itself (``weight_norm_lr(schedule)``).
 
     Args:
-      opt_state: a state holding exactly one jaxlr rate rule's state.
+      opt_state: a state holding at least one jaxlr rate rule's state, and one for each leaf.
       params: the current parameters.
 
     Returns:
-      A tree shaped like ``params`` of float arrays (the rates) and ``None`` (non-float leaves).
+      A tree shaped like ``params`` of float arrays (the rates) and ``None`` (non-float leaves,
+      and leaves masked away from every rule).
 
     Raises:
-      ValueError: if ``opt_state`` holds no jaxlr rule state or more than one (e.g. under
-        :func:`optax.multi_transform`; call this on each sub-state with its params then).
+      ValueError: if ``opt_state`` holds no jaxlr rule state, or several for one leaf (e.g.
+        ``chain(adagrad_lr(...), weight_norm_lr(...))``), or if a leaf outside any mask was not
+        in the params that the rule's ``init`` saw.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -1036,44 +855,41 @@ def learning_rates(opt_state: optax.OptState, params: optax.Params) -> optax.Par
       [[0.2  0.12]
        [0.2  0.12]]
     """
-    rules: list[tuple[Any, Mapping[str, Any]]] = []
-    multipliers: list[jax.Array] = []
-    _collect(opt_state, {}, rules, multipliers)
-    if len(rules) != 1:
+    found: list[_Found] = []
+    _collect(opt_state, {}, (), found)
+    rules = [f for f in found if isinstance(f.state, _RULE_STATES)]
+    plateaus = [f for f in found if isinstance(f.state, ReduceLROnPlateauState)]
+    if not rules:
         raise ValueError(
-            f"learning_rates: found {len(rules)} jaxlr rule states (per_layer_lr, "
-            "weight_norm_lr, adagrad_lr) in opt_state; it reads exactly one. Under "
-            "optax.multi_transform, pass each inner state with its own params."
+            "learning_rates: found 0 jaxlr rule states (per_layer_lr, weight_norm_lr, "
+            "adagrad_lr) in opt_state; it reads the rates of those rules."
         )
-    state, hyper = rules[0]
-    if isinstance(state, PerLayerLRState):
-        table = {_prefix(key): lr for key, lr in state.next_lrs.items()}
+    one = jnp.ones([], jnp.result_type(float))
+    scales = [
+        math.prod((p.state.multiplier for p in plateaus if _applies(p.scope, r.scope)), start=one)
+        for r in rules
+    ]
+    covers = [dict(r.state.layout.places) for r in rules]
+    rate_fns = [_rule_rates(r, params) for r in rules]
 
-        def rate_of(path: Path, leaf: Any) -> Any:
-            rate = _prefix_rate(path, table)
-            if rate is None:
-                raise ValueError(
-                    f"learning_rates: no rate for {_name(path)!r} in this per_layer_lr state; "
-                    "pass the params that init saw."
-                )
-            return rate
+    def rate_of(path: Path, leaf: Any) -> jax.Array | None:
+        mine = [i for i, places in enumerate(covers) if path in places]
+        if len(mine) > 1:
+            raise ValueError(
+                f"learning_rates: found {len(mine)} jaxlr rule states (per_layer_lr, "
+                f"weight_norm_lr, adagrad_lr) for the leaf {_name(path)!r}; it reads exactly one "
+                "per leaf. Call it on each rule's own part of opt_state."
+            )
+        if not mine:
+            if all(r.scope for r in rules):  # masked away from every rule
+                return None
+            rate_fns[next(i for i, r in enumerate(rules) if not r.scope)](path, leaf)  # raises
+        i = mine[0]
+        return jnp.broadcast_to(scales[i] * rate_fns[i](path, leaf), jnp.shape(leaf))
 
-    elif isinstance(state, WeightNormLRState):
-        lr = hyper.get("base_lr", state.next_lr)
-        factor = hyper.get("scaling_factor", state.norm_factor)
-        norms = _weight_norms(params, state.layout, "learning_rates")
-        rate_of = _rate_lookup(
-            {g: lr * (1.0 + factor * n) for g, n in norms.items()}, state.layout, "learning_rates"
-        )
-    else:
-        lr, eps = hyper.get("base_lr", state.next_lr), hyper.get("eps", state.epsilon)
-        per_neuron = {k: lr / (jnp.sqrt(s) + eps) for k, s in state.sum_sq.items()}
-        rate_of = _rate_lookup(per_neuron, state.layout, "learning_rates")
-    scale = math.prod(multipliers, start=jnp.ones([], jnp.result_type(float)))
     paths, leaves, treedef = _flatten(params)
     rates = [
-        jnp.broadcast_to(scale * rate_of(p, x), jnp.shape(x)) if _is_float_array(x) else None
-        for p, x in zip(paths, leaves, strict=True)
+        rate_of(p, x) if _is_float_array(x) else None for p, x in zip(paths, leaves, strict=True)
     ]
     return treedef.unflatten(rates)
 
@@ -1091,7 +907,11 @@ class TrainState(train_state.TrainState):
     :func:`reduce_lr_on_plateau`) cannot be used through it. Here keyword arguments that name a
     field of the state (``step``, ``params``, ..., or a field of a subclass such as
     ``batch_stats``) are still ``.replace``-d, and all others go to ``tx.update`` as Optax's extra
-    arguments. Everything else is flax's ``TrainState``.
+    arguments: to any ``tx`` whose ``update`` takes them, also one that is not an
+    :class:`optax.GradientTransformationExtraArgs` (an :class:`optax.MultiSteps` object or its
+    ``.gradient_transformation()``, which pass them on to the wrapped optimizer). If ``tx.update``
+    takes no such argument, ``apply_gradients`` raises a ``TypeError`` rather than drop it.
+    Everything else is flax's ``TrainState``.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -1121,9 +941,31 @@ class TrainState(train_state.TrainState):
         nested = isinstance(grads, Mapping) and overwrite in grads
         g = grads["params"] if nested else grads
         p = self.params["params"] if nested else self.params
-        tx = optax.with_extra_args_support(self.tx)
-        updates, opt_state = tx.update(g, self.opt_state, p, **extra)
+        updates, opt_state = _update_passing(self.tx, extra)(g, self.opt_state, p)
         new = optax.apply_updates(p, updates)
         if nested:
             new = {"params": new, overwrite: grads[overwrite]}
         return self.replace(step=self.step + 1, params=new, opt_state=opt_state, **replace)
+
+
+def _update_passing(tx: Any, extra: Mapping[str, Any]) -> Callable[..., Any]:
+    """``(grads, state, params) -> tx.update(grads, state, params, **extra)``; raises rather than
+    drop an ``extra`` argument that ``tx.update`` does not take."""
+    update = tx.update
+    if extra and not isinstance(tx, optax.GradientTransformationExtraArgs):
+        try:
+            parameters = inspect.signature(update).parameters
+        except (TypeError, ValueError):  # no signature to read: let tx.update say
+            parameters = None
+        if parameters is not None and not any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+        ):
+            dropped = sorted(set(extra) - set(parameters))
+            if dropped:
+                raise TypeError(
+                    f"TrainState.apply_gradients: {dropped} are not fields of the state, and "
+                    f"tx.update takes no such argument (its parameters are {list(parameters)}), "
+                    "so it would be dropped. Build tx from transforms that take it (optax.chain "
+                    "passes value= on to jaxlr.reduce_lr_on_plateau) or do not pass it."
+                )
+    return lambda g, state, params: update(g, state, params, **extra)

@@ -23,6 +23,7 @@ from flax.training import train_state
 
 import jaxlr
 import jaxlr.transforms as T
+from jaxlr.neurons import NeuronLayout
 
 # ------------------------------------------------------------------------------------------------
 # Layout cases: flat shapes, the neurons= argument, and the reference's own answer: each weight's
@@ -53,8 +54,8 @@ def _attention(stack=(), bias=True, d_in=6, heads=2, dim=3, d_out=5):
 
 
 def _case(shapes, neurons, fan_in):
-    """A case; a leaf named bias beside a listed weight is that weight's bias."""
-    biases = {w.rsplit("/", 1)[0] + "/bias": w for w in fan_in}
+    """A case; a leaf named bias (or b) beside a listed weight is that weight's bias."""
+    biases = {w.rsplit("/", 1)[0] + f"/{name}": w for w in fan_in for name in ("bias", "b")}
     biases = {b: w for b, w in biases.items() if b in shapes}
     return {"shapes": shapes, "neurons": neurons, "fan_in": fan_in, "biases": biases}
 
@@ -99,8 +100,38 @@ CASES = {
     ),
     "flax_conv_no_bias_and_norm": _case(
         {"Conv_0/kernel": (3, 3, 2, 4), "BatchNorm_0/scale": (4,), "BatchNorm_0/bias": (4,)},
-        "flax",
+        NeuronLayout("flax", conv=True),
         {"Conv_0/kernel": (0, 1, 2)},
+    ),
+    "torch_conv_no_bias": _case(
+        {"conv/weight": (4, 2, 3, 3), "head/weight": (2, 4)},
+        NeuronLayout("torch", conv=True),
+        {"conv/weight": (1, 2, 3), "head/weight": (1,)},
+    ),
+    "haiku_linear_conv_nchw_batchnorm_stack": _case(
+        {
+            "mlp/~/linear_0/w": (4, 3),
+            "mlp/~/linear_0/b": (3,),
+            "conv2_d/w": (3, 3, 2, 5),
+            "conv2_d/b": (5, 1, 1),  # channels-first conv bias
+            "batch_norm/scale": (1, 1, 1, 5),
+            "batch_norm/offset": (1, 1, 1, 5),
+            "stack/linear/w": (2, 4, 4),  # hk.layer_stack: (L, in, out) with b (L, out)
+            "stack/linear/b": (2, 4),
+            "layer_norm/scale": (3,),
+        },
+        "haiku",
+        {"mlp/~/linear_0/w": (0,), "conv2_d/w": (0, 1, 2), "stack/linear/w": (1,)},
+    ),
+    "layout_axes_bias_free_stack_and_embedding": _case(
+        {"ScanDense/kernel": (3, 4, 5), "emb/embedding": (7, 4), "Dense_0/kernel": (5, 2)},
+        NeuronLayout("flax", axes={"ScanDense/kernel": (0, 2), "emb/embedding": None}),
+        {"ScanDense/kernel": (1,), "Dense_0/kernel": (0,)},
+    ),
+    "callable_says_bias": _case(
+        {"lin/w": (4, 3), "lin/b": (3,), "free/b": (2,)},
+        lambda path, x: (1,) if path[-1] == "w" else ("bias" if path[0] == "lin" else None),
+        {"lin/w": (0,)},
     ),
     "callable_embedding_rows": _case(
         {"emb/embedding": (7, 4), "Dense_0/kernel": (4, 3), "Dense_0/bias": (3,), "s": ()},
@@ -134,7 +165,8 @@ def _merged(neurons):
 LAYOUTS = {
     "all_flax_cases": _merged("flax"),
     "all_torch_cases": _merged("torch"),
-    **{name: case for name, case in CASES.items() if callable(case["neurons"])},
+    "all_haiku_cases": _merged("haiku"),
+    **{name: case for name, case in CASES.items() if not isinstance(case["neurons"], str)},
 }
 
 
@@ -313,6 +345,43 @@ ERRORS = {
         "torch",
         ["l/weight", r"\(3,\)", "neurons="],
     ),
+    "torch_bias_free_stack": (
+        {"blocks/weight": (3, 4, 5)},
+        "torch",
+        ["blocks/weight", "ambiguous", "conv=True", re.escape("axes={'blocks/weight': (0, 1)}")],
+    ),
+    "flax_bias_free_3d_kernel": (
+        {"x/kernel": (3, 4, 5)},
+        "flax",
+        ["x/kernel", "ambiguous", "conv=True", re.escape("axes={'x/kernel': (0, 2)}")],
+    ),
+    "haiku_bias_free_conv": (
+        {"conv/w": (3, 3, 2, 4)},
+        "haiku",
+        ["conv/w", "ambiguous", re.escape("NeuronLayout('haiku', conv=True)")],
+    ),
+    "haiku_tree_read_as_flax": (
+        {"linear/w": (4, 3), "linear/b": (3,)},
+        "flax",
+        ["linear/w", "neurons='haiku'"],
+    ),
+    "haiku_embeddings": ({"embed/embeddings": (10, 4)}, "haiku", ["embed/embeddings", "neurons="]),
+    "haiku_bias_mismatch": (
+        {"l/w": (4, 3), "l/b": (4,)},
+        "haiku",
+        ["l/w", r"\(4,\)", "fits none", "neurons="],
+    ),
+    "layout_axes_unknown_leaf": (
+        {"l/kernel": (4, 3)},
+        NeuronLayout("flax", axes={"l/kernal": (1,)}),
+        ["l/kernal", "name no float leaf", "l/kernel"],
+    ),
+    "callable_bias_beside_no_weight": (
+        {"l/b": (3,)},
+        lambda p, x: "bias",
+        ["l/b", "beside 0 weights"],
+    ),
+    "callable_unknown_string": ({"l/w": (3,)}, lambda p, x: "weight", ["'weight'", "'bias'"]),
     "lora_factor_beside_kernel": (
         {"l/kernel": (4, 3), "l/lora_a": (4, 2)},
         "flax",
@@ -351,8 +420,10 @@ def test_parameter_granularity_and_per_layer_accept_any_tree():
     params = _nest({p: jnp.ones(s) for p, s in ERRORS["issue_example_plain_dict"][0].items()})
     state = T.adagrad_lr(0.1).init(params)
     assert state.sum_sq["w1"].shape == (64, 32)  # per parameter, as asked for
-    with pytest.raises(ValueError, match="neurons must be"):
-        T.adagrad_lr(0.1, neurons="haiku")
+    with pytest.raises(ValueError, match="neurons must be 'flax', 'torch', 'haiku'"):
+        T.adagrad_lr(0.1, neurons="jax")
+    with pytest.raises(ValueError, match="base must be"):
+        NeuronLayout("jax")
 
 
 def test_update_with_a_tree_init_did_not_see_raises():
@@ -523,7 +594,7 @@ def test_tree_get_count_finds_the_inner_optimizers_count(rule):
         "adagrad_param": lambda inner: T.adagrad_lr(0.1, inner=inner),
         "adagrad_neuron": lambda inner: T.adagrad_lr(0.1, granularity="neuron", inner=inner),
     }
-    tx = makers[rule](optax.adam(1e-3))
+    tx = makers[rule](optax.scale_by_adam())
     state, _ = _steps(tx, params, [params] * 3)
     assert int(optax.tree_utils.tree_get(state, "count")) == 3  # adam's; no "multiple values"
     assert int(optax.tree_utils.tree_get(state, "rule_count")) == 3
