@@ -15,7 +15,7 @@ import sys
 import textwrap
 
 import pytest
-from test_coord_check_cli import ROOT, after, assert_interrupted, interrupt_at, on_load
+from test_coord_check_cli import ROOT, assert_interrupted, interrupt_at, on_load
 
 from torch_parity.__main__ import INTERRUPTED_MESSAGE, ProgressPrinter, main
 from torch_parity.catalog import CATALOG, EXAMPLE_NAMES, MAX_STEPS, selected_examples
@@ -165,19 +165,19 @@ def test_a_long_run_reports_progress_of_both_sides(capsys, monkeypatch):
 # ------------------------------------------------------------------------ Ctrl-C
 @pytest.mark.slow
 def test_ctrl_c_at_any_moment_exits_130():
-    """During the torch import, the JAX import, at fixed times and mid-run (after a progress
-    line): exit 130 with one line every time. The previous entry point crashed with SIGSEGV
+    """During the numpy, torch and JAX imports, 1 and 3 s after JAX's, and mid-run (after a
+    progress line): exit 130 with one line every time. The previous entry point crashed with SIGSEGV
     (139) in about half the tries, printed tracebacks, or had the interrupt swallowed by JAX's
     garbage-collector callback and exited 0."""
     long_run = ["-m", "torch_parity", "--example", "weight-norm", "--steps", str(MAX_STEPS)]
     progress_line = lambda proc, err: any("weight-norm: torch step" in x for x in err)
     moments = [
+        on_load("numpy/_core"),  # the first import after the checks
         on_load("libtorch"),
         on_load("jaxlib/"),
         on_load("jaxlib/", then=1.0),
-        after(0.8),
-        after(2.5),
-        progress_line,
+        on_load("jaxlib/", then=3.0),
+        progress_line,  # training, 5 s in
     ]
     for moment in moments:
         assert_interrupted(interrupt_at(long_run, moment), INTERRUPTED_MESSAGE)
