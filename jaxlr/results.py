@@ -178,6 +178,8 @@ def final_epoch(df: pd.DataFrame) -> pd.DataFrame:
 def summarize(df: pd.DataFrame, select: str = "test_loss") -> pd.DataFrame:
     """Per (architecture, optimizer): the best lr by the final ``select`` loss (``test_loss`` or
     ``train_loss``, mean over seeds) and the lowest diverging lr."""
+    from jaxlr import stats
+
     if select not in ("test_loss", "train_loss"):
         raise ValueError(f"select must be test_loss or train_loss, got {select!r}")
     last = final_epoch(df)
@@ -191,11 +193,12 @@ def summarize(df: pd.DataFrame, select: str = "test_loss") -> pd.DataFrame:
             any_div=("diverged", "any"),
             n_seeds=("seed", "nunique"),
         )
-        ok = per_lr[~per_lr["any_div"] & np.isfinite(per_lr["loss_mean"])]
+        eligible = ~per_lr["any_div"] & np.isfinite(per_lr["loss_mean"])
+        ok = per_lr[eligible]
         div_lrs = per_lr.index[per_lr["any_div"]]
         row = dict(zip(GROUP_KEYS, key, strict=True))
-        if len(ok):
-            best = ok["loss_mean"].idxmin()
+        if len(ok):  # the tested lr of lowest seed-mean loss (stats.argmin, the one definition)
+            best = stats.argmin(per_lr.index.to_numpy(), per_lr["loss_mean"], eligible)
             row.update(
                 best_lr=float(best),
                 select=select,

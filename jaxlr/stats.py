@@ -75,8 +75,13 @@ def chance_level(num_classes: int | None) -> float:
 
 # ----------------------------------------------------------------------------- estimators
 def argmin(x: np.ndarray, y: np.ndarray, ok: np.ndarray) -> float:
-    """``x`` of the lowest ``y`` among the ``ok`` points (the first of ties); NaN if none."""
+    """``x`` of the lowest ``y`` among the ``ok`` points (the first of ties); NaN if none.
+
+    The one definition of "the best tested lr": the ``argmin`` estimator, the seed-mean
+    curve's best lr in :func:`optimum_table`, and ``summary.csv``'s ``best_lr``
+    (:func:`jaxlr.results.summarize`, a tested lr so that plots can pick its runs)."""
     x, y, ok = np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(ok, bool)
+    ok = ok & ~np.isnan(y)
     if not ok.any():
         return math.nan
     return float(x[int(np.argmin(np.where(ok, y, np.inf)))])
@@ -254,7 +259,8 @@ def optimum_table(
             .agg(m=(loss, "mean"), s=(loss, "std"), c=("_c", "any"), d=("diverged", "any"))
         )
         okp = per[~per["c"]]
-        best = okp["m"].idxmin() if len(okp) else None
+        best = argmin(per.index.to_numpy(), per["m"].to_numpy(), ~per["c"].to_numpy())
+        best = None if math.isnan(best) else best
         div = per.index[per["d"]]
         extra.append(
             (
