@@ -32,6 +32,19 @@ def digits():
     return load_dataset("digits", n_train=512, n_test=120)
 
 
+@pytest.fixture(scope="module")
+def base_sweep(digits, tmp_path_factory) -> Path:
+    """``BASE`` run whole (``all/``) and as shards 0/2 and 1/2 (``s0/``, ``s1/``), once for the
+    tests that merge, compare or refuse them."""
+    root = tmp_path_factory.mktemp("base")
+    run_sweep(BASE.replace(out=str(root / "all")), dataset=digits, progress=False)
+    for i in range(2):
+        run_sweep(
+            BASE.replace(shard=(i, 2), out=str(root / f"s{i}")), dataset=digits, progress=False
+        )
+    return root
+
+
 def _sweep(*args: str, env=None, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "jaxlr.sweep", "--no-progress", *args],
@@ -87,46 +100,52 @@ def test_four_devices_equal_one_device(tmp_path):
     assert r["max_rel"] < 1e-5, r  # float32 rounding of differently-sized per-device matmuls
     plan = json.loads((tmp_path / "d4" / "config.json").read_text())["plan"]
     assert all(len(c["lrs"]) % 4 == 0 or len(c["lrs"]) == 5 for c in plan)
-    p = _sweep("--preset", "quick", "--devices", "64", "--out", str(tmp_path / "x"))
-    assert p.returncode == 2 and "more devices than" in p.stderr
 
 
-def test_shards_merged_equal_unsharded(digits, tmp_path):
+def test_more_devices_than_the_machine_has_is_refused(tmp_path, cli):
+    p = cli("--preset", "quick", "--devices", "64", "--out", str(tmp_path / "x"))
+    p.assert_error("more devices than")
+
+
+def test_shards_merged_equal_unsharded(digits, base_sweep, tmp_path):
     """Shards run the whole sweep's programs unchanged: merged, they are the same bytes."""
-    for name, cfg, n in (("one-lane", BASE.replace(max_lanes=1), 3), ("default", BASE, 2)):
-        whole = tmp_path / name / "all"
-        run_sweep(cfg.replace(out=str(whole)), dataset=digits, progress=False)
-        dirs = [tmp_path / name / f"s{i}" for i in range(n)]
-        for i, d in enumerate(dirs):
-            run_sweep(cfg.replace(shard=(i, n), out=str(d)), dataset=digits, progress=False)
-        merge_runs(dirs, tmp_path / name / "merged")
+    # one lane per program, 6 programs in 3 shards
+    cfg, n = BASE.replace(max_lanes=1, lrs=(0.02, 0.1, 0.3), seeds=(0,)), 3
+    whole = tmp_path / "one-lane" / "all"
+    run_sweep(cfg.replace(out=str(whole)), dataset=digits, progress=False)
+    dirs = [tmp_path / "one-lane" / f"s{i}" for i in range(n)]
+    for i, d in enumerate(dirs):
+        run_sweep(cfg.replace(shard=(i, n), out=str(d)), dataset=digits, progress=False)
+    cases = [(dirs, whole), ([base_sweep / "s0", base_sweep / "s1"], base_sweep / "all")]
+    for k, (shards, unsharded) in enumerate(cases):
+        merge_runs(shards, tmp_path / f"merged{k}")
         for f in ("results.csv", "summary.csv"):
-            assert (tmp_path / name / "merged" / f).read_bytes() == (whole / f).read_bytes()
+            assert (tmp_path / f"merged{k}" / f).read_bytes() == (unsharded / f).read_bytes()
 
 
-def test_merge_refuses_different_configs(digits, tmp_path):
-    run_sweep(BASE.replace(shard=(0, 2), out=str(tmp_path / "a")), dataset=digits, progress=False)
+def test_merge_refuses_different_configs(digits, base_sweep, tmp_path, cli):
+    a = base_sweep / "s0"
     run_sweep(
         BASE.replace(shard=(1, 2), epochs=1, out=str(tmp_path / "b")),
         dataset=digits,
         progress=False,
     )
     with pytest.raises(ConfigError, match="different sweep"):
-        merge_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+        merge_runs([a, tmp_path / "b"], tmp_path / "m")
     with pytest.raises(ConfigError, match="twice"):
-        merge_runs([tmp_path / "a", tmp_path / "a"], tmp_path / "m")
+        merge_runs([a, a], tmp_path / "m")
     # a shard computed on other hardware or software would not match: refused, named
-    run_sweep(BASE.replace(shard=(1, 2), out=str(tmp_path / "c")), dataset=digits, progress=False)
+    shutil.copytree(base_sweep / "s1", tmp_path / "c")
     record = json.loads((tmp_path / "c" / "config.json").read_text())
     record["numerics"]["device_kind"] = "NVIDIA H100 80GB HBM3"
     (tmp_path / "c" / "config.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError, match=r"device_kind .* vs 'NVIDIA H100"):
-        merge_runs([tmp_path / "a", tmp_path / "c"], tmp_path / "m")
-    p = _sweep("merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m"))
-    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+        merge_runs([a, tmp_path / "c"], tmp_path / "m")
+    p = cli("merge", str(a), str(tmp_path / "b"), "--out", str(tmp_path / "m"))
+    p.assert_error("different sweep")
 
 
-def test_kill9_then_resume_gives_identical_results(tmp_path):
+def test_kill9_then_resume_gives_identical_results(tmp_path, cli):
     args = [
         "--widths",
         "16,256",
@@ -143,7 +162,7 @@ def test_kill9_then_resume_gives_identical_results(tmp_path):
         "--parallel",
         "1",
     ]
-    ref = _sweep(*args, "--out", str(tmp_path / "ref"))
+    ref = cli("--no-progress", *args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -164,12 +183,12 @@ def test_kill9_then_resume_gives_identical_results(tmp_path):
     assert not (out / "summary.csv").exists()
     partial = pd.read_csv(out / "results.csv")  # finished chunks survive the kill
     assert len(partial) == 3 * 2 * 10
-    res = _sweep("--resume", "--out", str(out))  # config read back from out/config.json
+    res = cli("--no-progress", "--resume", "--out", str(out))  # config from out/config.json
     assert res.returncode == 0, res.stderr
     assert (out / "results.csv").read_bytes() == (tmp_path / "ref" / "results.csv").read_bytes()
     assert (out / "summary.csv").read_bytes() == (tmp_path / "ref" / "summary.csv").read_bytes()
     # resuming with other flags is refused
-    bad = _sweep("--resume", "--out", str(out), "--widths", "16", "--epochs", "10")
+    bad = cli("--no-progress", "--resume", "--out", str(out), "--widths", "16", "--epochs", "10")
     assert bad.returncode == 2 and "other settings" in bad.stderr
 
 
@@ -184,14 +203,14 @@ def test_checkpoint_integrity(tmp_path):
     files = sorted((tmp_path / "checkpoints").glob("*.npz"))
     assert [f.name for f in files] == ["chunk-000-e0002.npz", "chunk-000-e0003.npz"]
     warnings: list[str] = []
-    epochs, got, _ = ckpt.latest_checkpoint(tmp_path, 0, "abc", warn=warnings.append)
+    epochs, _, got, _ = ckpt.latest_checkpoint(tmp_path, 0, "abc", warn=warnings.append)
     assert epochs == 3 and np.array_equal(got[0], leaves[0] + 3) and not warnings
     # a different config is refused
     with pytest.raises(ckpt.CheckpointError, match="different sweep config"):
         ckpt.load_npz(files[-1], "other")
     # truncated newest: fall back to the previous one, and say so
     files[-1].write_bytes(files[-1].read_bytes()[:100])
-    epochs, got, _ = ckpt.latest_checkpoint(tmp_path, 0, "abc", warn=warnings.append)
+    epochs, _, got, _ = ckpt.latest_checkpoint(tmp_path, 0, "abc", warn=warnings.append)
     assert epochs == 2 and np.array_equal(got[0], leaves[0] + 2)
     assert any("unreadable" in w for w in warnings)
     # a flipped byte inside an array: zip's CRC catches it
@@ -215,8 +234,10 @@ def test_checkpoint_integrity(tmp_path):
         ckpt.load_npz(path, "abc")
 
 
-def test_small_memory_limit_chunks_without_changing_results(digits, monkeypatch, tmp_path):
-    whole = run_sweep(BASE, dataset=digits, progress=False)
+def test_small_memory_limit_chunks_without_changing_results(
+    digits, base_sweep, monkeypatch, tmp_path
+):
+    whole = pd.read_csv(base_sweep / "all" / "results.csv")
     # room for 2-3 runs per chunk (a run here needs about 1 MB, mostly the evaluation chunk)
     monkeypatch.setattr(devices, "device_memory_bytes", lambda device=None: 6_000_000)
     chunked = run_sweep(BASE.replace(out=str(tmp_path / "c")), dataset=digits, progress=False)
