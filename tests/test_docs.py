@@ -369,6 +369,7 @@ def test_readme_is_short() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 150
     assert len(text.encode()) <= 10_000
+    assert text.count("<!-- headline:start -->") == 1 == text.count("<!-- headline:end -->")
     head = text.split("<!-- headline:start -->")[1].split("<!-- headline:end -->")[0]
     assert "| **Adam** |" in head and "| **SGD** |" in head
 
