@@ -57,9 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m torch_parity",
         description="Run each source document's PyTorch example and the matching jaxlr run from "
-        "the same initial weights and data, and compare losses and final params.",
+        "the same initial weights and data, and compare losses and final params. A run that "
+        f"lasts more than {PROGRESS_EVERY_S:.0f} s says how far it is on stderr.",
     )
-    p.add_argument("--dtype", choices=("float64", "float32"), action=Once, help="default: float64")
+    p.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        action=Once,
+        help="the dtype of both sides (default: float64)",
+    )
     p.add_argument(
         "--steps",
         type=_steps,
