@@ -141,7 +141,7 @@ def _check_direction(inner: Any, inner_tx: Any, params: Any, who: str) -> None:
     with jax.ensure_compile_time_eval():
         ones = treedef.unflatten(
             [
-                jnp.ones(jnp.shape(x), x.dtype) if f else x
+                jnp.ones(jnp.shape(x), x.dtype) if f else None
                 for x, f in zip(leaves, floats, strict=True)
             ]
         )
