@@ -2,8 +2,10 @@
 
 Layout inside a sweep's output directory::
 
-    chunks/chunk-003.npz              a finished chunk: its metrics, exactly (float32)
-    checkpoints/chunk-004-e0012.npz   a running chunk after 12 epochs: state + metrics so far
+    chunks/chunk-003.npz                     a finished chunk: its metrics, exactly (float32)
+    checkpoints/chunk-004-e0012.npz          a running chunk after 12 epochs: state + metrics
+    checkpoints/chunk-004-e0012-s000400.npz  ... and 400 steps of the 13th (a long epoch runs
+                                             in step blocks; its state is the epoch's progress)
 
 Every file holds a ``meta`` JSON record (grid hash, chunk index, epoch, seeds, lrs) and a
 SHA-256 digest of all its arrays. A file whose digest, zip structure or config hash does not
@@ -83,8 +85,9 @@ def chunk_path(out: Path, index: int) -> Path:
     return out / "chunks" / f"chunk-{index:03d}.npz"
 
 
-def checkpoint_path(out: Path, index: int, epoch: int) -> Path:
-    return out / "checkpoints" / f"chunk-{index:03d}-e{epoch:04d}.npz"
+def checkpoint_path(out: Path, index: int, epoch: int, step: int = 0) -> Path:
+    mid = f"-s{step:06d}" if step else ""
+    return out / "checkpoints" / f"chunk-{index:03d}-e{epoch:04d}{mid}.npz"
 
 
 def save_checkpoint(
@@ -94,31 +97,41 @@ def save_checkpoint(
     state_leaves: list[np.ndarray],
     metrics: dict[str, np.ndarray],
     meta: dict[str, Any],
+    steps_done: int = 0,
 ) -> Path:
-    """Saves a running chunk after ``epochs_done`` epochs; keeps the newest :data:`KEEP`."""
+    """Saves a running chunk after ``epochs_done`` epochs and ``steps_done`` steps of the next;
+    keeps the newest :data:`KEEP`."""
     arrays = {f"state_{i:04d}": leaf for i, leaf in enumerate(state_leaves)}
     arrays.update({f"metric_{k}": v for k, v in metrics.items()})
-    path = checkpoint_path(out, index, epochs_done)
-    save_npz(path, arrays, {**meta, "chunk": index, "epochs_done": epochs_done})
-    for old in sorted(path.parent.glob(f"chunk-{index:03d}-e*.npz"))[:-KEEP]:
+    path = checkpoint_path(out, index, epochs_done, steps_done)
+    meta = {**meta, "chunk": index, "epochs_done": epochs_done, "steps_done": steps_done}
+    save_npz(path, arrays, meta)
+    for old, _ in _checkpoints(out, index)[:-KEEP]:
         old.unlink(missing_ok=True)
     return path
 
 
+def _checkpoints(out: Path, index: int) -> list[tuple[Path, tuple[int, int]]]:
+    """The checkpoint files of chunk ``index``, oldest first, with their (epoch, step)."""
+    pattern = re.compile(rf"chunk-{index:03d}-e(\d+)(?:-s(\d+))?\.npz$")
+    found = [
+        (p, (int(m.group(1)), int(m.group(2) or 0)))
+        for p in (out / "checkpoints").glob(f"chunk-{index:03d}-e*.npz")
+        if (m := pattern.search(p.name))
+    ]
+    return sorted(found, key=lambda f: f[1])
+
+
 def latest_checkpoint(
     out: Path, index: int, grid_hash: str, warn: Any = print
-) -> tuple[int, list[np.ndarray], dict[str, np.ndarray]] | None:
-    """The newest valid checkpoint of chunk ``index``: ``(epochs_done, leaves, metrics)``.
+) -> tuple[int, int, list[np.ndarray], dict[str, np.ndarray]] | None:
+    """The newest valid checkpoint of chunk ``index``:
+    ``(epochs_done, steps_done, leaves, metrics)``.
 
     Invalid files are reported through ``warn`` and skipped; ``None`` if none is usable.
     """
-    pattern = re.compile(rf"chunk-{index:03d}-e(\d+)\.npz$")
-    found = sorted(
-        (int(m.group(1)), p)
-        for p in (out / "checkpoints").glob(f"chunk-{index:03d}-e*.npz")
-        if (m := pattern.search(p.name))
-    )
-    for epochs_done, p in reversed(found):
+    found = _checkpoints(out, index)
+    for p, (epochs_done, steps_done) in reversed(found):
         try:
             arrays, _ = load_npz(p, grid_hash)
         except CheckpointError as e:
@@ -126,7 +139,7 @@ def latest_checkpoint(
             continue
         leaves = [arrays[k] for k in sorted(arrays) if k.startswith("state_")]
         metrics = {k[len("metric_") :]: v for k, v in arrays.items() if k.startswith("metric_")}
-        return epochs_done, leaves, metrics
+        return epochs_done, steps_done, leaves, metrics
     if found:
         warn(f"no usable checkpoint for chunk {index}; it starts over from epoch 0")
     return None
@@ -172,17 +185,20 @@ class ChunkStore:
         div = arrays.pop("diverged_epoch")
         return arrays, div
 
-    def latest(self, n_leaves: int) -> tuple[int, list[np.ndarray], dict[str, np.ndarray]] | None:
-        """The newest usable checkpoint whose state has ``n_leaves`` leaves, or ``None``."""
-        found = latest_checkpoint(self.out, self.index, self.grid_hash, warn=self.warn)
-        if found is not None and len(found[1]) != n_leaves:
-            self.warn(f"checkpoint of chunk {self.index} does not fit its program; starting over")
-            return None
-        return found
+    def latest(self) -> tuple[int, int, list[np.ndarray], dict[str, np.ndarray]] | None:
+        """The newest usable checkpoint (:func:`latest_checkpoint`), or ``None``."""
+        return latest_checkpoint(self.out, self.index, self.grid_hash, warn=self.warn)
 
-    def save(self, epochs_done: int, leaves: list[np.ndarray], metrics: dict[str, Any]) -> None:
-        """Checkpoints the running chunk after ``epochs_done`` epochs."""
-        save_checkpoint(self.out, self.index, epochs_done, leaves, metrics, self.meta)
+    def save(
+        self,
+        epochs_done: int,
+        leaves: list[np.ndarray],
+        metrics: dict[str, Any],
+        steps_done: int = 0,
+    ) -> None:
+        """Checkpoints the running chunk after ``epochs_done`` epochs (and ``steps_done``
+        steps of the next)."""
+        save_checkpoint(self.out, self.index, epochs_done, leaves, metrics, self.meta, steps_done)
 
     def finish(self, metrics: dict[str, np.ndarray], diverged_epoch: np.ndarray) -> None:
         """Stores the finished chunk exactly and drops its checkpoints."""

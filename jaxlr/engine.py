@@ -1,7 +1,7 @@
 """The training engine: one jitted, vmapped program per bucket chunk.
 
 ``make_trainer(spec)`` returns a :class:`Trainer` whose ``init`` and ``epoch`` are pure jitted
-functions over a :class:`TrainState` with leading lane axes ``(seeds, lrs)``:
+functions over a :class:`LaneState` with leading lane axes ``(seeds, lrs)``:
 
 * **Common random numbers.** Lane ``(s, lr)`` initializes from ``fold_in(PRNGKey(s), 0)`` and
   orders batches with ``fold_in(PRNGKey(s), 1)``, so lanes of one seed that differ only in lr
@@ -16,6 +16,10 @@ functions over a :class:`TrainState` with leading lane axes ``(seeds, lrs)``:
   lane keeps its last parameters (``where(alive, new, old)``) and the epoch it died in is
   recorded (plain SGD's folded step guards the backward pass instead; see
   :func:`_make_step`). Lanes never interact, so a NaN lane cannot change any other lane.
+* **Step blocks.** A long epoch runs as several device calls of ``steps_per_call`` steps each
+  (:func:`step_blocks`), so that the host can stop, checkpoint and report progress within
+  seconds at any width. The steps, their batches and the per-step losses are those of the
+  one-call epoch; the epoch's metrics are computed from them in a last call (tested equal).
 * **Metrics.** Per epoch: the mean batch loss of the epoch (``train_loss``), and the loss and
   accuracy on the full test set, evaluated in chunks of ``EVAL_CHUNK`` examples.
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -59,6 +64,7 @@ class RunSpec(TrainOptions):
     data_mean: float = 0.0
     data_std: float = 1.0
     autotune: bool = True  # GPU: let XLA autotune the kernels (the plan decides per program)
+    steps_per_call: int = 0  # > 0: an epoch runs as device calls of this many steps (StepBlocks)
 
     @classmethod
     def create(
@@ -118,7 +124,7 @@ class RunSpec(TrainOptions):
         return model, lambda key: model.init(key, x0)["params"]
 
 
-class TrainState(NamedTuple):
+class LaneState(NamedTuple):
     """Per-lane training state; every leaf has leading axes ``(seeds, lrs)``."""
 
     params: Any
@@ -271,8 +277,8 @@ class Trainer(NamedTuple):
 
     spec: RunSpec
     init: _CheapProgram  # (seeds (S,), lrs (L,)) -> state
-    epoch: Callable[..., tuple[TrainState, EpochMetrics]]  # (state, seeds, lrs, epoch, data)
-    abstract_init: Callable[[Any, Any], TrainState]  # init's output shapes, nothing computed
+    epoch: Callable[..., tuple[LaneState, EpochMetrics]]  # (state, seeds, lrs, epoch, data)
+    abstract_init: Callable[[Any, Any], LaneState]  # init's output shapes, nothing computed
 
 
 def seed_keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -288,10 +294,10 @@ def epoch_batches(seed: jax.Array, epoch: jax.Array, n: int, batch: int, steps: 
     return perm[: steps * batch].reshape(steps, batch)
 
 
-def _make_init(spec: RunSpec, init_params: Callable[[jax.Array], Any]) -> Callable[..., TrainState]:
+def _make_init(spec: RunSpec, init_params: Callable[[jax.Array], Any]) -> Callable[..., LaneState]:
     """``init(seeds (S,), lrs (L,))``: per seed one set of parameters, shared by its lrs."""
 
-    def init(seeds: jax.Array, lrs: jax.Array) -> TrainState:
+    def init(seeds: jax.Array, lrs: jax.Array) -> LaneState:
         n_s, n_l = seeds.shape[0], lrs.shape[0]
         init_keys = jax.vmap(lambda s: seed_keys(s)[0])(seeds)
         params = jax.vmap(init_params)(init_keys)  # one per seed
@@ -301,7 +307,7 @@ def _make_init(spec: RunSpec, init_params: Callable[[jax.Array], Any]) -> Callab
         opt_init = lambda p, lr: make_optimizer(spec, lr).init(p)
         opt_state = jax.vmap(jax.vmap(opt_init), in_axes=(0, None))(params, lrs)
         shape = (n_s, n_l)
-        return TrainState(params, opt_state, jnp.ones(shape, bool), jnp.full(shape, -1, jnp.int32))
+        return LaneState(params, opt_state, jnp.ones(shape, bool), jnp.full(shape, -1, jnp.int32))
 
     return init
 
@@ -400,10 +406,10 @@ class _Lanes(NamedTuple):
 
     batches: Callable[[jax.Array, jax.Array], jax.Array]  # (seeds, epoch) -> (steps, S, B)
     step: Callable[..., tuple[Any, jax.Array]]  # (carry, lrs, idx_t, data) -> (carry, loss)
-    finish: Callable[..., tuple[TrainState, EpochMetrics]]  # (state, carry, losses, epoch, data)
+    finish: Callable[..., tuple[LaneState, EpochMetrics]]  # (state, carry, losses, epoch, data)
 
 
-def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., TrainState]]:
+def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., LaneState]]:
     """The epoch pieces and the ``init`` of ``spec``'s lanes."""
     model, init_params = spec.model()
     mean, std = spec.data_mean, spec.data_std
@@ -427,7 +433,7 @@ def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., TrainState]]:
         params, opt_state, alive, loss = step(params, opt_state, alive, lrs, x, y)
         return (params, opt_state, alive), loss
 
-    def finish(state: TrainState, carry: Any, losses: jax.Array, epoch: jax.Array, data: Any):
+    def finish(state: LaneState, carry: Any, losses: jax.Array, epoch: jax.Array, data: Any):
         params, opt_state, alive = carry
         train_loss = losses.sum(0) / spec.steps_per_epoch
         train_loss = jnp.where(alive, train_loss, jnp.nan)
@@ -441,7 +447,7 @@ def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., TrainState]]:
         )
         died_now = state.alive & ~alive
         div_epoch = jnp.where(died_now, epoch.astype(jnp.int32), state.diverged_epoch)
-        return TrainState(params, opt_state, alive, div_epoch), metrics
+        return LaneState(params, opt_state, alive, div_epoch), metrics
 
     return _Lanes(batches, lane_step, finish), _make_init(spec, init_params)
 
@@ -481,7 +487,7 @@ def make_trainer(spec: RunSpec) -> Trainer:
     lanes, init = _make_lanes(spec)
     group = _group_epoch((lanes,))
 
-    def epoch(state: TrainState, seeds: jax.Array, lrs: jax.Array, epoch: jax.Array, data):
+    def epoch(state: LaneState, seeds: jax.Array, lrs: jax.Array, epoch: jax.Array, data):
         (state,), (metrics,) = group((state,), (seeds,), (lrs,), epoch, data)
         return state, metrics
 
@@ -518,6 +524,135 @@ def group_epoch(specs: tuple[RunSpec, ...]) -> Callable[..., Any]:
         donate_argnums=(0,),
         compiler_options=compiler_options(merged),
     )
+
+
+class EpochProgress(NamedTuple):
+    """One bucket's lanes part-way through an epoch (:func:`step_blocks`): the carry of the
+    steps so far, what the epoch's end needs of its start, and the per-step losses."""
+
+    params: Any
+    opt_state: Any
+    alive: jax.Array  # bool (S, L): alive after the steps so far
+    alive_at_start: jax.Array  # bool (S, L): alive when the epoch began
+    diverged_epoch: jax.Array  # int32 (S, L)
+    losses: jax.Array  # float32 (blocks * steps_per_call, S, L): batch losses, 0 where dead
+
+
+class StepBlocks(NamedTuple):
+    """An epoch of several buckets as device calls of ``size`` steps (the last may be shorter):
+
+    ``progress = begin(states)``; for ``start`` in ``0, size, 2 size, ...`` below ``steps``:
+    ``progress = block(progress, seeds, lrs, epoch, start, data)``; then
+    ``states, metrics = finish(progress, losses, epoch, data)`` (``progress`` without its
+    ``losses``, passed apart). Tuples with one entry per bucket, as in
+    :func:`group_epoch`."""
+
+    begin: Callable[..., tuple]
+    block: Callable[..., tuple]
+    finish: Callable[..., tuple]
+    size: int
+    steps: int
+
+    def starts(self, first: int = 0) -> range:
+        """The first step of each call of an epoch, from step ``first`` on."""
+        return range(first, self.steps, self.size)
+
+
+def _group_blocks(members: tuple[_Lanes, ...], steps: int, size: int):
+    """The three functions of :class:`StepBlocks` for ``members`` (see :func:`_group_epoch`).
+
+    A call runs steps ``start .. start + size - 1`` of the epoch's batch order; steps past the
+    epoch's end (in its last call) are skipped by a ``lax.cond`` on the step number, which is
+    the same for every lane, so nothing is computed for them.
+    """
+    n_blocks = -(-steps // size)
+
+    def begin(states: tuple) -> tuple:
+        return tuple(
+            EpochProgress(
+                s.params,
+                s.opt_state,
+                s.alive,
+                s.alive,
+                s.diverged_epoch,
+                jnp.zeros((n_blocks * size, *s.alive.shape), jnp.float32),
+            )
+            for s in states
+        )
+
+    def block(progress: tuple, seeds: tuple, lrs: tuple, epoch: jax.Array, start: jax.Array, data):
+        def steps_of(m: _Lanes, s: jax.Array) -> jax.Array:
+            idx = m.batches(s, epoch)  # (steps, S, B): the whole epoch's order
+            pad = jnp.zeros((n_blocks * size - steps, *idx.shape[1:]), idx.dtype)
+            return jax.lax.dynamic_slice_in_dim(jnp.concatenate([idx, pad]), start, size)
+
+        idx = tuple(steps_of(m, s) for m, s in zip(members, seeds, strict=True))
+
+        def body(carries, xs):
+            t, idx_t = xs
+
+            def run(cs):
+                out = [
+                    m.step(c, lr, i, data)
+                    for m, c, lr, i in zip(members, cs, lrs, idx_t, strict=True)
+                ]
+                return tuple(o[0] for o in out), tuple(o[1] for o in out)
+
+            def skip(cs):
+                return cs, tuple(jnp.zeros(p.alive.shape, jnp.float32) for p in progress)
+
+            return jax.lax.cond(start + t < steps, run, skip, carries)
+
+        carries = tuple((p.params, p.opt_state, p.alive) for p in progress)
+        carries, losses = jax.lax.scan(body, carries, (jnp.arange(size), idx))
+        return tuple(
+            p._replace(
+                params=c[0],
+                opt_state=c[1],
+                alive=c[2],
+                losses=jax.lax.dynamic_update_slice_in_dim(p.losses, loss, start, 0),
+            )
+            for p, c, loss in zip(progress, carries, losses, strict=True)
+        )
+
+    def finish(progress: tuple, losses: tuple, epoch: jax.Array, data):
+        done = [
+            m.finish(
+                LaneState(None, None, p.alive_at_start, p.diverged_epoch),
+                (p.params, p.opt_state, p.alive),
+                loss[:steps],
+                epoch,
+                data,
+            )
+            for m, p, loss in zip(members, progress, losses, strict=True)
+        ]
+        return tuple(d[0] for d in done), tuple(d[1] for d in done)
+
+    return begin, block, finish
+
+
+@functools.lru_cache(maxsize=16)
+def step_blocks(specs: tuple[RunSpec, ...]) -> StepBlocks:
+    """The jitted :class:`StepBlocks` of buckets ``specs`` trained by one program, in calls of
+    ``specs[0].steps_per_call`` steps (compiled on first use)."""
+    size, steps = specs[0].steps_per_call, specs[0].steps_per_epoch
+    if size <= 0 or any((s.steps_per_call, s.steps_per_epoch) != (size, steps) for s in specs):
+        raise ValueError(f"step blocks need one positive steps_per_call, got {specs}")
+    begin, block, finish = _group_blocks(
+        tuple(_make_lanes(s)[0] for s in specs), steps, min(size, steps)
+    )
+    merged = dataclasses.replace(
+        specs[0],
+        autotune=any(s.autotune for s in specs),
+        deterministic=all(s.deterministic for s in specs),
+    )
+    options = compiler_options(merged)
+
+    def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = _with_precision(fn, specs[0].precision)
+        return jax.jit(fn, donate_argnums=(0,), compiler_options=options)
+
+    return StepBlocks(jit(begin), jit(block), jit(finish), min(size, steps), steps)
 
 
 def compile_group(
@@ -652,26 +787,48 @@ def train_lanes(
     lrs: Any,
     epochs: int,
     *,
-    on_epoch: Callable[[int, TrainState, EpochMetrics], None] | None = None,
-    state: TrainState | None = None,
+    on_epoch: Callable[[int, LaneState, EpochMetrics], None] | None = None,
+    state: LaneState | None = None,
     start_epoch: int = 0,
-    epoch_fn: Callable[..., tuple[TrainState, EpochMetrics]] | None = None,
-) -> tuple[TrainState, dict[str, np.ndarray]]:
+    epoch_fn: Callable[..., tuple[LaneState, EpochMetrics]] | None = None,
+    on_block: Callable[[int, int, EpochProgress], None] | None = None,
+    progress: EpochProgress | None = None,
+    start_step: int = 0,
+) -> tuple[LaneState, dict[str, np.ndarray]]:
     """Trains the lanes ``seeds x lrs`` for ``epochs`` epochs; returns the final state and
     metrics stacked as numpy arrays of shape ``(epochs - start_epoch, S, L)``.
 
     ``on_epoch(epoch, state, metrics)`` is called after each epoch (progress, checkpoints).
     ``epoch_fn`` replaces the jitted epoch, e.g. by a program from :func:`compile_epoch`.
+    With ``spec.steps_per_call > 0`` each epoch runs in :func:`step_blocks`:
+    ``on_block(epoch, steps_done, progress)`` is called after each call, and training may
+    start mid-epoch from ``progress`` (after ``start_step`` steps of epoch ``start_epoch``).
     """
     trainer = cached_trainer(spec)
     seeds = jnp.asarray(seeds, jnp.int32)
     lrs = jnp.asarray(lrs, jnp.float32)
-    if state is None:
+    if state is None and progress is None:
         state = trainer.init(seeds, lrs)
-    state, history = _epochs(
-        epoch_fn or trainer.epoch, state, seeds, lrs, data, start_epoch, epochs, on_epoch
+    if spec.steps_per_call <= 0:
+        states, history = _epochs(
+            epoch_fn or trainer.epoch, state, seeds, lrs, data, start_epoch, epochs, on_epoch
+        )
+        return states, _stack_metrics(history)
+    blocks = step_blocks((spec,))
+    states, history = _epochs_in_blocks(
+        blocks,
+        (state,),
+        (seeds,),
+        (lrs,),
+        data,
+        start_epoch,
+        epochs,
+        (lambda e, st, m: on_epoch(e, st[0], m[0])) if on_epoch else None,
+        (lambda e, n, p: on_block(e, n, p[0])) if on_block else None,
+        None if progress is None else (progress,),
+        start_step,
     )
-    return state, _stack_metrics(history)
+    return states[0], _stack_metrics([h[0] for h in history])
 
 
 def train_group(
@@ -682,23 +839,41 @@ def train_group(
     epochs: int,
     *,
     on_epoch: Callable[[int, tuple, tuple], None] | None = None,
-    states: tuple[TrainState, ...] | None = None,
+    states: tuple[LaneState, ...] | None = None,
     start_epoch: int = 0,
     epoch_fn: Callable[..., Any] | None = None,
-) -> tuple[tuple[TrainState, ...], list[dict[str, np.ndarray]]]:
+    on_block: Callable[[int, int, tuple], None] | None = None,
+    progress: tuple[EpochProgress, ...] | None = None,
+    start_step: int = 0,
+) -> tuple[tuple[LaneState, ...], list[dict[str, np.ndarray]]]:
     """:func:`train_lanes` for several buckets in one program (:func:`group_epoch`): member
     ``i`` trains lanes ``seeds[i] x lrs[i]`` of ``specs[i]``. Returns the final states and one
     metrics dict per member; each member's numbers are those of :func:`train_lanes` alone."""
     seeds = tuple(jnp.asarray(s, jnp.int32) for s in seeds)
     lrs = tuple(jnp.asarray(lr, jnp.float32) for lr in lrs)
-    if states is None:
+    if states is None and progress is None:
         states = tuple(
             cached_trainer(spec).init(s, lr) for spec, s, lr in zip(specs, seeds, lrs, strict=True)
         )
-    run_epoch = epoch_fn or group_epoch(tuple(specs))
-    states, history = _epochs(
-        run_epoch, tuple(states), seeds, lrs, data, start_epoch, epochs, on_epoch
-    )
+    if specs[0].steps_per_call > 0:
+        states, history = _epochs_in_blocks(
+            step_blocks(tuple(specs)),
+            states,
+            seeds,
+            lrs,
+            data,
+            start_epoch,
+            epochs,
+            on_epoch,
+            on_block,
+            progress,
+            start_step,
+        )
+    else:
+        run_epoch = epoch_fn or group_epoch(tuple(specs))
+        states, history = _epochs(
+            run_epoch, tuple(states), seeds, lrs, data, start_epoch, epochs, on_epoch
+        )
     return states, [_stack_metrics([h[i] for h in history]) for i in range(len(specs))]
 
 
@@ -707,11 +882,57 @@ def _epochs(run_epoch, state, seeds, lrs, data, start, epochs, on_epoch) -> tupl
     history = []
     for e in range(start, epochs):
         state, metrics = run_epoch(state, seeds, lrs, jnp.int32(e), data)
+        wait_ready(metrics)
         metrics = jax.tree.map(to_host, metrics)  # one host sync per epoch
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(e, state, metrics)
     return state, history
+
+
+def _epochs_in_blocks(
+    blocks: StepBlocks,
+    states: Any,
+    seeds: tuple,
+    lrs: tuple,
+    data: DeviceData,
+    start: int,
+    epochs: int,
+    on_epoch: Callable[..., None] | None,
+    on_block: Callable[..., None] | None,
+    progress: tuple | None,
+    start_step: int,
+) -> tuple[Any, list]:
+    """:func:`_epochs` in :class:`StepBlocks`, waiting for each call before the next (so that a
+    stop request is honoured after the call in flight), from step ``start_step`` of epoch
+    ``start`` (``progress`` is the lanes' state there, if ``start_step > 0``)."""
+    history = []
+    for e in range(start, epochs):
+        epoch = jnp.int32(e)
+        resumed = e == start and progress is not None
+        p = progress if resumed else blocks.begin(tuple(states))
+        for first in blocks.starts(start_step if resumed else 0):
+            p = blocks.block(p, seeds, lrs, epoch, jnp.int32(first), data)
+            wait_ready(p)
+            if on_block is not None:
+                on_block(e, min(first + blocks.size, blocks.steps), p)
+        losses = tuple(x.losses for x in p)  # not donated: the epoch's end does not reuse it
+        states, metrics = blocks.finish(
+            tuple(x._replace(losses=None) for x in p), losses, epoch, data
+        )
+        metrics = jax.tree.map(to_host, metrics)
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(e, states, metrics)
+    return states, history
+
+
+def wait_ready(tree: Any, poll_s: float = 0.02) -> None:
+    """Waits until every array of ``tree`` is computed, polling, so that the waiting thread
+    runs Python signal handlers (a Ctrl-C is seen at once, not when the device call ends)."""
+    leaves = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
+    while not all(x.is_ready() for x in leaves):
+        time.sleep(poll_s)
 
 
 def _stack_metrics(history: list[EpochMetrics]) -> dict[str, np.ndarray]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 from collections.abc import Callable
 
 from jaxlr.config import ConfigError, SweepConfig
@@ -69,6 +70,7 @@ class Chunk:
     round: int = 0  # 0: the grid; k: the k-th refinement round
     lanes_lrs: int = 0  # compile for this many lrs (inert padding lanes), to reuse a program
     autotune: bool = True  # let XLA autotune this chunk's GPU kernels (see autotune_chunks)
+    steps_per_call: int = 0  # > 0: its epochs run in device calls of this many steps
 
     @property
     def n_lanes(self) -> int:
@@ -315,6 +317,41 @@ def autotune_chunks(
             on = sum(seconds(chunks[i]) for i in members) >= AUTOTUNE_MIN_S
         for i in members:
             out[i] = dataclasses.replace(chunks[i], autotune=on)
+    return out
+
+
+CALL_S = float(os.environ.get("JAXLR_CALL_S", "3"))
+"""The longest device call the plan aims for, in (estimated) seconds: a longer epoch runs in
+step blocks, so a Ctrl-C is honoured and a checkpoint can be taken within about this long
+(``$JAXLR_CALL_S`` overrides it; results do not depend on it)."""
+
+
+def call_steps_chunks(
+    chunks: list[Chunk],
+    steps_per_epoch: int,
+    epoch_seconds: Callable[[Chunk], float],
+    programs: list[tuple[int, ...]] | None = None,
+) -> list[Chunk]:
+    r"""Decides per program how many steps one device call runs.
+
+    A program whose epoch is predicted (the sum of ``epoch_seconds`` over its chunks) to take
+    :math:`T > ` :data:`CALL_S` seconds runs each epoch in :math:`n = \lceil T / CALL\_S \rceil`
+    calls of :math:`\lceil S / n \rceil` steps (``S = steps_per_epoch``; the last call is
+    shorter); others in one call (``steps_per_call = 0``). Every chunk of a program gets the
+    program's size.
+    """
+    if programs is None:
+        programs = [(i,) for i in range(len(chunks))]
+    out = list(chunks)
+    for members in programs:
+        seconds = sum(epoch_seconds(chunks[i]) for i in members)
+        size = 0
+        if seconds > CALL_S and steps_per_epoch > 1:
+            calls = math.ceil(seconds / CALL_S)
+            size = math.ceil(steps_per_epoch / calls)
+            size = 0 if size >= steps_per_epoch else size
+        for i in members:
+            out[i] = dataclasses.replace(chunks[i], steps_per_call=size)
     return out
 
 

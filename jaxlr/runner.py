@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import signal
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ from jaxlr.engine import (
     cached_trainer,
     compile_epoch,
     compile_group,
+    step_blocks,
     to_host,
     train_group,
     train_lanes,
@@ -96,6 +98,8 @@ class _Programs:
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
 
     def submit(self, key: Program) -> None:
+        if key[0][0].steps_per_call > 0:
+            return  # epochs in step blocks: compiled on first use (a long epoch hides it)
         if self.enabled and key not in self.futures:
             if len(key) == 1:
                 self.futures[key] = self.pool.submit(compile_epoch, *key[0], self.data)
@@ -149,7 +153,9 @@ class _Sweep:
         """The program of ``chunk``."""
         b = chunk.bucket
         spec = RunSpec.create(self.cfg, self.dataset, b.hidden, b.optimizer, b.parametrization)
-        return dataclasses.replace(spec, autotune=chunk.autotune)
+        return dataclasses.replace(
+            spec, autotune=chunk.autotune, steps_per_call=chunk.steps_per_call
+        )
 
     def lane_lrs(self, chunk: Chunk) -> int:
         """The lr lanes ``chunk`` is compiled for: its refinement shape, padded to a multiple of
@@ -231,9 +237,14 @@ def run(
     data = device_data(dataset, sharding=dev.replicated(mesh))
     total = sum(c.n_lanes for c in chunks) * (dataset.n_train // cfg.batch_size) * cfg.epochs
     frames: list[pd.DataFrame] = []
-    with _progress(total, progress) as bar, compilation.tracking(cache) as compiled:
+    stop = threading.Event()
+    with (
+        _progress(total, progress) as bar,
+        compilation.tracking(cache) as compiled,
+        _stop_on_interrupt(stop, bar),
+    ):
         compiler = _Programs(data, enabled=mesh is None)
-        sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar, writer, compiler)
+        sweep = _Sweep(cfg, dataset, data, mesh, out, resume, bar, writer, compiler, stop=stop)
         sweep.fuse, sweep.memory, sweep.parallel = fuse, memory, parallel
         for members in _training_order(sweep, chunks, programs):  # the first to train first
             compiler.submit(sweep.program_key([chunks[i] for i in members]))
@@ -269,6 +280,34 @@ def _removed_if_refused(out: Path | None) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 d.rmdir()
         raise
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(stop: threading.Event, bar: Any) -> Iterator[None]:
+    """While training: the first Ctrl-C (SIGINT) sets ``stop`` and says so at once; every
+    program then checkpoints after its step block in flight and raises
+    :class:`KeyboardInterrupt`. A second Ctrl-C interrupts at once (losing the blocks in flight).
+    Only in the main thread (elsewhere Python delivers no signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(sig: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        bar.clear()
+        print(
+            "\njaxlr.sweep: stopping after the current step block... (Ctrl-C again to stop at "
+            "once, losing it)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def fuse_enabled(mode: str, mesh: Any) -> bool:
@@ -372,6 +411,8 @@ def _run_programs(
 
     if sweep.parallel <= 1 or len(programs) <= 1:
         for indices in programs:
+            if sweep.stop.is_set():
+                raise KeyboardInterrupt
             sweep.bar.set_description(_describe(sweep, indices, chunks))
             record(indices, train(indices))
         return
@@ -450,6 +491,8 @@ def run_concurrently(
     pool = cf.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="jaxlr-program")
     try:
         while pending or futures:
+            if stop.is_set():
+                pending.clear()  # interrupted: nothing new starts; the running tasks stop
             used = sum(nbytes(tasks[k]) for k in futures.values())
             for k in list(pending):
                 if len(futures) >= slots:
@@ -461,6 +504,8 @@ def run_concurrently(
                 futures[pool.submit(run, tasks[k])] = k
                 used += nbytes(tasks[k])
             if not futures:
+                if stop.is_set():
+                    raise KeyboardInterrupt
                 break
             # a short timeout, so that this thread sees a Ctrl-C that another thread received
             done, _ = cf.wait(futures, timeout=0.1, return_when=cf.FIRST_COMPLETED)
@@ -545,6 +590,13 @@ def _plan(
     chunks = planning.autotune_chunks(
         chunks, cfg.autotune, lambda c: estimate([c], compile=False), programs
     )
+    if n_dev == 1:  # a sharded program runs its epochs in one call each
+        chunks = planning.call_steps_chunks(
+            chunks,
+            dataset.n_train // cfg.batch_size,
+            lambda c: estimate([c], compile=False) / cfg.epochs,
+            programs,
+        )
     per_program = max(sum(nbytes(chunks[i]) for i in members) for members in programs)
     text = planning.describe_plan(chunks, per_program // n_dev, seconds, len(programs))
     if confirm_long is not None and seconds > confirm_long:
@@ -586,23 +638,27 @@ class _Job:
     spec: RunSpec
     seeds: jax.Array
     lrs: jax.Array  # padded to the compiled lr lanes
-    state: Any
+    state: Any  # None when it resumes mid-epoch (from ``progress``)
     start: int  # first epoch to train (after a restored checkpoint)
     history: dict[str, np.ndarray] | None  # metrics of the restored epochs
     store: ckpt.ChunkStore | None
     saver: _EpochSaver
+    start_step: int = 0  # steps of epoch ``start`` already trained (a mid-epoch checkpoint)
+    progress: Any = None  # the lanes' EpochProgress there
 
 
 def _prepare(sweep: _Sweep, index: int, chunk: Chunk) -> _Job | tuple[dict[str, Any], Any]:
     """The job of a chunk, restored from its last checkpoint on ``--resume``; or, when the
     chunk finished in an earlier run, its ``(metrics, diverged_epoch)``."""
+    if sweep.stop.is_set():
+        raise KeyboardInterrupt  # interrupted before this chunk started
     cfg = sweep.cfg
-    lane_steps = chunk.n_lanes * sweep.steps
+    lanes = chunk.n_lanes
     store = None
     if sweep.out is not None:
         store = ckpt.ChunkStore(sweep.out, index, cfg.grid_hash(), _chunk_key(chunk), _warn)
     if store is not None and sweep.resume and (done := store.finished()) is not None:
-        sweep.bar.update(lane_steps * cfg.epochs)
+        sweep.bar.update(lanes * sweep.steps * cfg.epochs)
         return done
     spec = sweep.spec(chunk)
     n_pad = sweep.lane_lrs(chunk)
@@ -610,20 +666,30 @@ def _prepare(sweep: _Sweep, index: int, chunk: Chunk) -> _Job | tuple[dict[str, 
     seeds_a = jnp.asarray(chunk.seeds, jnp.int32)
     lrs_a = dev.place_lrs(jnp.asarray(lrs, jnp.float32), sweep.mesh)
     state = cached_trainer(spec).init(seeds_a, lrs_a)
-    start, history = 0, None
-    if store is not None and sweep.resume:
-        found = store.latest(len(jax.tree.leaves(state)))
-        if found is not None and set(found[2]) != set(EpochMetrics._fields):
-            _warn(f"checkpoint of chunk {index} lacks metrics of this version; starting over")
-            found = None
-        if found is not None:
-            start, leaves, history = found
-            treedef = jax.tree.structure(state)
-            state = jax.tree.unflatten(treedef, [np.asarray(x) for x in leaves])
-            sweep.bar.update(lane_steps * start)
-    saver = _EpochSaver(store, cfg, history, sweep.bar, lane_steps, sweep.writer, sweep.stop)
+    start, start_step, history, progress = 0, 0, None, None
+    found = store.latest() if store is not None and sweep.resume else None
+    if found is not None:
+        epochs_done, steps_done, leaves, metrics = found
+        template = state
+        if steps_done:
+            template = jax.eval_shape(step_blocks((spec,)).begin, (state,))[0]
+        if len(leaves) != len(jax.tree.leaves(template)) or (
+            metrics and set(metrics) != set(EpochMetrics._fields)
+        ):
+            _warn(f"checkpoint of chunk {index} does not fit its program; starting over")
+        else:
+            tree = jax.tree.unflatten(jax.tree.structure(template), map(np.asarray, leaves))
+            state, progress = (None, tree) if steps_done else (tree, None)
+            start, start_step, history = epochs_done, steps_done, metrics or None
+            sweep.bar.update(lanes * (sweep.steps * start + start_step))
+            if steps_done:
+                _warn(f"chunk {index} resumes in epoch {start + 1} from step {steps_done}")
+    saver = _EpochSaver(store, cfg, history, sweep.bar, lanes, sweep.steps, sweep.writer)
+    saver.counted = start_step
     state = dev.place_state(state, sweep.mesh)
-    return _Job(index, chunk, spec, seeds_a, lrs_a, state, start, history, store, saver)
+    job = _Job(index, chunk, spec, seeds_a, lrs_a, state, start, history, store, saver)
+    job.start_step, job.progress = start_step, progress
+    return job
 
 
 def _finish(sweep: _Sweep, job: _Job, state: Any, metrics: dict) -> tuple[dict[str, Any], Any]:
@@ -654,62 +720,71 @@ def _run_program(sweep: _Sweep, chunks: list[tuple[int, Chunk]]) -> list[tuple[d
     ``(E, S, L)`` and divergence epochs.
 
     Chunks that finished in an earlier run are restored; the others train together when they
-    resume from the same epoch, and one by one otherwise (results are the same either way).
+    resume from the same point (epoch and step), and one by one otherwise (results are the
+    same either way).
     """
     prepared = {i: _prepare(sweep, i, c) for i, c in chunks}
     jobs = [j for j in prepared.values() if isinstance(j, _Job)]
-    if len(jobs) == 1 or len({j.start for j in jobs}) > 1:
+    if len(jobs) == 1 or len({(j.start, j.start_step) for j in jobs}) > 1:
         for job in jobs:
-            prepared[job.index] = _train_one(sweep, job)
+            (prepared[job.index],) = _train(sweep, [job])
     elif jobs:
-        for job, done in zip(jobs, _train_together(sweep, jobs), strict=True):
+        for job, done in zip(jobs, _train(sweep, jobs), strict=True):
             prepared[job.index] = done
     return [prepared[i] for i, _ in chunks]
 
 
-def _train_one(sweep: _Sweep, job: _Job) -> tuple[dict, Any]:
-    """Trains one chunk in its own program."""
-    epoch_fn = _compiled(sweep, [job])
-    state, metrics = train_lanes(
-        job.spec,
-        sweep.data,
-        job.seeds,
-        job.lrs,
-        sweep.cfg.epochs,
-        on_epoch=job.saver,
-        state=job.state,
-        start_epoch=job.start,
-        epoch_fn=epoch_fn,
-    )
-    return _finish(sweep, job, state, metrics)
+def _train(sweep: _Sweep, jobs: list[_Job]) -> list[tuple[dict, Any]]:
+    """Trains ``jobs`` in one program (:func:`jaxlr.engine.train_group`; one job:
+    :func:`jaxlr.engine.train_lanes`). They checkpoint together, so that they resume together;
+    when the sweep is stopped (Ctrl-C) they checkpoint after the step block in flight and
+    raise :class:`KeyboardInterrupt`."""
+    last = sweep.cfg.epochs
 
+    def on_epoch(epoch: int, states: Any, metrics: Any) -> None:
+        stopping = sweep.stop.is_set() and epoch + 1 < last
+        save = stopping or jobs[0].saver.due(epoch + 1)
+        parts = zip(jobs, _members(states, jobs), _members(metrics, jobs), strict=True)
+        for job, state, m in parts:
+            job.saver.epoch_done(epoch, state, m, save)
+        if stopping:
+            raise KeyboardInterrupt
 
-def _train_together(sweep: _Sweep, jobs: list[_Job]) -> list[tuple[dict, Any]]:
-    """Trains several chunks in one program (:func:`jaxlr.engine.train_group`); they
-    checkpoint at the same epochs, so that they can resume together."""
+    def on_block(epoch: int, steps_done: int, progress: Any) -> None:
+        if steps_done == sweep.steps:
+            return  # the epoch's end follows at once
+        stopping = sweep.stop.is_set()
+        save = stopping or jobs[0].saver.due_mid_epoch()
+        for job, p in zip(jobs, _members(progress, jobs), strict=True):
+            job.saver.block_done(epoch, steps_done, p, save)
+        if stopping:
+            raise KeyboardInterrupt
 
-    def on_epoch(epoch: int, states: tuple, metrics: tuple) -> None:
-        due = jobs[0].saver.due(epoch + 1)
-        for job, state, m in zip(jobs, states, metrics, strict=True):
-            job.saver(epoch, state, m, due=due)
-
-    epoch_fn = _compiled(sweep, jobs)
+    kw = dict(on_epoch=on_epoch, on_block=on_block, start_epoch=jobs[0].start)
+    kw.update(epoch_fn=_compiled(sweep, jobs), start_step=jobs[0].start_step)
+    if len(jobs) == 1:
+        (job,) = jobs
+        state, metrics = train_lanes(
+            job.spec, sweep.data, job.seeds, job.lrs, last, state=job.state,
+            progress=job.progress, **kw,
+        )  # fmt: skip
+        return [_finish(sweep, job, state, metrics)]
+    progress = tuple(j.progress for j in jobs) if jobs[0].progress is not None else None
     states, metrics = train_group(
-        tuple(j.spec for j in jobs),
-        sweep.data,
-        tuple(j.seeds for j in jobs),
-        tuple(j.lrs for j in jobs),
-        sweep.cfg.epochs,
-        on_epoch=on_epoch,
-        states=tuple(j.state for j in jobs),
-        start_epoch=jobs[0].start,
-        epoch_fn=epoch_fn,
-    )
+        tuple(j.spec for j in jobs), sweep.data, tuple(j.seeds for j in jobs),
+        tuple(j.lrs for j in jobs), last, states=tuple(j.state for j in jobs),
+        progress=progress, **kw,
+    )  # fmt: skip
     return [_finish(sweep, j, st, m) for j, st, m in zip(jobs, states, metrics, strict=True)]
 
 
+def _members(x: Any, jobs: list[_Job]) -> tuple:
+    """Per job: the entry of a program's tuple, or the one value of a single-job program."""
+    return (x,) if len(jobs) == 1 else tuple(x)
+
+
 class _EpochSaver:
-    """Called after each epoch: advances the progress bar and checkpoints when due."""
+    """A chunk's progress bar and checkpoints, after each step block and epoch."""
 
     def __init__(
         self,
@@ -717,14 +792,15 @@ class _EpochSaver:
         cfg: SweepConfig,
         history: Any,
         bar: Any,
+        lanes: int,
         steps: int,
         write: bool,
-        stop: threading.Event | None = None,
     ):
-        self.store, self.cfg, self.history, self.bar, self.steps = store, cfg, history, bar, steps
+        self.store, self.cfg, self.history, self.bar = store, cfg, history, bar
+        self.lanes, self.steps = lanes, steps
         self.write = write  # every process gathers the state; process 0 writes it
-        self.stop = stop  # set when the sweep is interrupted: stop after this epoch
         self.so_far: list[Any] = []
+        self.counted = 0  # steps of the current epoch on the progress bar
         self.last_save = time.monotonic()
 
     def due(self, epochs_done: int) -> bool:
@@ -734,20 +810,41 @@ class _EpochSaver:
             return False
         if every:
             return epochs_done % every == 0
+        return self._time_due()
+
+    def due_mid_epoch(self) -> bool:
+        """Whether to checkpoint within an epoch (only by time, with ``--checkpoint-every``
+        unset)."""
+        return self.store is not None and self.cfg.checkpoint_every is None and self._time_due()
+
+    def _time_due(self) -> bool:
         # clocks differ between processes, which must all take part in gathering the state:
         # a multi-process sweep checkpoints only with --checkpoint-every
         return jax.process_count() == 1 and time.monotonic() - self.last_save > AUTO_CKPT_S
 
-    def __call__(self, epoch: int, state: Any, metrics: Any, due: bool | None = None) -> None:
-        if self.stop is not None and self.stop.is_set():
-            raise KeyboardInterrupt  # the sweep was interrupted while this program trained
-        self.bar.update(self.steps)
+    def block_done(self, epoch: int, steps_done: int, progress: Any, save: bool) -> None:
+        """After ``steps_done`` steps of epoch ``epoch`` (0-based)."""
+        self.bar.update(self.lanes * (steps_done - self.counted))
+        self.counted = steps_done
+        if save:
+            self._save(epoch, steps_done, progress)
+
+    def epoch_done(self, epoch: int, state: Any, metrics: Any, save: bool) -> None:
+        """After epoch ``epoch`` (0-based), with its metrics."""
+        self.bar.update(self.lanes * (self.steps - self.counted))
+        self.counted = 0
         self.so_far.append(metrics)
-        if self.store is not None and (self.due(epoch + 1) if due is None else due):
-            leaves = [to_host(x) for x in jax.tree.leaves(state)]
-            if self.write:
-                self.store.save(epoch + 1, leaves, _stack(self.history, self.so_far))
-            self.last_save = time.monotonic()
+        if save:
+            self._save(epoch + 1, 0, state)
+
+    def _save(self, epochs_done: int, steps_done: int, tree: Any) -> None:
+        if self.store is None:
+            return
+        leaves = [to_host(x) for x in jax.tree.leaves(tree)]
+        if self.write:
+            metrics = _stack(self.history, self.so_far) if self.so_far or self.history else {}
+            self.store.save(epochs_done, leaves, metrics, steps_done=steps_done)
+        self.last_save = time.monotonic()
 
 
 def _stack(history: dict[str, np.ndarray] | None, parts: list[Any]) -> dict[str, np.ndarray]:
