@@ -5,8 +5,10 @@
   001's figures. Panels wrap into a grid; past ``max_panels`` lrs a heatmap of the final loss
   over width x lr takes their place.
 * :func:`plot_lr_sensitivity`: final loss against log2 lr, one curve per width, mean ± std over
-  seeds, best lr starred (muP paper, Figure 1). Divergence is marked per width in a strip under
-  the axis; points above the axis are drawn on its edge as ``^``.
+  seeds with every seed's curve and lr* (the per-seed spread), best lr starred (muP paper,
+  Figure 1); drawn by :func:`lr_curve_panel`, the one lr-curve plotter (the experiments use it
+  too). Divergence is marked per width in a strip under the axis; points above the axis are
+  drawn on its edge as ``^``.
 
 Every figure is sized so that the PNG stays within :data:`MAX_PIXELS` on its longest side,
 whatever the grid.
@@ -251,46 +253,101 @@ def plot_final_heatmap(
     _save(fig, path)
 
 
-def _sensitivity_panel(
-    ax: plt.Axes, strip: plt.Axes, g: pd.DataFrame, colors: dict[str, tuple], select: str
+def lr_curve_panel(
+    ax: plt.Axes,
+    final: pd.DataFrame,
+    loss: str,
+    colors: dict[str, tuple] | None = None,
+    *,
+    strip: plt.Axes | None = None,
+    estimator: str = "local-quadratic",
+    chance_loss: float | None = None,
+    log_y: bool = False,
+    ylim: tuple[float, float] | None = None,
 ) -> None:
-    """One group's panel: per width the final-loss curve over log2 lr; divergence in ``strip``."""
-    agg = g.groupby(["hidden", "lr"]).agg(
-        m=(select, "mean"), s=(select, "std"), div=("diverged", "mean")
+    """Final ``loss`` against log2 lr for one group, one colour per width (``hidden``): every
+    seed's curve (thin), the seed mean ± std (bold, ``o``; ``*`` at its best tested lr) and,
+    along the bottom edge, each seed's lr* by ``estimator`` (``|``): the per-seed spread that
+    the width exponent's interval is made of (:mod:`jaxlr.stats`).
+
+    An lr where any seed of a width diverged has no mean point; it is marked in ``strip`` (one
+    row per width: ``x`` every seed, ``+`` some) or, without a strip, as ``x`` along the top
+    edge. On a linear axis (``log_y`` False, no ``ylim``) the y range covers the stable means up
+    to their 98th percentile and a point above it is drawn on the top edge as ``^``.
+
+    ``final`` holds one group's last-epoch rows (``hidden``, ``lr``, ``seed``, ``loss``,
+    ``diverged``); the one lr-curve plotter of the library and of ``experiments/``."""
+    from jaxlr import stats
+
+    if colors is None:
+        colors = hidden_colors(final["hidden"].unique())
+    agg = final.groupby(["hidden", "lr"]).agg(
+        m=(loss, "mean"), s=(loss, "std"), div=("diverged", "mean")
     )
     stable = agg[(agg["div"] == 0) & np.isfinite(agg["m"])]
+    clip = not log_y and ylim is None
     top = float(stable["m"].quantile(0.98)) if len(stable) else 1.0
     lo = float(stable["m"].min()) if len(stable) else 0.0
     if not top > lo:
         top = lo + max(abs(lo), 1.0) * 0.1
     pad = 0.06 * (top - lo)
+    ceiling = top + pad if clip else np.inf
+    stars = stats.seed_lr_stars(final, ["hidden"], loss, estimator, chance_loss)
     for j, (h, color) in enumerate(colors.items()):
         if h not in agg.index.get_level_values("hidden"):
             continue
+        runs = final[final["hidden"] == h]
+        for _, r in runs.groupby("seed"):  # each seed's own curve
+            r = r.sort_values("lr")
+            y = r[loss].to_numpy(float)
+            keep = ~r["diverged"].to_numpy(bool) & np.isfinite(y) & (y <= ceiling)
+            ax.plot(np.log2(r["lr"].to_numpy(float))[keep], y[keep], color=color, lw=0.6,
+                    alpha=0.35)  # fmt: skip
         a = agg.loc[h]
         x = np.log2(a.index.to_numpy(float))
-        m, s, div = a["m"].to_numpy(), np.nan_to_num(a["s"].to_numpy()), a["div"].to_numpy()
+        m, sd, div = a["m"].to_numpy(), np.nan_to_num(a["s"].to_numpy()), a["div"].to_numpy()
         ok = (div == 0) & np.isfinite(m)
-        inside = ok & (m <= top + pad)
-        ax.errorbar(x[inside], m[inside], yerr=s[inside], color=color, marker="o", ms=3,
-                    capsize=2, label=f"hidden {h}")  # fmt: skip
+        inside = ok & (m <= ceiling)
+        ax.errorbar(x[inside], m[inside], yerr=sd[inside], color=color, marker="o", ms=3,
+                    capsize=2, lw=1.3, label=f"hidden {h}")  # fmt: skip
         above = ok & ~inside
-        ax.scatter(x[above], np.full(above.sum(), top + pad), marker="^", color=color, s=30,
-                   clip_on=False)  # fmt: skip
+        if above.any():
+            ax.scatter(x[above], np.full(above.sum(), ceiling), marker="^", color=color, s=30,
+                       clip_on=False)  # fmt: skip
         if inside.any():
             b = int(np.argmin(np.where(inside, m, np.inf)))
             ax.scatter([x[b]], [m[b]], marker="*", s=120, color=color, edgecolor="k", zorder=5)
-        for mark, sel in (("x", div >= 1), ("+", (div > 0) & (div < 1))):
-            strip.scatter(x[sel], np.full(sel.sum(), j), marker=mark, color=color, s=30)
-    span = np.log2(g["lr"].to_numpy(float))
-    for a in (ax, strip):
-        a.set_xlim(span.min() - 0.5, span.max() + 0.5)
-        a.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, nbins=12))
-    ax.set_ylim(lo - pad, top + pad)
-    ax.tick_params(labelbottom=False)
-    strip.set_ylim(-0.6, len(colors) - 0.4)
-    strip.set_yticks(range(len(colors)), list(colors), fontsize=6)
-    strip.grid(axis="x", alpha=0.3)
+        ls = stars.loc[stars["hidden"] == h, "log2_lr_star"].dropna().to_numpy()
+        ax.scatter(ls, np.full(len(ls), 0.015 + 0.02 * j), marker="|", s=60, color=color,
+                   transform=ax.get_xaxis_transform(), clip_on=False)  # fmt: skip
+        marks = (("x", div >= 1), ("+", (div > 0) & (div < 1)))
+        for mark, sel in marks:
+            if strip is not None:
+                strip.scatter(x[sel], np.full(sel.sum(), j), marker=mark, color=color, s=30)
+            elif sel.any():
+                ax.scatter(x[sel], np.full(sel.sum(), 0.97 - 0.04 * j), marker=mark,
+                           color=color, s=30, transform=ax.get_xaxis_transform())  # fmt: skip
+    span = np.log2(final["lr"].to_numpy(float))
+    for a_ in (ax, strip) if strip is not None else (ax,):
+        a_.set_xlim(span.min() - 0.5, span.max() + 0.5)
+        a_.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, nbins=12))
+    if log_y:
+        ax.set_yscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    elif clip:
+        ax.set_ylim(lo - pad, top + pad)
+    ax.grid(alpha=0.3)
+    if strip is not None:
+        ax.tick_params(labelbottom=False)
+        strip.set_ylim(-0.6, len(colors) - 0.4)
+        strip.set_yticks(range(len(colors)), list(colors), fontsize=6)
+        strip.grid(axis="x", alpha=0.3)
+
+
+def hidden_colors(hiddens: object) -> dict[str, tuple]:
+    """One viridis colour per architecture (``hidden`` strings), narrow = dark."""
+    return _colors(sorted({str(h) for h in hiddens}, key=_hidden_key))
 
 
 def plot_lr_sensitivity(
@@ -319,9 +376,9 @@ def plot_lr_sensitivity(
             sx.axis("off")
             continue
         gname, g = groups[i]
-        _sensitivity_panel(ax, sx, g, colors, select)
-        ax.set_ylabel(f"final {select.replace('_', ' ')}\n(mean ± std over seeds)", fontsize=8)
-        ax.set_title(f"{gname}  * best, ^ above the axis".strip(), fontsize=9)
+        lr_curve_panel(ax, g, select, colors, strip=sx)
+        ax.set_ylabel(f"final {select.replace('_', ' ')}\n(mean ± std; thin: seeds)", fontsize=8)
+        ax.set_title(f"{gname}  * best, | each seed's lr*, ^ above the axis".strip(), fontsize=9)
         ax.legend(fontsize=7)
         sx.set_xlabel("log2 learning rate  (strip: diverged, x all seeds, + some)", fontsize=8)
     if title:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxlr import plots
+from jaxlr import plots, stats
 
 
 def results(n_lr: int, groups=(("adam", "none"),), widths=(16, 64, 256), seeds=2, epochs=4):
@@ -119,3 +119,21 @@ def test_lr_sensitivity_marks_divergence_per_width_in_its_strip(figures):
         y = line.get_ydata()
         if len(y) > 1:
             assert np.all((y >= lo) & (y <= hi))
+
+
+def test_lr_curves_show_every_seed_and_its_lr_star(figures):
+    # seed s's curve is shifted by s octaves' worth of loss: 3 widths x 2 seeds thin lines, and
+    # each seed's lr* (stats.seed_lr_stars, the estimator the exponent uses) along the bottom
+    df = results(15)
+    plots.plot_lr_sensitivity(df, "unused.png", select="train_loss")
+    (fig,) = figures
+    main = fig.axes[0]
+    thin = [line for line in main.get_lines() if line.get_linewidth() == 0.6]
+    assert len(thin) == 3 * 2
+    last = df[df["epoch"] == df["epoch"].max()]
+    want = stats.seed_lr_stars(last, ["hidden"], "train_loss")["log2_lr_star"].dropna()
+    ticks = np.concatenate(
+        [c.get_offsets()[:, 0] for c in main.collections if c.get_offsets().size]
+    )
+    for v in want:
+        assert np.isclose(ticks, v).any(), v
