@@ -22,7 +22,7 @@ from jaxlr import stats
 
 SOURCES = {
     # name: (committed final-epoch runs, optimizer, parametrization)
-    "adam-sp": ("mup_transfer/final.csv", "adam", "sp"),
+    "adam-sp": ("adam_dense_check/final.csv", "adam", "sp"),
     "sgd-sp": ("mup_transfer/final.csv", "sgd", "sp"),
 }
 
