@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,21 @@ def loaded(pid: int, library: str) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def sigint_not_ignored() -> Iterator[None]:
+    """Inside the block SIGINT is not ignored in this process, so that children started there
+    do not inherit an ignored SIGINT (no ``preexec_fn``: forking a process that runs JAX's
+    threads may deadlock)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def interrupt_at(
     argv: Sequence[str],
     moment: Callable[[subprocess.Popen, list[str]], bool],
@@ -44,16 +59,13 @@ def interrupt_at(
     """Starts ``python *argv``, sends SIGINT once ``moment(proc, stderr_lines_so_far)`` holds
     (polled every 10 ms), and returns ``(returncode, stdout, stderr)``.
 
-    SIGINT's disposition is reset to the default in the child: a shell or CI runner may start
-    tests with SIGINT ignored, and Python leaves an ignored SIGINT ignored.
+    A shell or CI runner may start the tests with SIGINT ignored, which the child would inherit
+    (and then rightly ignore the signal): the child is started with SIGINT not ignored.
     """
-    proc = subprocess.Popen(
-        [sys.executable, *argv],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    with sigint_not_ignored():
+        proc = subprocess.Popen(
+            [sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
     fd = proc.stderr.fileno()
     os.set_blocking(fd, False)
     err = b""
@@ -124,16 +136,25 @@ def test_ctrl_c_inside_a_deferred_block_waits_for_its_end(tmp_path):
         print("after the block")
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    with sigint_not_ignored():
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
     assert proc.returncode == 130, proc.stderr
     assert proc.stdout == "block finished\n"
     assert proc.stderr == "held: interrupted\n"
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """A program started with SIGINT ignored (a background job) keeps ignoring it."""
+    from jaxlr.coord_check.entry import CtrlC
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        CtrlC("not installed").install()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ------------------------------------------------------------------------ start-up

@@ -41,8 +41,11 @@ class CtrlC:
         self._pending = False  # a Ctrl-C arrived inside a deferred() block
 
     def install(self) -> CtrlC:
-        """Makes this the process's SIGINT handler; returns ``self``."""
-        signal.signal(signal.SIGINT, self._handle)
+        """Makes this the process's SIGINT handler, unless SIGINT is ignored (a job started in
+        the background by a shell, or under ``nohup``: a Ctrl-C at the terminal is not for it,
+        and Python leaves it ignored too); returns ``self``."""
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
