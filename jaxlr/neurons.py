@@ -131,7 +131,8 @@ class NeuronLayout:
             )
         for key, axes in dict(self.axes).items():
             if not isinstance(key, str) or not (
-                axes is None or all(isinstance(a, int | np.integer) for a in axes)
+                axes is None
+                or (isinstance(axes, tuple | list) and all(isinstance(a, int) for a in axes))
             ):
                 raise ValueError(
                     "NeuronLayout: axes maps '/'-joined leaf paths to a tuple of neuron axes or "

@@ -12,8 +12,8 @@ direction (default: the identity, i.e. SGD; ``optax.scale_by_adam()`` gives Adam
 :math:`\eta_t` is the rule's learning rate: one value per layer, per neuron or per parameter,
 computed from the *raw* gradients and the params. The sign flip happens here and nowhere else, so
 the result goes straight into :func:`optax.apply_updates`. Extra keyword arguments of ``update``
-(such as ``value=loss``) are passed on to ``inner``. :func:`learning_rates` reads the rate that
-the next update applies to each parameter out of a state.
+(such as ``value=loss``) are passed on to ``inner``. :func:`learning_rates` reads each
+parameter's rate out of a state (it says exactly which rate for each rule).
 
 **The direction** ``inner`` is an Optax transformation *object* that keeps the gradient's sign: a
 ``scale_by_*`` direction (``optax.scale_by_adam()``, ``optax.scale_by_rms()``), or ``None`` for
@@ -46,9 +46,9 @@ and compose with :func:`optax.chain`, :func:`optax.masked`, :func:`optax.multi_t
 (:func:`learning_rates` reads the rates of every leaf a rule covers there and ``None`` for the
 others), :class:`optax.MultiSteps` (which passes ``value=`` on; so does :class:`TrainState`) and
 :func:`optax.inject_hyperparams`. Under ``inject_hyperparams``, a callable ``neurons=`` would be
-taken for a schedule: pass ``static_args=("neurons",)``, or a
-:class:`~jaxlr.neurons.NeuronLayout`, which is not callable; ``granularity=`` (a string) needs
-``static_args=("granularity",)``.
+taken for a schedule (and called with the step count: a ``TypeError``): pass
+``static_args=("neurons",)``, or a :class:`~jaxlr.neurons.NeuronLayout`, which is not callable;
+strings (``neurons="haiku"``, ``granularity="neuron"``) pass through as they are.
 """
 
 from __future__ import annotations

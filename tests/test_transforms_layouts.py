@@ -424,6 +424,8 @@ def test_parameter_granularity_and_per_layer_accept_any_tree():
         T.adagrad_lr(0.1, neurons="jax")
     with pytest.raises(ValueError, match="base must be"):
         NeuronLayout("jax")
+    with pytest.raises(ValueError, match="a tuple of neuron axes or None, got 'w': 0"):
+        NeuronLayout("torch", axes={"w": 0})
 
 
 def test_update_with_a_tree_init_did_not_see_raises():
