@@ -141,24 +141,25 @@ def test_progress_printer_prints_at_most_every_interval():
     ]
 
 
+@pytest.mark.slow  # two examples trained and compiled: about 10 s of CPU
 def test_a_long_run_reports_progress_of_both_sides(capsys, monkeypatch):
     """With the interval at 0, every step of the torch side and every epoch of the JAX side
     is reported, with true counts; the results on stdout are unchanged."""
     monkeypatch.setattr("torch_parity.__main__.PROGRESS_EVERY_S", 0.0)
-    code = main(["--example", "narrow,sgd-w64", "--steps", "30", "--dataset", "digits", "--json"])
+    code = main(["--example", "narrow,sgd-w64", "--steps", "44", "--dataset", "digits", "--json"])
     captured = capsys.readouterr()
     assert code == 0
     assert [r["example"] for r in json.loads(captured.out)] == ["narrow", "sgd-w64"]
     lines = captured.err.splitlines()
     torch_narrow = [x for x in lines if x.startswith("torch_parity: [1/2] narrow: torch step")]
-    assert len(torch_narrow) == 30 and torch_narrow[-1].split(" (")[0].endswith("30 of 30")
+    assert len(torch_narrow) == 44 and torch_narrow[-1].split(" (")[0].endswith("44 of 44")
     jax_narrow = [x for x in lines if "[1/2] narrow: JAX step" in x]
-    assert [x.split(" (")[0].rsplit(" ", 3)[-3] for x in jax_narrow] == ["0", "30"]
-    # digits: 1,437 images, 22 batches of 64 per epoch -> epochs end at steps 22 and 30
+    assert [x.split(" (")[0].rsplit(" ", 3)[-3] for x in jax_narrow] == ["0", "44"]
+    # digits: 1,437 training images, 22 batches of 64 per epoch -> epochs end at steps 22, 44
     jax_sgd = [x.split(" (")[0] for x in lines if "[2/2] sgd-w64: JAX step" in x]
     assert jax_sgd == [
-        "torch_parity: [2/2] sgd-w64: JAX step 22 of 30",
-        "torch_parity: [2/2] sgd-w64: JAX step 30 of 30",
+        "torch_parity: [2/2] sgd-w64: JAX step 22 of 44",
+        "torch_parity: [2/2] sgd-w64: JAX step 44 of 44",
     ]
 
 
