@@ -180,8 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     130 on Ctrl-C.
 
     Called as the program (``argv`` None: ``python -m torch_parity``), a Ctrl-C at any moment
-    ends the process at once with status 130 and one line (:class:`~jaxlr.coord_check.entry.
-    CtrlC`); called with ``argv`` (in a test, a notebook), an interrupt returns 130.
+    ends the process at once with status 130 and one line
+    (:class:`~jaxlr.coord_check.entry.CtrlC`); called with ``argv`` (in a test, a notebook), an
+    interrupt returns 130.
     """
     if argv is None:
         CtrlC(INTERRUPTED_MESSAGE).install()
