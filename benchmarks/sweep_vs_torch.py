@@ -1,11 +1,11 @@
 """jaxlr's vectorized sweep against PyTorch: the same width x learning-rate grid, four ways.
 
-Every method trains the seed-001 MLP ``784-w-w-10`` (ReLU, cross-entropy, plain SGD, batch 64,
-PyTorch's default init) on the same synthetic data (``jaxlr.data.load_dataset("synthetic")``:
-60,000 x 784 float32 Gaussian inputs, 10 random classes, 10,000 test examples), for every
-learning rate (and seed) of the grid, in one process:
+Every method trains the MLP ``784-w-w-10`` of the Fashion-MNIST width experiment (ReLU,
+cross-entropy, plain SGD, batch 64, PyTorch's default init) on the same synthetic data
+(``jaxlr.data.load_dataset("synthetic")``: 60,000 x 784 float32 Gaussian inputs, 10 random
+classes, 10,000 test examples), for every learning rate (and seed) of the grid, in one process:
 
-* **(a) torch DataLoader** -- the seed's way: one run at a time, a
+* **(a) torch DataLoader** -- the experiment's own loop: one run at a time, a
   ``DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)`` over host tensors (each batch
   moved to the device), ``optimizer.zero_grad(); loss.backward(); optimizer.step()`` and a
   ``loss.item()`` per step.
@@ -19,6 +19,16 @@ learning rate (and seed) of the grid, in one process:
   does), manual SGD update per lr, data on the device: the strongest plain-PyTorch way.
   On by default with ``--device gpu``, opt-in (``--torch-func``) on the CPU.
 
+jaxlr's programs are built from the library's own options: ``--batch-size``, ``--precision``,
+``--sgd-update`` and ``--deterministic`` are the sweep's flags (generated from
+:class:`jaxlr.config.TrainOptions` by :func:`jaxlr.cli.add_option_flags`), and each jaxlr
+program is :meth:`jaxlr.engine.RunSpec.create` of those options, as in the sweep. PyTorch's
+matmul precision follows jaxlr's: ``highest`` -> float32 (``"highest"``), ``high`` and
+``default`` -> TF32 (``"high"``). ``--compare OPTION=VALUE`` (repeatable) re-runs jaxlr's
+programs with one library option changed (``precision=default``, ``sgd-update=folded``,
+``no-deterministic``) and reports their time and final-loss drift against the first run; the
+precision each program was compiled with is read back from its lowered HLO and reported.
+
 Steps are counted per run. A run of ``--steps N`` is ``E = ceil(N / S)`` epochs of
 ``S = min(N, n_train // 64)`` steps (N is rounded up to whole epochs); after every epoch each
 method evaluates the loss and accuracy on the full test set (jaxlr's ``train_lanes`` always
@@ -26,24 +36,26 @@ does, so the PyTorch sides do too, at the same frequency, in chunks of 2,000). T
 ``runs * steps / time`` ("runs·steps/s"); speed-ups are rate ratios. Before timing, each
 PyTorch method runs a short untimed warm-up at each width (allocator, BLAS and kernel caches).
 
-``--workload seed-001`` (issue 6, part 5) is the seed-001 grid end to end: widths 64/256/1024 x
-8 lrs x 3 seeds x 50 epochs of 937 steps, compile included. jaxlr runs all of it; the PyTorch
-baselines run ``--baseline-steps`` steps of every run (default one epoch on a GPU) and their
-full-workload time is extrapolated from the measured time per step and per evaluation. It also
-times a large float32 matmul on the device (the FLOP ceiling) and reports the share of it that
-the 1024 bucket reaches (matmul FLOPs only: forward, weight gradients and input gradients of
-layers 2..L, plus the per-epoch test-set forward passes).
+``--workload fashion-width-sgd`` is the Fashion-MNIST width grid end to end (its shapes, on
+synthetic data): widths 64/256/1024 x 8 lrs x 3 seeds x 50 epochs of 937 steps, compile
+included. jaxlr runs all of it; the PyTorch baselines run ``--baseline-steps`` steps of every
+run (default one epoch on a GPU) and their full-workload time is extrapolated from the measured
+time per step and per evaluation. It also times a large float32 matmul on the device (the FLOP
+ceiling), reports the share of it that each width's program reaches (matmul FLOPs only:
+forward, weight gradients and input gradients of layers 2..L, plus the per-epoch test-set
+forward passes), and trains the whole grid as one program.
 
 Usage::
 
     python benchmarks/sweep_vs_torch.py                      # CPU, ~3-5 min on 2 cores
     python benchmarks/sweep_vs_torch.py --torch-func --out cpu_sweep_vs_torch.md
     python benchmarks/sweep_vs_torch.py --device gpu --out gpu_sweep_vs_torch.md
-    python benchmarks/sweep_vs_torch.py --device gpu --workload seed-001 --out gpu_seed001.md
-    python benchmarks/sweep_vs_torch.py --workload seed-001 --epochs 1 --baseline-steps 50
+    python benchmarks/sweep_vs_torch.py --device gpu --workload fashion-width-sgd \\
+        --compare precision=default --compare sgd-update=folded --out gpu_fashion_width_sgd.md
+    python benchmarks/sweep_vs_torch.py --workload fashion-width-sgd --epochs 1 --baseline-steps 50
 
 ``--out NAME.md`` writes the markdown table and ``NAME.json`` (a bare file name goes into
-``benchmarks/results/``).
+``benchmarks/results/``). Bad arguments exit with status 2 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -58,6 +70,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -76,23 +89,18 @@ import numpy as np  # noqa: E402
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
 LRS: tuple[float, ...] = (1.0, 0.5, 0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5)
-PRECISIONS: tuple[str, ...] = ("highest", "high", "default", "tensorfloat32", "bfloat16")
-# jax.default_matmul_precision -> torch.set_float32_matmul_precision
-TORCH_PRECISION = {
-    "highest": "highest",
-    "float32": "highest",
-    "high": "high",
-    "default": "high",
-    "tensorfloat32": "high",
-    "bfloat16": "medium",
-}
-from jaxlr.cli import parse_floats, parse_ints  # noqa: E402
-from jaxlr.config import SgdUpdate  # noqa: E402
+from jaxlr.cli import add_option_flags, given_options, parse_floats, parse_ints  # noqa: E402
+from jaxlr.config import GROUPS, ConfigError, TrainOptions  # noqa: E402
 from jaxlr.data import EVAL_CHUNK  # noqa: E402  (test examples per forward pass, both sides)
 from jaxlr.results import atomic_write  # noqa: E402
 
-SGD_UPDATES: tuple[str, ...] = typing.get_args(SgdUpdate)
 WARMUP_STEPS = 3  # untimed steps per PyTorch method and width before timing
+WORKLOADS = ("grid", "fashion-width-sgd")
+# the library's options that shape the benchmark's jaxlr programs (flags generated from
+# TrainOptions); the rest of TrainOptions (init, rate rules, muP, ...) would leave the workload
+# that PyTorch trains, so the benchmark keeps their defaults
+OPTION_FLAGS = ("batch_size", "precision", "sgd_update", "deterministic")
+COMPARABLE = ("precision", "sgd_update", "deterministic")  # what --compare may change
 
 Method = Literal["torch_dataloader", "torch_memory", "torch_func", "jaxlr_e2e", "jaxlr"]
 LABELS: dict[str, str] = {
@@ -109,32 +117,53 @@ class BenchError(ValueError):
     """A bad setting or a missing device; the message says how to fix it."""
 
 
+def torch_precision(precision: str) -> str:
+    """``torch.set_float32_matmul_precision`` matching jaxlr's ``--precision``: ``highest``
+    (full float32) -> ``"highest"``; ``high`` and ``default`` (TF32 on a GPU's matmul units)
+    -> ``"high"``."""
+    return "highest" if precision == "highest" else "high"
+
+
+class Variant(NamedTuple):
+    """A ``--compare`` item: jaxlr's programs again with some library options changed."""
+
+    label: str  # as given, e.g. "precision=default"
+    changes: dict[str, Any]  # TrainOptions field -> value
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    """What to time (the resolved command line)."""
+    """What to time (the resolved command line): the benchmark's own knobs, plus the library's
+    :class:`TrainOptions` that every jaxlr program is built from."""
 
+    # batch size, precision, SGD step, determinism: the library's options of every jaxlr program
+    options: TrainOptions = dataclasses.field(default_factory=TrainOptions)
     device: Literal["cpu", "gpu"] = "cpu"  # torch on cuda and JAX on its GPU backend for "gpu"
-    workload: Literal["grid", "seed-001"] = "grid"  # a timed grid, or issue 6's seed-001 workload
+    workload: Literal["grid", "fashion-width-sgd"] = "grid"  # a timed grid, or the width grid
     widths: tuple[int, ...] = (64, 256, 1024)  # hidden widths w of 784-w-w-10
     lrs: tuple[float, ...] = LRS  # learning rates (the inner lane axis)
     seeds: int = 1  # seeds 0..K-1 (the outer lane axis): K * len(lrs) runs per width
     steps: int = 150  # SGD steps per run (rounded up to whole epochs); CLI on gpu: 937
-    batch_size: int = 64
     n_train: int = 60_000  # synthetic training examples
     n_test: int = 10_000  # synthetic test examples (evaluated after every epoch)
     features: int = 784
     num_classes: int = 10
     torch_func: bool = False  # also time (d), the torch.func ensemble
     baseline_steps: int | None = None  # steps per run the torch baselines run (None: all)
-    precision: str = "highest"  # jax.default_matmul_precision; torch's matmul precision matches
-    extra_precisions: tuple[str, ...] = ()  # seed-001: jaxlr re-run under these (speed, losses)
-    sgd_update: str = "generic"  # jaxlr's SGD step (jaxlr.engine._make_step): generic or folded
-    extra_updates: tuple[str, ...] = ()  # jaxlr re-run with these SGD steps (speed, losses)
+    variants: tuple[Variant, ...] = ()  # jaxlr re-run with these option changes
+    compare_widths: tuple[int, ...] | None = None  # widths the variants re-run (None: all)
+    fused: bool = True  # fashion-width-sgd: also train every width in one program
+    autotune_widths: tuple[int, ...] | None = None  # widths whose programs XLA autotunes (GPU)
     repeats: int = 1  # timings per method and width, interleaved; the fastest is kept
     threads: int = 0  # torch.set_num_threads; 0: the number of cores this process may use
-    ceiling_size: int | None = None  # seed-001: n of the n x n matmul (None: 8192 GPU, 2048 CPU)
+    ceiling_size: int | None = None  # n of the n x n matmul ceiling (None: 8192 GPU, 2048 CPU)
     out: str | None = None  # markdown file (and .json beside it)
     note: str = ""  # free text for the report (e.g. the machine's conditions)
+
+    @property
+    def batch_size(self) -> int:
+        """Examples per step (the library's ``--batch-size``)."""
+        return self.options.batch_size
 
     @property
     def steps_per_epoch(self) -> int:
@@ -156,6 +185,16 @@ class BenchConfig:
         """Runs per width."""
         return self.seeds * len(self.lrs)
 
+    def variant_widths(self) -> tuple[int, ...]:
+        """The widths that ``--compare`` re-runs."""
+        if self.compare_widths is None:
+            return self.widths
+        return tuple(w for w in self.widths if w in self.compare_widths)
+
+    def variant_options(self, v: Variant) -> TrainOptions:
+        """The library options of variant ``v``."""
+        return dataclasses.replace(self.options, **v.changes)
+
 
 @dataclasses.dataclass
 class Row:
@@ -167,8 +206,9 @@ class Row:
     steps: int  # steps per run the time stands for
     time_s: float  # wall time for lanes x steps (extrapolated when measured_steps < steps)
     compile_s: float | None = None  # jaxlr: end-to-end minus compiled time
-    measured_steps: int | None = None  # steps per run actually timed (baselines of seed-001)
+    measured_steps: int | None = None  # steps per run actually timed (extrapolated baselines)
     final_test_loss: list[float] = dataclasses.field(default_factory=list)  # per lane, measured
+    hlo_precision: list[str] | None = None  # jaxlr: the dot precisions in the program's HLO
 
     @property
     def run_steps(self) -> int:
@@ -203,8 +243,8 @@ class BenchResult:
     config: BenchConfig
     rows: list[Row]
     environment: dict[str, Any]
-    workload: dict[str, Any] = dataclasses.field(default_factory=dict)  # seed-001 extras
-    updates: dict[str, Any] = dataclasses.field(default_factory=dict)  # other SGD steps
+    workload: dict[str, Any] = dataclasses.field(default_factory=dict)  # fashion-width-sgd extras
+    variants: dict[str, Any] = dataclasses.field(default_factory=dict)  # --compare re-runs
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,7 +374,8 @@ def _epoch_schedule(steps: int, steps_per_epoch: int) -> list[int]:
 def train_torch_dataloader(
     width: int, cfg: BenchConfig, data: TorchData, device: Any, steps: int, lanes=None
 ) -> TorchTiming:
-    """(a) The seed's loop: one run at a time, ``DataLoader`` batches, ``.item()`` per step."""
+    """(a) The experiment's own loop: one run at a time, ``DataLoader`` batches, ``.item()``
+    per step."""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
@@ -513,55 +554,92 @@ def time_torch(
 # jaxlr
 
 
-def jaxlr_spec(width: int, cfg: BenchConfig, ds: Any, update: str | None = None) -> Any:
-    """The :class:`jaxlr.engine.RunSpec` of width ``width``: an epoch is ``steps_per_epoch``;
-    SGD's step is ``update`` (default ``cfg.sgd_update``)."""
-    from jaxlr.config import TrainOptions
+def jaxlr_spec(width: int, cfg: BenchConfig, ds: Any, options: TrainOptions | None = None) -> Any:
+    """The :class:`jaxlr.engine.RunSpec` of width ``width``, built from the library options
+    ``options`` (default ``cfg.options``) as the sweep builds it; an epoch is
+    ``cfg.steps_per_epoch`` steps, and XLA autotunes its GPU kernels unless ``width`` is left
+    out of ``cfg.autotune_widths`` (a program of several widths autotunes when one of them
+    does, as in the sweep)."""
     from jaxlr.engine import RunSpec
 
-    options = TrainOptions(batch_size=cfg.batch_size, sgd_update=update or cfg.sgd_update)
-    spec = RunSpec.create(options, ds, (width, width), "sgd")
-    return dataclasses.replace(spec, steps_per_epoch=cfg.steps_per_epoch)
+    spec = RunSpec.create(options or cfg.options, ds, (width, width), "sgd")
+    tune = cfg.autotune_widths is None or width in cfg.autotune_widths
+    return dataclasses.replace(spec, steps_per_epoch=cfg.steps_per_epoch, autotune=tune)
+
+
+_DOT_PRECISION = re.compile(r"dot_general[^\n]*?precision = \[(\w+), (\w+)\]")
+
+
+def hlo_precisions(text: str) -> list[str]:
+    """The distinct operand precisions of the matrix products in a lowered program's text
+    (``jax.jit(f).lower(...).as_text()``), e.g. ``["HIGHEST"]``; a product without a
+    precision attribute counts as ``DEFAULT``."""
+    found = set()
+    for line in text.splitlines():
+        if "dot_general" not in line:
+            continue
+        m = _DOT_PRECISION.search(line)
+        found.update(m.groups() if m else ("DEFAULT",))
+    return sorted(found)
+
+
+def program_precisions(specs: tuple[Any, ...], data: Any, seeds: int, lrs: int) -> list[str]:
+    """:func:`hlo_precisions` of the epoch program that trains ``specs`` (one spec: its own
+    program; several: them all in one program) for ``seeds x lrs`` lanes each: what the
+    benchmark times, lowered again (tracing only, no compilation)."""
+    from jaxlr.engine import cached_trainer, group_epoch
+
+    s = jax.ShapeDtypeStruct((seeds,), jnp.int32)
+    lr = jax.ShapeDtypeStruct((lrs,), jnp.float32)
+    epoch = jax.ShapeDtypeStruct((), jnp.int32)
+    states = tuple(cached_trainer(spec).abstract_init(s, lr) for spec in specs)
+    if len(specs) == 1:
+        lowered = cached_trainer(specs[0]).epoch.lower(states[0], s, lr, epoch, data)
+    else:
+        n = len(specs)
+        lowered = group_epoch(tuple(specs)).lower(states, (s,) * n, (lr,) * n, epoch, data)
+    return hlo_precisions(lowered.as_text())
 
 
 def _timed_training(
-    train: Callable[..., tuple[Any, Any]], epochs: int, precision: str
+    train: Callable[..., tuple[Any, Any]], epochs: int
 ) -> tuple[Any, Any, float, float, np.ndarray]:
     """Runs ``train(on_epoch=...)`` once, timed: ``(state, metrics, end_to_end_s, compiled_s,
     epoch_s)``. The first call compiles and runs (end to end). The compiled time is the median
     epoch after the first times the epoch count, or, for a one-epoch run, a second (cached)
-    call."""
-    with jax.default_matmul_precision(precision):
-        stamps: list[float] = []
-        t0 = time.perf_counter()
-        state, metrics = train(on_epoch=lambda *_: stamps.append(time.perf_counter()))
-        jax.block_until_ready(state)
-        e2e = time.perf_counter() - t0
-        epoch_s = np.diff([t0, *stamps])
-        if epochs >= 2:
-            compiled = float(statistics.median(epoch_s[1:])) * epochs
-        else:
-            t1 = time.perf_counter()
-            jax.block_until_ready(train()[0])
-            compiled = time.perf_counter() - t1
+    call. The precision is the program's own (the engine pins it from the spec)."""
+    stamps: list[float] = []
+    t0 = time.perf_counter()
+    state, metrics = train(on_epoch=lambda *_: stamps.append(time.perf_counter()))
+    jax.block_until_ready(state)
+    e2e = time.perf_counter() - t0
+    epoch_s = np.diff([t0, *stamps])
+    if epochs >= 2:
+        compiled = float(statistics.median(epoch_s[1:])) * epochs
+    else:
+        t1 = time.perf_counter()
+        jax.block_until_ready(train()[0])
+        compiled = time.perf_counter() - t1
     return state, metrics, e2e, compiled, epoch_s
 
 
 def time_jaxlr(
-    width: int, cfg: BenchConfig, data: Any, ds: Any, precision: str, update: str | None = None
+    width: int, cfg: BenchConfig, data: Any, ds: Any, options: TrainOptions | None = None
 ) -> tuple[Row, Row, dict[str, Any]]:
-    """Times ``train_lanes`` on every lane of ``width``: end to end, and compiled."""
-    from jaxlr.engine import train_lanes
+    """Times ``train_lanes`` on every lane of ``width`` under ``options`` (default
+    ``cfg.options``): end to end, and compiled."""
+    from jaxlr import engine
 
-    spec = jaxlr_spec(width, cfg, ds, update)
+    spec = jaxlr_spec(width, cfg, ds, options)
     seeds, lrs = list(range(cfg.seeds)), list(cfg.lrs)
-    train = functools.partial(train_lanes, spec, data, seeds, lrs, cfg.epochs)
-    state, metrics, e2e, compiled, epoch_s = _timed_training(train, cfg.epochs, precision)
+    train = functools.partial(engine.train_lanes, spec, data, seeds, lrs, cfg.epochs)
+    state, metrics, e2e, compiled, epoch_s = _timed_training(train, cfg.epochs)
+    hlo = program_precisions((spec,), data, cfg.seeds, len(lrs))
     losses = [float(v) for v in np.asarray(metrics["test_loss"][-1]).ravel()]
     steps = cfg.total_steps
     compile_s = max(e2e - compiled, 0.0)
-    e2e_row = Row(width, "jaxlr_e2e", cfg.lanes, steps, e2e, compile_s, steps, losses)
-    row = Row(width, "jaxlr", cfg.lanes, steps, compiled, None, steps, losses)
+    e2e_row = Row(width, "jaxlr_e2e", cfg.lanes, steps, e2e, compile_s, steps, losses, hlo)
+    row = Row(width, "jaxlr", cfg.lanes, steps, compiled, None, steps, losses, hlo)
     extra = {
         "epoch_s": [float(t) for t in epoch_s],
         "test_loss": np.asarray(metrics["test_loss"]).tolist(),
@@ -570,35 +648,35 @@ def time_jaxlr(
     return e2e_row, row, extra
 
 
-def time_jaxlr_fused(cfg: BenchConfig, data: Any, ds: Any, precision: str) -> dict[str, Any]:
+def time_jaxlr_fused(cfg: BenchConfig, data: Any, ds: Any) -> dict[str, Any]:
     """Every width of the grid in one program (``jaxlr.engine.train_group``, what the sweep
     runs on a single device): end to end, compiled, and each width's final test losses."""
-    from jaxlr.engine import train_group
+    from jaxlr import engine
 
     specs = tuple(jaxlr_spec(w, cfg, ds) for w in cfg.widths)
     seeds = (list(range(cfg.seeds)),) * len(specs)
     lrs = (list(cfg.lrs),) * len(specs)
-    train = functools.partial(train_group, specs, data, seeds, lrs, cfg.epochs)
-    _, metrics, e2e, compiled, _ = _timed_training(train, cfg.epochs, precision)
+    train = functools.partial(engine.train_group, specs, data, seeds, lrs, cfg.epochs)
+    _, metrics, e2e, compiled, _ = _timed_training(train, cfg.epochs)
     return {
         "time_s": e2e,
         "compiled_s": compiled,
+        "hlo_precision": program_precisions(specs, data, cfg.seeds, len(cfg.lrs)),
         "test_loss": {str(w): m["test_loss"][-1] for w, m in zip(cfg.widths, metrics, strict=True)},
     }
 
 
 def retime_jaxlr(
-    width: int, cfg: BenchConfig, data: Any, ds: Any, precision: str, update: str | None = None
+    width: int, cfg: BenchConfig, data: Any, ds: Any, options: TrainOptions | None = None
 ) -> float:
     """One more (compiled, cached) ``train_lanes`` call of ``width``: its wall time."""
-    from jaxlr.engine import train_lanes
+    from jaxlr import engine
 
-    spec = jaxlr_spec(width, cfg, ds, update)
-    with jax.default_matmul_precision(precision):
-        t0 = time.perf_counter()
-        state, _ = train_lanes(spec, data, list(range(cfg.seeds)), list(cfg.lrs), cfg.epochs)
-        jax.block_until_ready(state)
-        return time.perf_counter() - t0
+    spec = jaxlr_spec(width, cfg, ds, options)
+    t0 = time.perf_counter()
+    state, _ = engine.train_lanes(spec, data, list(range(cfg.seeds)), list(cfg.lrs), cfg.epochs)
+    jax.block_until_ready(state)
+    return time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------------------------
@@ -655,8 +733,8 @@ def environment(cfg: BenchConfig, devices: Devices, threads: int) -> dict[str, A
         "torch": torch.__version__,
         "jax_device": str(devices.jax),
         "torch_device": str(devices.torch),
-        "precision": cfg.precision,
-        "torch_matmul_precision": TORCH_PRECISION[cfg.precision],
+        "precision": cfg.options.precision,
+        "torch_matmul_precision": torch_precision(cfg.options.precision),
     }
     if devices.torch.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(devices.torch)
@@ -688,13 +766,13 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Be
     old_threads, old_prec = torch.get_num_threads(), torch.get_float32_matmul_precision()
     threads = cfg.threads or _cores()
     torch.set_num_threads(threads)
-    torch.set_float32_matmul_precision(TORCH_PRECISION[cfg.precision])
+    torch.set_float32_matmul_precision(torch_precision(cfg.options.precision))
     try:
         env = environment(cfg, devices, threads)
         log(
             f"device {cfg.device}: jax {env['jax_device']}, torch {env['torch_device']}"
             f"{' (' + env['gpu'] + ')' if 'gpu' in env else ''}; torch.set_num_threads({threads})"
-            f" ({env['cores']} cores); matmul precision {cfg.precision} (torch "
+            f" ({env['cores']} cores); matmul precision {cfg.options.precision} (torch "
             f"{env['torch_matmul_precision']})"
         )
         ds, jdata, tdata, env["data_to_device_s"] = _benchmark_data(cfg, devices, log)
@@ -710,12 +788,12 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Be
         if hasattr(os, "getloadavg"):
             env["load_average_end"] = list(os.getloadavg())
         result = BenchResult(cfg, rows, env)
-        for update in cfg.extra_updates:
-            result.updates[update] = _update_run(
-                update, cfg, rows, devices, jdata, ds, jax_extra, log
+        for v in cfg.variants:
+            result.variants[v.label] = _variant_run(
+                v, cfg, rows, devices, jdata, ds, jax_extra, log
             )
-        if cfg.workload == "seed-001":
-            result.workload = seed001_extras(cfg, rows, devices, jdata, ds, jax_extra, log)
+        if cfg.workload == "fashion-width-sgd":
+            result.workload = workload_extras(cfg, rows, devices, jdata, ds, jax_extra, log)
         return result
     finally:
         torch.set_num_threads(old_threads)
@@ -769,14 +847,12 @@ def _time_width(
                 best[method] = row
         with jax.default_device(devices.jax):
             if rep == 0:
-                e2e, row, extra = time_jaxlr(width, cfg, jdata, ds, cfg.precision)
+                e2e, row, extra = time_jaxlr(width, cfg, jdata, ds)
                 best["jaxlr_e2e"], best["jaxlr"] = e2e, row
                 jax_extra[str(width)] = extra
                 log(_progress_line(e2e) + tag)
             else:
-                row = dataclasses.replace(
-                    best["jaxlr"], time_s=retime_jaxlr(width, cfg, jdata, ds, cfg.precision)
-                )
+                row = dataclasses.replace(best["jaxlr"], time_s=retime_jaxlr(width, cfg, jdata, ds))
                 best["jaxlr"] = min(best["jaxlr"], row, key=lambda r: r.time_s)
             log(_progress_line(row) + tag)
     e2e = best["jaxlr_e2e"]
@@ -800,8 +876,8 @@ def _final_loss_drift(loss: Any, ref: Any) -> dict[str, Any]:
     }
 
 
-def _update_run(
-    update: str,
+def _variant_run(
+    v: Variant,
     cfg: BenchConfig,
     rows: list[Row],
     devices: Devices,
@@ -810,16 +886,23 @@ def _update_run(
     jax_extra: dict[str, Any],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """The jaxlr grid again with SGD step ``update``: per width, the time end to end and
-    compiled (fastest of ``cfg.repeats``), the ratio to ``cfg.sgd_update``'s, and the final
-    test losses' largest difference from it on the runs finite under both."""
+    """jaxlr's programs again under variant ``v`` (``--compare``), at ``cfg.variant_widths()``:
+    per width the time end to end and compiled (fastest of ``cfg.repeats``), the ratio of the
+    compiled times to the first run's, the precision in the program's HLO, and the final test
+    losses' largest difference from the first run on the runs finite under both. A variant of
+    another precision also measures the matmul ceiling at that precision and each width's
+    share of it."""
+    options = cfg.variant_options(v)
+    ceiling = None
+    if options.precision != cfg.options.precision:
+        ceiling = matmul_ceiling(devices.jax, options.precision, cfg.ceiling_size)
     per_width = {}
-    for w in cfg.widths:
+    for w in cfg.variant_widths():
         with jax.default_device(devices.jax):
-            e2e, row, extra = time_jaxlr(w, cfg, jdata, ds, cfg.precision, update)
+            e2e, row, extra = time_jaxlr(w, cfg, jdata, ds, options)
             compiled = row.time_s
             for _ in range(cfg.repeats - 1):
-                compiled = min(compiled, retime_jaxlr(w, cfg, jdata, ds, cfg.precision, update))
+                compiled = min(compiled, retime_jaxlr(w, cfg, jdata, ds, options))
         base = {r.method: r for r in rows if r.width == w}
         ref = np.asarray(jax_extra[str(w)]["test_loss"][-1])
         per_width[str(w)] = {
@@ -828,71 +911,70 @@ def _update_run(
             "compiled_vs_base": compiled / base["jaxlr"].time_s,
             "base_compiled_s": base["jaxlr"].time_s,
             "steps_per_s": row.run_steps / compiled,
+            "hlo_precision": row.hlo_precision,
             **_final_loss_drift(extra["test_loss"][-1], ref),
         }
-        v = per_width[str(w)]
+        if ceiling is not None:
+            step_f, eval_f = matmul_flops(cfg, w)
+            flops = row.lanes * (row.steps * step_f + cfg.epochs * eval_f)
+            per_width[str(w)]["share_of_ceiling"] = flops / compiled / ceiling["flops_per_s"]
+        r = per_width[str(w)]
         log(
-            f"sgd update {update}: width {w}: {compiled:.3f} s compiled vs "
-            f"{base['jaxlr'].time_s:.3f} s {cfg.sgd_update} (x{v['compiled_vs_base']:.2f}); "
-            f"max |d final test loss| {v['max_abs_final_test_loss_diff']}"
+            f"{v.label}: width {w}: {compiled:.3f} s compiled vs {base['jaxlr'].time_s:.3f} s "
+            f"(x{r['compiled_vs_base']:.2f}); HLO precision {'/'.join(row.hlo_precision or [])}"
+            f"; max |d final test loss| {r['max_abs_final_test_loss_diff']}"
         )
-    return per_width
+    return {
+        "changes": v.changes,
+        "options": dataclasses.asdict(options),
+        "ceiling": ceiling,
+        "widths": per_width,
+        "total_s": sum(r["time_s"] for r in per_width.values()),
+        "compiled_total_s": sum(r["compiled_s"] for r in per_width.values()),
+    }
 
 
-def _update_lines(result: BenchResult) -> list[str]:
-    """The report's section on the other SGD steps (``--sgd-update``)."""
+def _variant_lines(result: BenchResult) -> list[str]:
+    """The report's section on the ``--compare`` re-runs."""
     cfg = result.config
     lines: list[str] = []
-    for update, per_width in result.updates.items():
+    for label, v in result.variants.items():
+        ceiling = v["ceiling"]
         lines += [
             "",
-            f"## jaxlr with `--sgd-update {update}` (against `{cfg.sgd_update}` above)",
+            f"## jaxlr with `{label}` (against `{_options_label(cfg.options)}` above)",
             "",
-            f"| width | {update} compiled (s) | {cfg.sgd_update} compiled (s) | ratio | "
-            "incl. compile (s) | max abs diff final test loss (finite runs) |",
-            "|---:|---:|---:|---:|---:|---:|",
-        ]
-        for w, v in per_width.items():
-            d = v["max_abs_final_test_loss_diff"]
+            *(
+                [f"Matmul ceiling at `{ceiling['precision']}`: "
+                 f"{ceiling['flops_per_s'] / 1e12:.2f} TFLOP/s.", ""]
+                if ceiling
+                else []
+            ),
+            "| width | compiled (s) | first run compiled (s) | ratio | incl. compile (s) | "
+            "HLO precision | max abs diff final test loss (finite runs) |"
+            + (" share of ceiling |" if ceiling else ""),
+            "|---:|---:|---:|---:|---:|:---|---:|" + ("---:|" if ceiling else ""),
+        ]  # fmt: skip
+        for w, r in v["widths"].items():
+            d = r["max_abs_final_test_loss_diff"]
             lines.append(
-                f"| {w} | {_secs(v['compiled_s'])} | {_secs(v['base_compiled_s'])} | "
-                f"{v['compiled_vs_base']:.2f} | {_secs(v['time_s'])} | "
-                f"{'n/a' if d is None else f'{d:.2g}'} ({v['finite_runs']}/{v['runs']}) |"
+                f"| {w} | {_secs(r['compiled_s'])} | {_secs(r['base_compiled_s'])} | "
+                f"{r['compiled_vs_base']:.2f} | {_secs(r['time_s'])} | "
+                f"{'/'.join(r['hlo_precision'] or [])} | "
+                f"{'n/a' if d is None else f'{d:.2g}'} ({r['finite_runs']}/{r['runs']}) |"
+                + (f" {100 * r['share_of_ceiling']:.1f}% |" if ceiling else "")
             )
     return lines
 
 
-def _precision_run(
-    prec: str,
-    cfg: BenchConfig,
-    devices: Devices,
-    jdata: Any,
-    ds: Any,
-    base_loss: dict[str, np.ndarray],
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    """The grid again at matmul precision ``prec``: times and final-loss drift per width."""
-    per_width = {}
-    for w in cfg.widths:
-        with jax.default_device(devices.jax):
-            e2e, row, extra = time_jaxlr(w, cfg, jdata, ds, prec)
-        per_width[str(w)] = {
-            "time_s": e2e.time_s,
-            "compiled_s": row.time_s,
-            **_final_loss_drift(extra["test_loss"][-1], base_loss[str(w)]),
-        }
-        log(
-            f"precision {prec}: width {w}: {e2e.time_s:.2f} s end to end; max |d final test "
-            f"loss| vs {cfg.precision}: {per_width[str(w)]['max_abs_final_test_loss_diff']}"
-        )
-    return {
-        "ceiling": matmul_ceiling(devices.jax, prec, cfg.ceiling_size),
-        "widths": per_width,
-        "total_s": sum(v["time_s"] for v in per_width.values()),
-    }
+def _options_label(o: TrainOptions) -> str:
+    return (
+        f"precision={o.precision}, sgd-update={o.sgd_update}"
+        f"{'' if o.deterministic else ', no-deterministic'}"
+    )
 
 
-def seed001_extras(
+def workload_extras(
     cfg: BenchConfig,
     rows: list[Row],
     devices: Devices,
@@ -901,8 +983,9 @@ def seed001_extras(
     jax_extra: dict[str, Any],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Issue 6 part 5: totals, the FLOP ceiling and its share, extra precisions, targets."""
-    ceiling = matmul_ceiling(devices.jax, cfg.precision, cfg.ceiling_size)
+    """The Fashion-MNIST width grid's extras: totals, the FLOP ceiling and each program's share
+    of it, the grid as one program, targets."""
+    ceiling = matmul_ceiling(devices.jax, cfg.options.precision, cfg.ceiling_size)
     log(
         f"matmul ceiling ({ceiling['n']}^2 float32, precision {ceiling['precision']}): "
         f"{ceiling['flops_per_s'] / 1e12:.2f} TFLOP/s"
@@ -924,11 +1007,7 @@ def seed001_extras(
                 "share_of_ceiling": total_f / r.time_s / ceiling["flops_per_s"],
             }
     base_loss = {str(w): np.asarray(jax_extra[str(w)]["test_loss"][-1]) for w in cfg.widths}
-    fused = _fused_run(cfg, rows, devices, jdata, ds, base_loss, log)
-    precisions = {
-        prec: _precision_run(prec, cfg, devices, jdata, ds, base_loss, log)
-        for prec in cfg.extra_precisions
-    }
+    fused = _fused_run(cfg, rows, devices, jdata, ds, base_loss, log) if cfg.fused else {}
     j = totals.get("jaxlr_e2e", {}).get("time_s")
     targets = {
         "grid_under_60s": j is not None and j < 60.0,
@@ -940,7 +1019,6 @@ def seed001_extras(
         "totals": totals,
         "flops": flops,
         "fused": fused,
-        "precisions": precisions,
         "targets": targets,
         "jaxlr_epochs": jax_extra,
     }
@@ -957,7 +1035,7 @@ def _fused_run(
 ) -> dict[str, Any]:
     """The grid as one program: its times against the separate programs' and the widest's."""
     with jax.default_device(devices.jax):
-        f = time_jaxlr_fused(cfg, jdata, ds, cfg.precision)
+        f = time_jaxlr_fused(cfg, jdata, ds)
     compiled = {r.width: r.time_s for r in rows if r.method == "jaxlr"}
     diffs = [
         float(np.nanmax(np.abs(np.asarray(f["test_loss"][str(w)]) - base_loss[str(w)]), initial=0))
@@ -969,6 +1047,7 @@ def _fused_run(
         "separate_compiled_s": sum(compiled.values()),
         "widest_compiled_s": compiled[max(compiled)],
         "vs_widest": f["compiled_s"] / compiled[max(compiled)],
+        "hlo_precision": f["hlo_precision"],
         "max_abs_final_test_loss_diff": max(diffs),
     }
     log(
@@ -1055,12 +1134,12 @@ def _x(v: float | None) -> str:
     return "" if v is None else f"{v:.1f}x" if v >= 10 else f"{v:.2f}x"
 
 
-def _workload_lines(w: dict[str, Any], precision: str) -> list[str]:
-    """The seed-001 section of the report: totals, FLOP ceiling shares, other precisions."""
+def _workload_lines(w: dict[str, Any]) -> list[str]:
+    """The fashion-width-sgd section of the report: totals, FLOP ceiling shares, one program."""
     c = w["ceiling"]
     lines = [
         "",
-        "## seed-001 workload",
+        "## fashion-width-sgd workload",
         "",
         f"Matmul ceiling: {c['n']}x{c['n']} float32 matmul at precision `{c['precision']}`: "
         f"{c['flops_per_s'] / 1e12:.2f} TFLOP/s.",
@@ -1088,18 +1167,6 @@ def _workload_lines(w: dict[str, Any], precision: str) -> list[str]:
             f"max |Δ final test loss| vs the separate programs "
             f"{f['max_abs_final_test_loss_diff']:.3g}.",
         ]
-    for prec, p in w["precisions"].items():
-        lines += [
-            "",
-            f"Precision `{prec}` (ceiling {p['ceiling']['flops_per_s'] / 1e12:.2f} TFLOP/s): "
-            f"jaxlr end to end {p['total_s']:.1f} s.",
-        ]
-        for width, v in p["widths"].items():
-            lines.append(
-                f"- width {width}: {v['time_s']:.2f} s; max |Δ final test loss| vs "
-                f"`{precision}` {v['max_abs_final_test_loss_diff']} "
-                f"(relative {v['max_rel_final_test_loss_diff']})"
-            )
     t = w["targets"]
     lines += [
         "",
@@ -1110,9 +1177,11 @@ def _workload_lines(w: dict[str, Any], precision: str) -> list[str]:
 
 
 def markdown_report(result: BenchResult) -> str:
-    """The full markdown report: conditions, the table, and the seed-001 extras if any."""
+    """The full markdown report: conditions, the table, the ``--compare`` re-runs and the
+    fashion-width-sgd extras if any."""
     cfg, env = result.config, result.environment
     dev = env.get("gpu", env["cpu"])
+    hlo = sorted({p for r in result.rows for p in (r.hlo_precision or [])})
     lines = [
         f"# jaxlr sweep vs PyTorch ({cfg.device}, {cfg.workload})",
         "",
@@ -1121,7 +1190,8 @@ def markdown_report(result: BenchResult) -> str:
         f"{_loads(env.get('load_average'))}, at the end {_loads(env.get('load_average_end'))} "
         "(1, 5, 15 min).",
         f"- jax {env['jax']} ({env['jax_device']}), torch {env['torch']} ({env['torch_device']}); "
-        f"matmul precision `{cfg.precision}` (torch `{env['torch_matmul_precision']}`).",
+        f"jaxlr options {_options_label(cfg.options)} (the programs' HLO: "
+        f"{'/'.join(hlo) or 'n/a'}); torch matmul precision `{env['torch_matmul_precision']}`.",
         f"- Grid: 784-w-w-10 ReLU MLP, SGD, cross-entropy, torch init; widths "
         f"{', '.join(map(str, cfg.widths))} x lrs {', '.join(f'{lr:g}' for lr in cfg.lrs)} x "
         f"{cfg.seeds} seed(s) = {cfg.lanes} runs per width; batch {cfg.batch_size}; "
@@ -1149,9 +1219,9 @@ def markdown_report(result: BenchResult) -> str:
             f"`*` extrapolated to the full run from {', '.join(map(str, sorted(steps)))} "
             "measured steps per run (time per step and per evaluation)."
         )
-    lines += _update_lines(result)
+    lines += _variant_lines(result)
     if result.workload:
-        lines += _workload_lines(result.workload, cfg.precision)
+        lines += _workload_lines(result.workload)
     return "\n".join(lines) + "\n"
 
 
@@ -1169,7 +1239,7 @@ def write_report(result: BenchResult, out: str) -> tuple[Path, Path]:
         "environment": result.environment,
         "rows": table_rows(result),
         "workload": result.workload,
-        "updates": result.updates,
+        "variants": result.variants,
     }
     json_path = path.with_suffix(".json")
     _atomic_write(path, md)
@@ -1191,9 +1261,16 @@ def _atomic_write(path: Path, text: str) -> None:
 # command line
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors raise :class:`BenchError` (one line, exit 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise BenchError(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    """The benchmark's argument table."""
-    p = argparse.ArgumentParser(
+    """The benchmark's argument table: its own knobs, then the library's option flags."""
+    p = _Parser(
         prog="python benchmarks/sweep_vs_torch.py",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1201,22 +1278,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument(
         "--workload",
-        choices=("grid", "seed-001"),
+        choices=WORKLOADS,
         default="grid",
-        help="grid: time --steps steps per run; seed-001: the seed-001 grid end to end "
-        "(3 widths x 8 lrs x 3 seeds x 50 epochs of 937 steps), baselines extrapolated",
+        help="grid: time --steps steps per run; fashion-width-sgd: the Fashion-MNIST width grid "
+        "end to end (3 widths x 8 lrs x 3 seeds x 50 epochs of 937 steps), baselines "
+        "extrapolated",
     )
     p.add_argument("--widths", type=parse_ints, help="hidden widths (default 64,256,1024)")
     p.add_argument(
         "--steps", type=int, help="steps per run (grid default: 150 on cpu, 937 = an epoch on gpu)"
     )
-    p.add_argument("--epochs", type=int, help="seed-001: epochs (default 50)")
+    p.add_argument("--epochs", type=int, help="fashion-width-sgd: epochs (default 50)")
     p.add_argument("--lrs-count", type=int, help="first K of 1,.5,.1,.05,.01,1e-3,1e-4,1e-5")
     p.add_argument(
         "--lrs", type=parse_floats, help="explicit learning rates (overrides --lrs-count)"
     )
-    p.add_argument("--seeds", type=int, help="seeds per lr (grid default 1, seed-001 3)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seeds", type=int, help="seeds per lr (grid default 1, fashion-width-sgd 3)")
     p.add_argument("--n-train", type=int, default=60_000)
     p.add_argument("--n-test", type=int, default=10_000)
     p.add_argument(
@@ -1229,20 +1306,33 @@ def _parser() -> argparse.ArgumentParser:
         "--baseline-steps",
         type=int,
         help="steps per run the torch baselines run; the rest is extrapolated "
-        "(seed-001 default: one epoch on gpu, 50 on cpu; grid default: all)",
+        "(fashion-width-sgd default: one epoch on gpu, 50 on cpu; grid default: all)",
     )
     p.add_argument(
-        "--precision",
-        default="highest",
-        help="jax.default_matmul_precision (torch matches): highest (float32), high / default / "
-        "tensorfloat32 (TF32), bfloat16. seed-001 accepts a list: the first for everything, "
-        "the rest re-run jaxlr to compare speed and losses, e.g. highest,tensorfloat32",
+        "--compare",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="re-run jaxlr's programs with one of the options below changed and compare speed "
+        "and final losses, e.g. precision=default, sgd-update=folded, no-deterministic "
+        "(repeatable: one re-run each)",
     )
     p.add_argument(
-        "--sgd-update",
-        default="generic",
-        help="jaxlr's SGD step (python -m jaxlr.sweep --sgd-update): generic or folded; a list "
-        "re-runs jaxlr with the rest and compares speed and final losses, e.g. generic,folded",
+        "--compare-widths",
+        type=parse_ints,
+        help="the widths --compare re-runs (default: every width)",
+    )
+    p.add_argument(
+        "--fused",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fashion-width-sgd: also train every width in one program (default: on)",
+    )
+    p.add_argument(
+        "--autotune-widths",
+        type=parse_ints,
+        help="GPU: the widths whose programs XLA autotunes (seconds of compile each; the sweep "
+        "tunes only programs that train long enough to pay it back); default: every width",
     )
     p.add_argument(
         "--repeats",
@@ -1252,32 +1342,55 @@ def _parser() -> argparse.ArgumentParser:
         "(damps the noise of a shared machine)",
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-    p.add_argument("--ceiling-size", type=int, help="seed-001: n of the timed n x n float32 matmul")
+    p.add_argument(
+        "--ceiling-size", type=int, help="n of the timed n x n float32 matmul (FLOP ceiling)"
+    )
     p.add_argument("--note", default="", help="a note for the report (machine conditions)")
     p.add_argument("--out", help="markdown file; a .json is written beside it")
+    g = p.add_argument_group(
+        "jaxlr's options (the sweep's own flags; PyTorch's matmul precision follows --precision)"
+    )
+    add_option_flags(dict.fromkeys(GROUPS, g), TrainOptions, only=OPTION_FLAGS)
     return p
+
+
+def _options(given: dict[str, Any]) -> TrainOptions:
+    """The library options ``given``, validated by :class:`TrainOptions` itself."""
+    try:
+        return TrainOptions(**given)
+    except ConfigError as e:
+        raise BenchError(str(e)) from None
+
+
+def parse_variant(item: str) -> Variant:
+    """A ``--compare`` item as a :class:`Variant`: ``OPTION=VALUE`` or a boolean's
+    ``[no-]OPTION``, parsed by the library's own flag for ``OPTION`` (``--OPTION=VALUE``)."""
+    p = _Parser(prog="--compare", add_help=False)
+    names = add_option_flags(p, TrainOptions, only=COMPARABLE)
+    try:
+        changes = given_options(p.parse_args(["--" + item.strip()]), names)
+    except BenchError as e:
+        raise BenchError(
+            f"--compare {item!r}: {e}; give one of "
+            f"{', '.join(n.replace('_', '-') for n in COMPARABLE)} as OPTION=VALUE "
+            "(booleans: deterministic / no-deterministic)"
+        ) from None
+    return Variant(item.strip(), changes)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     """The command line as a validated :class:`BenchConfig` (raises :class:`BenchError`)."""
     a = _parser().parse_args(argv)
-
-    precisions = tuple(v.strip() for v in a.precision.split(",") if v.strip())
-    for prec in precisions:
-        if prec not in PRECISIONS:
-            raise BenchError(f"unknown --precision {prec!r}; choose from {', '.join(PRECISIONS)}")
-    if not precisions:
-        raise BenchError("--precision is empty; use e.g. highest")
-    if len(precisions) > 1 and a.workload != "seed-001":
-        raise BenchError("several --precision values are for --workload seed-001 only")
-    updates = tuple(v.strip() for v in a.sgd_update.split(",") if v.strip())
-    for update in updates:
-        if update not in SGD_UPDATES:
-            raise BenchError(
-                f"unknown --sgd-update {update!r}; choose from {', '.join(SGD_UPDATES)}"
-            )
-    if not updates or len(set(updates)) != len(updates):
-        raise BenchError(f"--sgd-update needs distinct values, e.g. generic,folded; got {updates}")
+    options = _options(given_options(a, OPTION_FLAGS))
+    variants = tuple(parse_variant(item) for item in a.compare)
+    for v in variants:
+        _options({**dataclasses.asdict(options), **v.changes})
+        if all(getattr(options, k) == val for k, val in v.changes.items()):
+            raise BenchError(f"--compare {v.label} changes nothing: it is the first run's option")
+    if len({tuple(sorted(v.changes.items())) for v in variants}) != len(variants):
+        raise BenchError("--compare is given the same change twice; give each once")
+    if a.compare_widths is not None and not a.compare:
+        raise BenchError("--compare-widths only applies with --compare; remove it")
     if a.lrs:
         lrs = a.lrs
     else:
@@ -1287,10 +1400,12 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         lrs = LRS[:k] if k <= len(LRS) else tuple(float(v) for v in np.geomspace(1.0, 1e-5, k))
     if any(not lr > 0 for lr in lrs):
         raise BenchError(f"learning rates must be positive, got {lrs}")
-    steps_per_epoch = a.n_train // max(a.batch_size, 1)
-    if a.workload == "seed-001":
+    steps_per_epoch = a.n_train // options.batch_size
+    if a.workload == "fashion-width-sgd":
         if a.steps is not None:
-            raise BenchError("--workload seed-001 runs whole epochs; use --epochs, not --steps")
+            raise BenchError(
+                "--workload fashion-width-sgd runs whole epochs; use --epochs, not --steps"
+            )
         epochs = a.epochs if a.epochs is not None else 50
         steps = epochs * steps_per_epoch
         seeds = a.seeds if a.seeds is not None else 3
@@ -1299,27 +1414,29 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
             baseline = steps_per_epoch if a.device == "gpu" else min(50, steps_per_epoch)
     else:
         if a.epochs is not None:
-            raise BenchError("--epochs is for --workload seed-001; use --steps for the grid")
+            raise BenchError("--epochs is for --workload fashion-width-sgd; use --steps for grid")
+        if not a.fused:
+            raise BenchError("--no-fused is for --workload fashion-width-sgd; remove it")
         default_steps = steps_per_epoch if a.device == "gpu" else BenchConfig.steps
         steps = a.steps if a.steps is not None else default_steps
         seeds = a.seeds if a.seeds is not None else 1
         baseline = a.baseline_steps
     cfg = BenchConfig(
+        options=options,
         device=a.device,
         workload=a.workload,
         widths=a.widths or BenchConfig.widths,
         lrs=tuple(lrs),
         seeds=seeds,
         steps=steps,
-        batch_size=a.batch_size,
         n_train=a.n_train,
         n_test=a.n_test,
         torch_func=a.torch_func if a.torch_func is not None else a.device == "gpu",
         baseline_steps=baseline,
-        precision=precisions[0],
-        extra_precisions=precisions[1:],
-        sgd_update=updates[0],
-        extra_updates=updates[1:],
+        variants=variants,
+        compare_widths=a.compare_widths,
+        fused=a.fused,
+        autotune_widths=a.autotune_widths,
         repeats=a.repeats,
         threads=a.threads,
         ceiling_size=a.ceiling_size,
@@ -1329,7 +1446,6 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     for name, v, low in (
         ("--steps/--epochs", cfg.steps, 1),
         ("--seeds", cfg.seeds, 1),
-        ("--batch-size", cfg.batch_size, 1),
         ("--n-test", cfg.n_test, 1),
         ("--threads", cfg.threads, 0),
         ("--repeats", cfg.repeats, 1),
@@ -1340,6 +1456,8 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
             raise BenchError(f"{name} must be at least {low}, got {v}")
     if not cfg.widths or any(w < 1 for w in cfg.widths):
         raise BenchError(f"--widths must be positive integers, got {cfg.widths}")
+    if cfg.compare_widths is not None and not cfg.variant_widths():
+        raise BenchError(f"--compare-widths {cfg.compare_widths} names none of --widths")
     if cfg.n_train < cfg.batch_size:
         raise BenchError(f"--n-train {cfg.n_train} is smaller than one batch of {cfg.batch_size}")
     return cfg
@@ -1353,7 +1471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = parse_args(argv)
         result = run_benchmark(cfg)
     except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"python benchmarks/sweep_vs_torch.py: error: {e}", file=sys.stderr)
         return 2
     print()
     print(markdown_report(result))

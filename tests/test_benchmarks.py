@@ -35,8 +35,7 @@ TINY = [
 ]
 
 
-def _load_script():
-    name = "sweep_vs_torch"
+def _load_script(name: str = "sweep_vs_torch"):
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
@@ -98,11 +97,11 @@ def test_torch_func_ensemble_equals_sequential_loop(grid_run):
         np.testing.assert_allclose(rows[m]["final_test_loss"], np.log(10), rtol=0.2)
 
 
-def test_seed001_workload_reports_totals_ceiling_and_precisions(bench, tmp_path):
+def test_fashion_workload_reports_totals_ceiling_and_variants(bench, tmp_path):
     out = tmp_path / "workload.md"
     argv = [
         "--workload",
-        "seed-001",
+        "fashion-width-sgd",
         "--epochs",
         "2",
         "--widths",
@@ -110,10 +109,10 @@ def test_seed001_workload_reports_totals_ceiling_and_precisions(bench, tmp_path)
         "--baseline-steps",
         "3",
         "--torch-func",
-        "--precision",
-        "highest,high",
-        "--sgd-update",
-        "generic,folded",
+        "--compare",
+        "precision=high",
+        "--compare",
+        "sgd-update=folded",
         "--ceiling-size",
         "256",
         "--out",
@@ -133,21 +132,84 @@ def test_seed001_workload_reports_totals_ceiling_and_precisions(bench, tmp_path)
     assert set(w["totals"]) == set(METHODS)
     share = w["flops"]["16"]["jaxlr"]["share_of_ceiling"]
     assert share > 0
-    assert set(w["precisions"]) == {"high"}
-    assert w["precisions"]["high"]["widths"]["16"]["time_s"] > 0
     assert set(w["targets"]) == {"grid_under_60s", "at_least_50x_vs_a", "ahead_of_torch_func"}
     md = out.read_text()
-    assert "## seed-001 workload" in md and "share of ceiling" in md
+    assert "## fashion-width-sgd workload" in md and "share of ceiling" in md
+    variants = record["variants"]
+    assert set(variants) == {"precision=high", "sgd-update=folded"}
+    high = variants["precision=high"]
+    assert high["ceiling"]["precision"] == "high" and high["widths"]["16"]["time_s"] > 0
+    assert high["widths"]["16"]["hlo_precision"] == ["HIGH"]
+    assert high["widths"]["16"]["share_of_ceiling"] > 0
     # the folded SGD step: timed per width, final losses equal to float32 rounding
-    folded = record["updates"]["folded"]
-    assert set(folded) == {"8", "16"}
-    for v in folded.values():
+    folded = variants["sgd-update=folded"]
+    assert folded["ceiling"] is None and set(folded["widths"]) == {"8", "16"}
+    for v in folded["widths"].values():
         assert v["compiled_s"] > 0 and v["finite_runs"] == v["runs"] == 4
         assert v["max_abs_final_test_loss_diff"] < 1e-4
-    assert "## jaxlr with `--sgd-update folded` (against `generic` above)" in md
+        assert v["hlo_precision"] == ["HIGHEST"]
+    assert "## jaxlr with `sgd-update=folded`" in md
     # both widths in one program: the same numbers as their own programs (bitwise on the CPU)
     assert w["fused"]["max_abs_final_test_loss_diff"] == 0
     assert w["fused"]["compiled_s"] > 0 and "All widths in one program" in md
+    assert w["fused"]["hlo_precision"] == ["HIGHEST"]
+
+
+def _dot_precisions(spec, data, n_seeds, n_lrs):
+    """The precision attributes of the matrix products in ``spec``'s epoch program, lowered
+    here with jax.jit's own ``lower`` (independently of the benchmark's HLO reader)."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxlr import engine
+
+    trainer = engine.make_trainer(spec)
+    seeds = jax.ShapeDtypeStruct((n_seeds,), jnp.int32)
+    lrs = jax.ShapeDtypeStruct((n_lrs,), jnp.float32)
+    state = trainer.abstract_init(seeds, lrs)
+    text = trainer.epoch.lower(state, seeds, lrs, jax.ShapeDtypeStruct((), jnp.int32), data)
+    dots = [line for line in text.as_text().splitlines() if "dot_general" in line]
+    assert dots
+    return {p for line in dots for p in re.findall(r"precision = \[(\w+), \w+\]", line)}
+
+
+def test_each_row_trains_at_its_own_precision(bench, monkeypatch, tmp_path):
+    """``--precision`` reaches jaxlr's programs, and a ``--compare precision=...`` re-run is
+    compiled at its own precision: every program the benchmark trains is lowered again here
+    and its matrix products checked (HIGHEST for the first run, DEFAULT for the re-run)."""
+    from jaxlr import engine
+
+    trained = []
+    original = engine.train_lanes
+
+    def recording(spec, data, seeds, lrs, epochs, **kw):
+        trained.append((spec, data, len(seeds), len(lrs)))
+        return original(spec, data, seeds, lrs, epochs, **kw)
+
+    monkeypatch.setattr(engine, "train_lanes", recording)
+    argv = ["--widths", "8,16", "--steps", "2", "--precision", "highest"]
+    argv += ["--compare", "precision=default", *TINY]
+    assert bench.main(argv) == 0
+    # one-epoch runs are trained twice (the second call is the compiled time): once each here
+    programs = list({(t[0], t[2], t[3]): t for t in trained}.values())
+    precisions = [_dot_precisions(*t) for t in programs]
+    assert precisions == [{"HIGHEST"}] * 2 + [{"DEFAULT"}] * 2  # widths 8, 16, then again
+    assert [t[0].hidden for t in programs] == [(8, 8), (16, 16)] * 2
+
+
+def test_torch_precision_follows_jaxlr_precision(bench):
+    """jaxlr's three precisions map onto PyTorch's float32 ("highest") and TF32 ("high")."""
+    from jaxlr.config import PRECISIONS
+
+    assert {p: bench.torch_precision(p) for p in PRECISIONS} == {
+        "highest": "highest",
+        "high": "high",
+        "default": "high",
+    }
+    cfg = bench.parse_args(["--precision", "default", "--batch-size", "32"])
+    assert (cfg.options.precision, cfg.options.batch_size) == ("default", 32)
 
 
 def test_matmul_flops_match_torch_flop_counter(bench):
@@ -169,20 +231,130 @@ def test_matmul_flops_match_torch_flop_counter(bench):
     "argv",
     [
         ["--precision", "bogus"],
+        ["--precision", "tensorfloat32"],  # the library's three precisions only
+        ["--precision", "highest", "--precision", "high"],
         ["--widths", "0"],
         ["--lrs", "-1"],
-        ["--steps", "10", "--workload", "seed-001"],
-        ["--precision", "highest,high"],  # several precisions: seed-001 only
+        ["--batch-size", "0"],
+        ["--steps", "10", "--workload", "fashion-width-sgd"],
+        ["--workload", "seed-001"],
         ["--sgd-update", "fast"],
-        ["--sgd-update", "folded,folded"],
+        ["--compare", "precision=bogus"],
+        ["--compare", "precision=highest"],  # changes nothing
+        ["--compare", "sgd-update=folded", "--compare", "sgd-update=folded"],
+        ["--compare", "batch-size=32"],  # not comparable: the torch side would differ
+        ["--compare-widths", "64"],  # without --compare
+        ["--compare", "no-deterministic", "--compare-widths", "7"],
+        ["--no-fused"],  # fashion-width-sgd only
+        ["--bogus"],
     ],
 )
 def test_bad_arguments_exit_2(bench, argv, capsys):
     assert bench.main(argv) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    err = capsys.readouterr().err
+    assert err.startswith("python benchmarks/sweep_vs_torch.py: error: ")
+    assert err.count("\n") == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_gpu_without_gpu_fails_clearly(bench, capsys):
     assert bench.main(["--device", "gpu", "--widths", "16", "--steps", "1", *TINY]) == 2
     assert "--device gpu" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ benchmarks/gpu_checks.sh
+
+
+@pytest.fixture(scope="module")
+def checks():
+    return _load_script("gpu_checks")
+
+
+def test_gpu_checks_plan_fits_the_slot(checks):
+    """By the plan's own estimate, the main command fits in 6 minutes and the second in 5,
+    each step says how it is estimated, and the tests it runs on the GPU exist."""
+    assert checks.plan_total("main") <= 360
+    assert checks.plan_total("second") <= 300
+    for which in ("main", "second"):
+        for step in checks.STEPS[which]:
+            assert step.estimate_s > 0 and step.how
+        text = checks.plan_text(which)
+        assert f"| **total** | **{checks.plan_total(which):.0f}** |" in text
+    # stages in order of value: correctness first, the science last
+    assert checks.STEPS["main"][0].stage == "correctness"
+    assert checks.STEPS["second"][-1].stage == "science"
+    assert checks.missing_tests() == []
+    assert checks.missing_tests(["tests/test_engine.py::test_no_such_test"]) != []
+
+
+def test_gpu_checks_stage_table_marks_targets(checks):
+    rows = [
+        checks._row("cold", 28.4, "<= 30", True, "s"),
+        checks._row("warm", 25.0, "<= 22", False, "s"),
+        checks._row("ceiling", 51.2, "measured", None, "TFLOP/s"),
+        checks._row("tf32", "failed (exit 1)", "<= 12", False),
+    ]
+    assert checks.stage_markdown("fashion", rows, {}) == (
+        "## fashion\n\n| what | measured | target | |\n|:---|---:|:---|:---:|\n"
+        "| cold | 28.4 s | <= 30 | ✓ |\n| warm | 25.0 s | <= 22 | ✗ |\n"
+        "| ceiling | 51.2 TFLOP/s | measured |  |\n| tf32 | failed (exit 1) | <= 12 | ✗ |\n"
+    )
+    assert [r["broken"] for r in rows] == [False, False, False, True]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["out", "--data-dir", "/nonexistent/fashion"],
+        ["out", "--smoke", "--data-dir", "."],
+        ["out", "--budget", "0"],
+        ["out", "--bogus"],
+    ],
+)
+def test_gpu_checks_bad_arguments_exit_2(checks, argv, capsys):
+    assert checks.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bash benchmarks/gpu_checks.sh: error: ") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_gpu_checks_smoke(tmp_path):
+    """Every step of both GPU commands, on the CPU with tiny shapes, through the shell script:
+    each stage writes its table and JSON, no step fails to run, and the figures are there."""
+    import subprocess
+
+    out, script = tmp_path / "out", str(ROOT / "benchmarks" / "gpu_checks.sh")
+    p = subprocess.run(
+        ["bash", script, str(out), "--smoke", "--work", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    stages = ("correctness", "fashion", "digits", "steps", "science")
+    for stage in stages:
+        record = json.loads((out / f"{stage}.json").read_text())
+        assert record["smoke"] and record["rows"], stage
+        assert not any(r["broken"] for r in record["rows"]), record["rows"]
+        assert not any(str(r["value"]).startswith("skipped") for r in record["rows"])
+        assert f"## {stage}" in (out / f"{stage}.md").read_text()
+    rows = {
+        s: {r["what"]: r for r in json.loads((out / f"{s}.json").read_text())["rows"]}
+        for s in stages
+    }
+    device_cpu = [r for w, r in rows["correctness"].items() if w.startswith("device vs CPU")]
+    assert device_cpu and device_cpu[0]["value"] == "0" and device_cpu[0]["ok"]  # CPU vs CPU
+    passed = [r for w, r in rows["correctness"].items() if "test_nan_lane" in w]
+    assert passed and passed[0]["value"] == "passed"
+    for stage, what in (("fashion", "the same command twice"), ("digits", "the same command")):
+        same = [r for w, r in rows[stage].items() if w.startswith(what)]
+        assert same and same[0]["value"] == "identical", rows[stage]
+    hlo = rows["fashion"]["the programs' matmul precision (lowered HLO)"]
+    assert hlo["value"] == "HIGHEST" and hlo["ok"]
+    fused = [r for w, r in rows["fashion"].items() if w.startswith("one program vs separate")]
+    assert fused[0]["ok"]  # bitwise equal on the CPU
+    assert any("folded / generic" in w for w in rows["steps"])
+    assert any("deterministic" in w for w in rows["steps"])
+    summary = (out / "gpu_checks.md").read_text()
+    assert all(f"## {s}" in summary for s in stages) and "✓" in summary
