@@ -5,8 +5,10 @@ Every experiment reduces its runs the same way:
 - ``final_rows``: the last epoch of every run (one row per width x lr x seed x ...);
 - ``per_lr``: mean and std over seeds of the final losses at each lr, with the number of seeds
   that diverged (the mean is NaN at an lr where any seed diverged);
-- ``optimal_lr``: per seed, :math:`\\log_2 \\mathrm{lr}^* = \\log_2 \\arg\\min_{\\mathrm{lr}}`
-  final loss over the lrs where that seed did not diverge; then mean, std, min and max over seeds;
+- ``optimal_lr``: per seed, log2 lr* of that seed's final-loss curve by the library's estimator
+  (:func:`jaxlr.stats.optimum_table`, ``local-quadratic``: a quadratic in log loss over >= 5
+  grid points around the minimum, diverged and chance-level runs censored); then mean, std, min
+  and max over seeds, and the seed-mean curve's best tested lr;
 - ``lr_shift``: per seed, :math:`\\log_2 \\mathrm{lr}^*(w_{\\max})
   - \\log_2 \\mathrm{lr}^*(w_{\\min})` (seeds are paired: seed s fixes both widths' init and
   batch order), then mean and std.
@@ -15,7 +17,6 @@ Every experiment reduces its runs the same way:
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from jaxlr import plots, stats
 from jaxlr import results as res
 from jaxlr.sweep import SweepConfig, run_sweep
 
@@ -52,6 +54,11 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="a tiny grid, to check the script runs")
     p.add_argument("--out", default=None, help="output folder (default experiments/results/NAME)")
+    p.add_argument(
+        "--analyze",
+        action="store_true",
+        help="no training: recompute the tables and figures from the committed final.csv",
+    )
     return p
 
 
@@ -83,6 +90,22 @@ def run(cfg: SweepConfig, data: Any = None, **tags: Any) -> pd.DataFrame:
     return df
 
 
+def final_table(
+    out: Path, cfgs: Sequence[SweepConfig], data: Any, analyze: bool = False
+) -> pd.DataFrame:
+    """The last epoch of every run of the sweeps ``cfgs`` (on ``data``): trained and written to
+    ``out/final.csv`` (the ``results.csv`` columns, float32 exactly), or with ``analyze`` read
+    back from it, so that every table and figure can be regenerated from committed files."""
+    path = out / "final.csv"
+    if analyze:
+        return res.read_results(path)
+    df = pd.concat([run(c, data) for c in cfgs], ignore_index=True)
+    final = res.sort_results(final_rows(df))
+    res.write_csv(path, final)
+    print(f"wrote {path}", file=sys.stderr)
+    return final
+
+
 def final_rows(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
     """The last epoch's row of every run (:func:`jaxlr.results.final_epoch`, applied per value
     of the ``by`` column when given: experiments that join sweeps of different lengths)."""
@@ -111,47 +134,22 @@ def per_lr(
     return agg
 
 
-def _argmin_lr(g: pd.DataFrame, loss: str) -> float:
-    ok = g[~g["diverged"].astype(bool) & np.isfinite(g[loss])]
-    return float(np.log2(ok.loc[ok[loss].idxmin(), "lr"])) if len(ok) else math.nan
+ESTIMATOR = stats.DEFAULT_ESTIMATOR
+"""The lr* estimator of every experiment (the library's default)."""
+CHANCE = stats.chance_level(10)
+"""Runs at or above this final loss (ln 10: the 10-class tasks) are censored."""
 
 
 def per_seed_optimum(final: pd.DataFrame, keys: Sequence[str], loss: str) -> pd.DataFrame:
-    """log2 lr* of every seed, per ``keys``: the lr of that seed's lowest final ``loss``."""
-    rows = []
-    for key, g in final.groupby([*keys, "seed"], sort=True):
-        rows.append((*key, _argmin_lr(g, loss)))
-    return pd.DataFrame(rows, columns=[*keys, "seed", "log2_lr_star"])
+    """log2 lr* of every seed, per ``keys`` (:func:`jaxlr.stats.seed_lr_stars`)."""
+    return stats.seed_lr_stars(final, keys, loss, ESTIMATOR, CHANCE)
 
 
 def optimal_lr(final: pd.DataFrame, keys: Sequence[str], loss: str) -> pd.DataFrame:
     """Per ``keys``: log2 lr* over seeds (mean, std, min, max), lr* of the seed-mean curve, the
-    best mean loss, and the lowest lr at which any seed diverged."""
-    seeds = per_seed_optimum(final, keys, loss)
-    stats = (
-        seeds.groupby(list(keys), sort=True)["log2_lr_star"]
-        .agg(log2_lr_star_mean="mean", log2_lr_star_std="std", log2_lr_star_min="min")
-        .reset_index()
-    )
-    stats["log2_lr_star_max"] = seeds.groupby(list(keys), sort=True)["log2_lr_star"].max().values
-    agg = per_lr(final, keys, (loss,))
-    extra = []
-    for key, g in agg.groupby(list(keys), sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        ok = g[np.isfinite(g[loss])]
-        best = ok.loc[ok[loss].idxmin()] if len(ok) else None
-        div = g.loc[g["n_diverged"] > 0, "lr"]
-        extra.append(
-            (
-                *key,
-                float(np.log2(best["lr"])) if best is not None else math.nan,
-                float(best[loss]) if best is not None else math.nan,
-                float(best[f"{loss}_std"]) if best is not None else math.nan,
-                float(np.log2(div.min())) if len(div) else math.nan,
-            )
-        )
-    cols = ["log2_lr_star_of_mean", f"best_{loss}", f"best_{loss}_std", "log2_min_diverged_lr"]
-    return stats.merge(pd.DataFrame(extra, columns=[*keys, *cols]), on=list(keys))
+    best mean loss, and the lowest lr at which any seed diverged
+    (:func:`jaxlr.stats.optimum_table`)."""
+    return stats.optimum_table(final, keys, loss, ESTIMATOR, CHANCE)
 
 
 def lr_shift(final: pd.DataFrame, keys: Sequence[str], loss: str) -> pd.DataFrame:
@@ -169,42 +167,21 @@ def lr_shift(final: pd.DataFrame, keys: Sequence[str], loss: str) -> pd.DataFram
     return pd.DataFrame(rows, columns=[*keys, *cols])
 
 
+def lr_panel(ax: plt.Axes, final: pd.DataFrame, loss: str, *, title: str = "", **kw: Any) -> None:
+    """One group's final ``loss`` against log2 lr (:func:`jaxlr.plots.lr_curve_panel`: every
+    seed thin, mean ± std bold, ``*`` best, ``|`` each seed's lr*, ``x`` diverged), titled."""
+    plots.lr_curve_panel(ax, final, loss, estimator=ESTIMATOR, chance_loss=CHANCE, **kw)
+    ax.set_xlabel("log2 learning rate")
+    ax.set_ylabel(f"final {loss.replace('_', ' ')}")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
 def width_colors(widths: Sequence[int]) -> dict[int, Any]:
     """One viridis color per width, narrow = dark."""
     ws = sorted(set(widths))
     cmap = plt.get_cmap("viridis")
     return {w: cmap(i / max(len(ws) - 1, 1) * 0.9) for i, w in enumerate(ws)}
-
-
-def plot_lr_curves(
-    ax: plt.Axes, agg: pd.DataFrame, loss: str, *, title: str = "", ylim: Any = None
-) -> None:
-    """Final ``loss`` (mean +- std over seeds) against log2 lr, one curve per width.
-
-    Diverged lrs (any seed) are marked ``x`` near the top; each curve's best lr is marked ``*``.
-    """
-    colors = width_colors(agg["width"].unique())
-    for i, (w, g) in enumerate(agg.groupby("width", sort=True)):
-        g = g.sort_values("lr")
-        c = colors[w]
-        ax.errorbar(
-            g["log2_lr"], g[loss], yerr=g[f"{loss}_std"], color=c, marker="o", ms=3,
-            capsize=2, lw=1.3, label=f"w={w}",
-        )  # fmt: skip
-        div = g[g["n_diverged"] > 0]
-        y = [0.97 - 0.04 * i] * len(div)  # axes fraction: a row of x per width, at the top
-        ax.plot(div["log2_lr"], y, "x", color=c, ms=6, transform=ax.get_xaxis_transform())
-        ok = g[np.isfinite(g[loss])]
-        if len(ok):
-            b = ok.loc[ok[loss].idxmin()]
-            ax.plot([b["log2_lr"]], [b[loss]], "*", color=c, ms=13, mec="k", mew=0.6, zorder=5)
-    ax.set_xlabel("log2 learning rate")
-    ax.set_ylabel(f"final {loss.replace('_', ' ')}")
-    if ylim:
-        ax.set_ylim(*ylim)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
 
 
 def save(fig: plt.Figure, path: Path) -> None:

@@ -1,18 +1,19 @@
-"""seed001: seed 001's width x lr grid, with 3 seeds and error bars.
+"""fashion_width_sgd: the Fashion-MNIST width experiment's grid, with seeds and error bars.
 
 Does the divergence threshold, or the optimal rate, of 784-w-w-10 / 64-w-w-10 MLPs trained with
 plain SGD (batch 64, torch init) depend on the width w in {64, 256, 1024}?
 
-    python experiments/seed001.py [--scale cpu|gpu] [--quick] [--data-dir DIR]
+    python experiments/fashion_width_sgd.py [--scale cpu|gpu] [--quick] [--data-dir DIR]
 
 Runs on ``digits`` always, and on Fashion-MNIST when its IDX files are found (``--data-dir``, or
 jaxlr's default places: ``$JAXLR_DATA_DIR``, the cache, ``/usr/share/datasets``). At
 ``--scale cpu`` Fashion-MNIST is reduced (a subsample and few epochs, see ``FMNIST``); at
-``--scale gpu`` it is the seed's own run: all 60,000 / 10,000 images, 50 epochs, 5 seeds
-(``FMNIST_GPU``; into ``seed001_gpu/``). Writes into ``experiments/results/seed001/``:
+``--scale gpu`` it is the source experiment's own run: all 60,000 / 10,000 images, 50 epochs,
+5 seeds (``FMNIST_GPU``; into ``fashion_width_sgd_gpu/``). Writes into
+``experiments/results/fashion_width_sgd/``:
 ``final.csv`` (final epoch of every run), ``per_lr.csv``,
-``curves.csv`` (per-epoch mean/std over seeds), ``optimum.csv``, ``compare.csv`` (the seed's
-lrs 1, 0.1, 0.01 side by side with its reported figures), ``lr_sensitivity.png`` and
+``curves.csv`` (per-epoch mean/std over seeds), ``optimum.csv``, ``compare.csv`` (the source
+experiment's lrs 1, 0.1, 0.01 side by side with its reported figures), ``lr_sensitivity.png`` and
 ``curves_<dataset>.png``.
 """
 
@@ -39,7 +40,7 @@ KEYS = ["dataset", "width"]
 
 
 def grid(dataset: str, quick: bool, **kw: object) -> SweepConfig:
-    """The seed's grid on ``dataset``; ``--quick`` cuts widths, seeds and epochs."""
+    """The source experiment's grid on ``dataset``; ``--quick`` cuts widths, seeds and epochs."""
     base = dict(
         dataset=dataset, widths=WIDTHS, depth=2, lrs=LRS, seeds=SEEDS, optimizers=("sgd",),
         batch_size=64, init="torch",
@@ -63,7 +64,7 @@ def curves(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare(df: pd.DataFrame) -> pd.DataFrame:
-    """At lrs 1, 0.1, 0.01: the numbers the seed reports (final loss, overfitting turn-up)."""
+    """At lrs 1, 0.1, 0.01: the numbers the source experiment reports (final loss, turn-up)."""
     rows = []
     for (ds, w, lr), g in df[df["lr"].isin([1.0, 0.1, 0.01])].groupby(["dataset", "width", "lr"]):
         last = g[g["epoch"] == g["epoch"].max()]
@@ -112,7 +113,7 @@ def main() -> None:
     p = common.parser(__doc__)
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST's IDX files")
     args = p.parse_args()
-    out = common.out_dir("seed001", args)
+    out = common.out_dir("fashion_width_sgd", args)
     seeds = dict(seeds=SEEDS_GPU) if args.scale == "gpu" else {}
     frames = [common.run(grid("digits", args.quick, **DIGITS, **seeds), dataset="digits")]
     fm_dir = find_idx_dir("fashion_mnist", args.data_dir)
@@ -142,8 +143,9 @@ def main() -> None:
     names = list(agg["dataset"].unique())
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.0), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
-        a = agg[agg["dataset"] == name]
-        common.plot_lr_curves(ax, a, "test_loss", title=f"{name}: SGD, 3 seeds", ylim=(0, 2.5))
+        runs = final[final["dataset"] == name]
+        n_seeds = runs["seed"].nunique()
+        common.lr_panel(ax, runs, "test_loss", title=f"{name}: SGD, {n_seeds} seeds", ylim=(0, 2.5))
     common.save(fig, out / "lr_sensitivity.png")
     for name in names:
         plot_curves(cur[cur["dataset"] == name], out / f"curves_{name}.png", f"{name}, SGD")

@@ -6,12 +6,14 @@ in muP (``parametrizations=("mup",), base_width=64``: zero readout init, output 
 per-parameter lr scales of ``mup.MuAdam`` / ``mup.MuSGD``; see :mod:`jaxlr.mup`). At width 64
 both are the same model except muP's zero readout init.
 
-    python experiments/mup_transfer.py [--quick]
-
 Writes into ``experiments/results/mup_transfer/``: ``final.csv`` (final epoch of every run),
 ``per_lr.csv``, ``optimum.csv`` (per width: log2 lr* over seeds), ``shift.csv`` (log2 lr* at the
-widest minus at the narrowest width, per seed, mean/std), ``headline.png`` (final train loss
-against log2 lr, one curve per width; SP beside muP, Adam above SGD) and ``lr_star.png``.
+widest minus at the narrowest width, per seed, mean/std), ``width_exponent.csv``,
+``transfer.csv`` (the regret of transferring the narrowest width's lr*), ``headline.png``
+(final train loss against log2 lr, one curve per width; SP beside muP, Adam above SGD) and
+``lr_star.png``. lr* is the library's ``local-quadratic`` estimate of each seed's curve.
+
+    python experiments/mup_transfer.py [--analyze] [--quick]
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from jaxlr import exponent, stats
 from jaxlr.data import load_dataset
 from jaxlr.sweep import SweepConfig
 
-WIDTHS = (64, 128, 256, 512, 1024)
-SEEDS = (0, 1, 2)
+WIDTHS = (64, 128, 256)
+SEEDS = tuple(range(8))
 EPOCHS = 8
 BASE_WIDTH = 64
 LRS = {"adam": common.log2_grid(-13, -3), "sgd": common.log2_grid(-7, 3)}
@@ -53,9 +56,7 @@ def main() -> None:
     args = common.parser(__doc__).parse_args()
     out = common.out_dir("mup_transfer", args)
     data = load_dataset("digits")
-    df = pd.concat([common.run(c, data) for c in configs(args.quick)], ignore_index=True)
-    final = common.final_rows(df)
-    common.write_csv(final, out / "final.csv")
+    final = common.final_table(out, configs(args.quick), data, args.analyze)
     agg = common.per_lr(final, KEYS)
     common.write_csv(agg, out / "per_lr.csv")
     opt = common.optimal_lr(final, KEYS, LOSS)
@@ -71,6 +72,11 @@ def main() -> None:
     shift_test = common.lr_shift(final, ["parametrization", "optimizer"], "test_loss")
     shift = pd.concat([shift, shift_test.assign(loss="test_loss")], ignore_index=True)
     common.write_csv(shift, out / "shift.csv")
+    kw = dict(chance_loss=common.CHANCE, estimator=common.ESTIMATOR)
+    table = exponent.width_exponent(final, LOSS, **kw)
+    common.write_csv(table, out / "width_exponent.csv")
+    transfer = exponent.transfer_table(final, LOSS, **kw)
+    common.write_csv(transfer, out / "transfer.csv")
 
     names = {"sp": "SP", "mup": f"muP (base width {BASE_WIDTH})"}
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
@@ -78,18 +84,18 @@ def main() -> None:
         sub = agg[agg["optimizer"] == o]
         top = float(np.nanmax(sub[LOSS])) if np.isfinite(sub[LOSS]).any() else 2.5
         for j, par in enumerate(("sp", "mup")):
-            a = sub[sub["parametrization"] == par]
+            runs = final[(final["optimizer"] == o) & (final["parametrization"] == par)]
             s = shift[(shift["parametrization"] == par) & (shift["optimizer"] == o)]
             s = s[s["loss"] == LOSS].iloc[0]
             title = (
                 f"{names[par]}, {o.upper()}\nlog2 lr* shift {s['shift_log2_lr_star']:+.2f}"
                 f" ± {s['shift_std']:.2f} (w {s['width_min']}→{s['width_max']})"
             )
-            common.plot_lr_curves(axes[i, j], a, LOSS, title=title, ylim=(1e-4, top * 1.5))
-            axes[i, j].set_yscale("log")
+            common.lr_panel(axes[i, j], runs, LOSS, title=title, log_y=True, ylim=(1e-4, top * 1.5))
     fig.suptitle(
         f"digits, 64-w-w-10, {final['epoch'].max()} epochs, {final['seed'].nunique()} seeds: "
-        "final train loss\n(mean ± std over seeds; * = best lr, x = some seed diverged)",
+        "final train loss\n(mean ± std over seeds, thin: each seed; * best lr, | each seed's lr*, "
+        "x some seed diverged)",
         fontsize=11,
     )
     common.save(fig, out / "headline.png")
@@ -111,6 +117,8 @@ def main() -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(opt.to_string(index=False))
         print(shift.to_string(index=False))
+    print(exponent.format_exponent(table))
+    print(stats.format_transfer(transfer))
 
 
 if __name__ == "__main__":

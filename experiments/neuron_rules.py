@@ -34,13 +34,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from jaxlr import exponent
+from jaxlr import exponent, stats
 from jaxlr.data import load_dataset
 from jaxlr.sweep import SweepConfig
 
-WIDTHS = (32, 128, 512)
+WIDTHS = (32, 64, 128)
 GPU = dict(dataset="fashion_mnist", widths=(64, 256, 1024, 4096), seeds=(0, 1, 2, 3, 4), epochs=20)
-SEEDS = (0, 1, 2)
+SEEDS = tuple(range(8))
 EPOCHS = 10
 RULES = ("none", "per-layer", "weight-norm", "adagrad-param", "adagrad-neuron")
 GRIDS = {
@@ -104,25 +104,25 @@ def main() -> None:
     out = common.out_dir("neuron_rules", args)
     cfgs = configs(args.quick, args.scale)
     data = load_dataset(cfgs[0].dataset, data_dir=args.data_dir if args.scale == "gpu" else None)
-    df = pd.concat([common.run(c, data) for c in cfgs], ignore_index=True)
-    final = common.final_rows(df)
-    common.write_csv(final, out / "final.csv")
+    final = common.final_table(out, cfgs, data, args.analyze)
     agg = common.per_lr(final, KEYS)
     common.write_csv(agg, out / "per_lr.csv")
     opt = common.optimal_lr(final, KEYS, LOSS)
     common.write_csv(opt, out / "optimum.csv")
     sens = sensitivity(agg)
     common.write_csv(sens, out / "sensitivity.csv")
-    alpha = exponent.width_exponent(df, select=LOSS)
+    kw = dict(chance_loss=common.CHANCE, estimator=common.ESTIMATOR)
+    alpha = exponent.width_exponent(final, LOSS, **kw)
     common.write_csv(alpha, out / "width_exponent.csv")
+    transfer = exponent.transfer_table(final, LOSS, **kw)
+    common.write_csv(transfer, out / "transfer.csv")
 
     fig, axes = plt.subplots(2, len(RULES), figsize=(3.6 * len(RULES), 7.0), squeeze=False)
     for i, o in enumerate(("sgd", "adam")):
         for j, rule in enumerate(RULES):
-            a = agg[(agg["optimizer"] == o) & (agg["lr_rule"] == rule)]
+            runs = final[(final["optimizer"] == o) & (final["lr_rule"] == rule)]
             title = f"{o.upper()} + {rule}"
-            common.plot_lr_curves(axes[i, j], a, LOSS, title=title, ylim=(0.05, 3))
-            axes[i, j].set_yscale("log")
+            common.lr_panel(axes[i, j], runs, LOSS, title=title, log_y=True, ylim=(0.05, 3))
     fig.suptitle(
         f"digits, 64-w-w-10, {final['epoch'].max()} epochs, {final['seed'].nunique()} seeds: "
         "final test loss against the rule's base lr",
@@ -132,6 +132,7 @@ def main() -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(sens.to_string(index=False))
     print(exponent.format_exponent(alpha))
+    print(stats.format_transfer(transfer))
 
 
 if __name__ == "__main__":

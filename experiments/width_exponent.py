@@ -36,19 +36,18 @@ import common
 import numpy as np
 import pandas as pd
 
-from jaxlr import exponent
-from jaxlr import results as res
+from jaxlr import exponent, stats
 from jaxlr.data import load_dataset
 from jaxlr.sweep import SweepConfig
 
 SCALES = {
     "cpu": dict(
-        dataset="digits", widths=(32, 64, 128, 256, 512), seeds=(0, 1, 2), epochs=10, base=32
+        dataset="digits", widths=(32, 64, 128, 256), seeds=tuple(range(8)), epochs=10, base=32
     ),
     "gpu": dict(
         dataset="fashion_mnist",
         widths=(64, 128, 256, 512, 1024, 2048, 4096, 8192),
-        seeds=(0, 1, 2, 3, 4),
+        seeds=tuple(range(8)),
         epochs=20,
         base=64,
     ),
@@ -105,14 +104,16 @@ def main() -> None:
     data_dir = args.data_dir if SCALES[args.scale]["dataset"] != "digits" else None
     cfgs = configs(args.scale, args.quick, data_dir)
     data = load_dataset(cfgs[0].dataset, data_dir=data_dir)
-    df = pd.concat([common.run(c, data) for c in cfgs], ignore_index=True)
-    df = res.sort_results(df)
-    res.write_csv(out / "results.csv", df)
-    table = exponent.width_exponent(df, select=SELECT)
+    df = common.final_table(out, cfgs, data, args.analyze)
+    kw = dict(chance_loss=common.CHANCE, estimator=common.ESTIMATOR)
+    table = exponent.width_exponent(df, SELECT, **kw)
     common.write_csv(table, out / "width_exponent.csv")
     common.write_csv(anchors(table), out / "anchors.csv")
-    exponent.plot_width_exponent(df, out / "width_exponent.png", select=SELECT)
+    transfer = exponent.transfer_table(df, SELECT, **kw)
+    common.write_csv(transfer, out / "transfer.csv")
+    exponent.plot_width_exponent(df, out / "width_exponent.png", select=SELECT, **kw)
     print(exponent.format_exponent(table), file=sys.stderr)
+    print(stats.format_transfer(transfer), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -77,9 +77,7 @@ def main() -> None:
     tasks = list(agg["task"].unique())
     fig, axes = plt.subplots(2, len(tasks), figsize=(5.0 * len(tasks), 7.5), squeeze=False)
     for j, task in enumerate(tasks):
-        a = agg[agg["task"] == task]
-        common.plot_lr_curves(axes[0, j], a, "loss", title=task)
-        axes[0, j].set_yscale("log")
+        common.lr_panel(axes[0, j], final[final["task"] == task], "loss", title=task, log_y=True)
         o = opt[opt["task"] == task]
         ax = axes[1, j]
         ax.errorbar(

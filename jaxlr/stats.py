@@ -420,7 +420,7 @@ TRANSFER_COLUMNS = [
     "n_seeds",
     "log2_lr_star_base",
     "log2_lr_star",
-    "loss_at_own_lr_star",
+    "loss_at_best_lr",
     "loss_at_base_lr_star",
     "regret_pct",
     "regret_lo",
@@ -430,10 +430,13 @@ TRANSFER_COLUMNS = [
 ]
 
 
-def curve_at(x: np.ndarray, mean_log: np.ndarray, ok: np.ndarray, at: np.ndarray) -> np.ndarray:
+def curve_at(
+    x: np.ndarray, mean_log: np.ndarray, ok: np.ndarray, at: np.ndarray, clip: bool = False
+) -> np.ndarray:
     """The seed-mean log loss read off at ``at`` (log2 lrs) by linear interpolation between
-    the tested lrs of the uncensored run of points around the best; ``inf`` outside it (the
-    lr was censored there, or beyond the tested lrs)."""
+    the tested lrs of the uncensored run of points around the best; outside it ``inf`` (the lr
+    was censored there, or lies beyond the tested lrs), or with ``clip`` the nearest end's
+    value (an lr* that an estimator put half-way into the gap below a cliff)."""
     at = np.atleast_1d(np.asarray(at, np.float64))
     if not ok.any():
         return np.full(at.shape, np.nan)
@@ -441,7 +444,7 @@ def curve_at(x: np.ndarray, mean_log: np.ndarray, ok: np.ndarray, at: np.ndarray
     lo, hi = _segment(ok, k)
     xs, zs = x[lo : hi + 1], mean_log[lo : hi + 1]
     inside = (at >= xs[0] - 1e-9) & (at <= xs[-1] + 1e-9)
-    return np.where(inside, np.interp(at, xs, zs), np.inf)
+    return np.where(inside | clip, np.interp(at, xs, zs), np.inf)
 
 
 def basin_octaves(x: np.ndarray, mean_log: np.ndarray, ok: np.ndarray, tol: float) -> float:
@@ -482,10 +485,13 @@ def transfer_rows(
     the lrs tested at width ``w`` (an lr where any seed is censored is no point of it) and
     ``x*_w`` the seeds' mean lr*::
 
-        regret(w) = exp(m_w(x*_base) - m_w(x*_w)) - 1     (in %; 0 at the base width)
+        regret(w) = exp(m_w(x*_base) - min_x m_w(x)) - 1     (in %)
 
-    ``m_w`` is read off by :func:`curve_at`; ``inf`` where the base's lr* is censored at width
-    ``w`` (it diverges there) or beyond the lrs tested. The interval is the 2.5th and 97.5th
+    i.e. the loss at the base width's lr* against the loss at the best lr tested at width
+    ``w``; at the base width itself it is what the estimate gives away to the best tested lr (a
+    jagged curve's best point is partly luck). ``m_w`` is read off by :func:`curve_at`;
+    ``inf`` where the base's lr* is censored at width ``w`` (it diverges, or is no better than
+    chance, for some seed) or beyond the lrs tested. The interval is the 2.5th and 97.5th
     percentile of the regret over paired seed resamples (:func:`seed_counts`), each
     recomputing ``x*`` and ``m``; the basins are :func:`basin_octaves` at 1% and 5% of ``m``.
     """
@@ -506,27 +512,28 @@ def transfer_rows(
             mean_log = counts[b, used] @ lw[used] / counts[b, used].sum()
             if b == 0:
                 curves.append((xw, mean_log, point_ok))
-            if np.isfinite(stars[b, 0]) and np.isfinite(stars[b, w]):
-                at = curve_at(xw, mean_log, point_ok, np.array([stars[b, 0], stars[b, w]]))
-                if np.isfinite(at[1]):
-                    regrets[b, w] = 100.0 * np.expm1(at[0] - at[1])
+            if np.isfinite(stars[b, 0]):
+                at = _at_stars(xw, mean_log, point_ok, stars[b, 0])
+                regrets[b, w] = 100.0 * np.expm1(at[0] - at[1])
     rows = []
     for w in range(n_w):
         xw, mean_log, point_ok = curves[w]
         at = np.array([np.nan, np.nan])
-        if np.isfinite(stars[0, 0]) and np.isfinite(stars[0, w]):
-            at = curve_at(xw, mean_log, point_ok, np.array([stars[0, 0], stars[0, w]]))
+        if np.isfinite(stars[0, 0]):
+            at = _at_stars(xw, mean_log, point_ok, stars[0, 0])
         lo = hi = math.nan
-        if n_s >= 2:
-            boot = regrets[1:, w]
-            lo, hi = (float(v) for v in np.percentile(boot[~np.isnan(boot)], [2.5, 97.5]))
+        boot = regrets[1:, w]
+        boot = boot[~np.isnan(boot)]
+        if n_s >= 2 and len(boot):  # no interpolation between draws: inf (diverges) stays inf
+            lo = float(np.quantile(boot, 0.025, method="lower"))
+            hi = float(np.quantile(boot, 0.975, method="higher"))
         rows.append(
             dict(
                 width=round(2.0 ** float(log2_widths[w])),
                 n_seeds=n_s,
                 log2_lr_star_base=float(stars[0, 0]),
                 log2_lr_star=float(stars[0, w]),
-                loss_at_own_lr_star=float(np.exp(at[1])),
+                loss_at_best_lr=float(np.exp(at[1])),
                 loss_at_base_lr_star=float(np.exp(at[0])),
                 regret_pct=float(regrets[0, w]),
                 regret_lo=lo,
@@ -536,6 +543,12 @@ def transfer_rows(
             )
         )
     return rows
+
+
+def _at_stars(x: np.ndarray, mean_log: np.ndarray, ok: np.ndarray, base: float) -> np.ndarray:
+    """The curve at the base width's lr* (``inf`` where censored) and its best point."""
+    best = float(np.min(np.where(ok, mean_log, np.inf))) if ok.any() else math.nan
+    return np.array([curve_at(x, mean_log, ok, base)[0], best])
 
 
 def _pct(v: float) -> str:
@@ -556,11 +569,11 @@ def format_transfer(table: pd.DataFrame) -> str:
         for par, gp in g.groupby("parametrization", sort=True):
             r = gp.sort_values("width").iloc[-1]
             name = {"sp": "SP", "mup": "muP"}.get(par, par)
-            value = _pct(r["regret_pct"])
-            if np.isfinite(r["regret_lo"]):
-                value += f"% [{_pct(r['regret_lo'])}, {_pct(r['regret_hi'])}]"
-            elif np.isfinite(r["regret_pct"]):
-                value += "%"
+            value = _pct(r["regret_pct"]) + ("%" if np.isfinite(r["regret_pct"]) else "")
+            if not np.isnan(r["regret_lo"]):
+                value += f" [{_pct(r['regret_lo'])}, {_pct(r['regret_hi'])}]"
+            if np.isinf(r["regret_pct"]):
+                value += " (the base lr* diverges or is no better than chance there)"
             parts.append(
                 f"{name}: from width {int(r['base_width'])} to {int(r['width'])} costs {value}"
             )
