@@ -36,6 +36,7 @@ import re
 import shlex
 import subprocess
 import sys
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -44,7 +45,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<lang>[\w-]*)[ \t]*$")
-MARKER = re.compile(r"^[ \t]*<!-- docs-test: (?P<kind>[a-z-]+)(?::[ \t]*(?P<arg>.*?))?[ \t]*-->$")
+MARKER = re.compile(
+    r"^[ \t]*<!-- docs-test: (?P<kind>[a-z-]+)(?:(?::[ \t]*|[ \t]+)(?P<arg>.*?))?[ \t]*-->$"
+)
 INCLUDE = re.compile(r"^<!-- include: (?P<path>\S+) -->[ \t]*$", re.MULTILINE)
 KINDS = {"skip", "slow", "exit", "sample-output"}
 RUN_LANGS = {"python", "bash"}
@@ -282,7 +285,9 @@ def _in(path: Path) -> Iterator[None]:
 
 def run_page(page: Path, tmp_path: Path) -> None:
     """Runs (or checks) every block of ``page`` in order, in ``tmp_path``."""
-    namespace: dict[str, object] = {"__name__": "__docs__"}
+    module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    namespace = module.__dict__
     with _in(tmp_path):
         for block in page_blocks(page):
             unknown = block.markers.keys() - KINDS
@@ -312,6 +317,7 @@ def run_page(page: Path, tmp_path: Path) -> None:
                     "<!-- docs-test: sample-output: NAME --> or <!-- docs-test: skip: REASON -->"
                 )
                 SAMPLE_CHECKS[name](block.code, tmp_path)
+    sys.modules.pop(module.__name__, None)
 
 
 def script_flags() -> dict[str, set[str]]:
@@ -355,8 +361,19 @@ def test_slow_page_runs(page: Path, tmp_path: Path, docs_env) -> None:
 
 # ------------------------------------------------------------------------ the pages themselves
 def test_every_block_is_accounted_for() -> None:
-    """Every block runs (python, bash), is a checked sample, or says why it is skipped."""
+    """Every block runs (python, bash), is a checked sample, or says why it is skipped; every
+    marker is well formed, of a known kind, and stands right before a fence (or another
+    marker)."""
     for page in doc_pages():
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if "docs-test:" not in line or line.lstrip().startswith("|"):  # a table row
+                continue
+            where = f"{_id(page)}:{i + 1}"
+            m = MARKER.match(line)
+            assert m and m.group("kind") in KINDS, f"{where}: malformed marker {line!r}"
+            after = lines[i + 1] if i + 1 < len(lines) else ""
+            assert FENCE.match(after) or MARKER.match(after), f"{where}: no fence after it"
         for block in page_blocks(page):
             if "skip" in block.markers:
                 assert block.markers["skip"].strip(), f"{block.where}: a skip needs a reason"
@@ -409,12 +426,37 @@ def test_output_columns_match_the_code() -> None:
         assert f"`{', '.join(columns)}`" in text, columns
 
 
+def test_development_page_names_what_exists() -> None:
+    """The Development page's module table lists every module of ``jaxlr/``, every file it names
+    exists, and each "`file`'s `name`" is defined in that file."""
+    text = (DOCS / "development.md").read_text(encoding="utf-8")
+    named = set(
+        re.findall(r"`((?:jaxlr|tests|torch_parity|benchmarks|experiments)/[\w/]*\.py)`", text)
+    )
+    assert named, "the page names no file"
+    for path in named:
+        assert (ROOT / path).is_file(), f"development.md names {path}, which does not exist"
+    for module in sorted((ROOT / "jaxlr").glob("*.py")):
+        assert f"| `jaxlr/{module.name}` |" in text, f"the module table lacks jaxlr/{module.name}"
+    for path, name in re.findall(r"`(jaxlr/\w+\.py)`'s `(\w+)`", text):
+        source = (ROOT / path).read_text(encoding="utf-8")
+        defined = rf"^\s*(def|class) {name}\b|^{name}\s*[:=]"
+        assert re.search(defined, source, re.MULTILINE), f"{path} defines no {name}"
+
+
 @pytest.mark.slow
 def test_scripts_accept_their_flags(tmp_path: Path) -> None:
-    """Each script the docs name (and do not run) answers ``--help`` listing the docs' flags
-    (all scripts at once, one process each)."""
+    """Each script the docs name (and do not run) accepts the docs' flags: a flag that is not a
+    literal in its source must be in its ``--help`` (flags generated from the config's fields)."""
     flags = script_flags()
     assert flags, "no script found: the check would check nothing"
+    # a flag written as a literal in the script or its folder's shared module needs no --help
+    for script in list(flags):
+        sources = [ROOT / script, (ROOT / script).with_name("common.py")]
+        text = "".join(p.read_text(encoding="utf-8") for p in sources if p.is_file())
+        flags[script] = {f for f in flags[script] if f'"{f}"' not in text}
+        if not flags[script]:
+            del flags[script]
     helps = {
         script: subprocess.Popen(
             [sys.executable, str(ROOT / script), "--help"],
