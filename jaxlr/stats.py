@@ -979,3 +979,39 @@ FAMILIES: dict[str, CurveFamily] = {
 }
 """The families the calibration test draws from: :func:`fit_family` of the committed sweeps
 in ``experiments/fit_simulator.py`` (``experiments/results/simulator/families.csv``), rounded."""
+
+
+CALIBRATION = [
+    (family, spacing, extra)
+    for family in ("adam-sp", "sgd-sp")
+    for spacing in (0.5, 1.0)
+    for extra in (0.0, 0.5)
+]
+"""The calibration's conditions, taken in turn: family, grid spacing (octaves), and an extra
+seed shift (octaves SD, half of it shared by a seed's widths) beyond the fitted one."""
+
+
+def calibration_family(name: str, extra_shift: float = 0.0) -> CurveFamily:
+    """:data:`FAMILIES` ``[name]`` with ``extra_shift`` added (in quadrature) to its seed shift
+    and a seed correlation of 0.5 (seeds that move lr* more than the fits found)."""
+    fam = FAMILIES[name]
+    if not extra_shift:
+        return fam
+    shift = math.hypot(fam.seed_shift, extra_shift)
+    return dataclasses.replace(fam, seed_shift=shift, seed_corr=0.5)
+
+
+def calibration_sweeps(
+    n_seeds: int, n_sweeps: int = 200, rng_seed: int = 0, n_boot: int = 400
+) -> list[tuple[SimulatedSweep, Interval]]:
+    """``n_sweeps`` simulated sweeps at ``n_seeds`` seeds (the :data:`CALIBRATION` conditions in
+    turn, the true exponent uniform in [-1, 0.5]), each with its exponent's interval."""
+    rng = np.random.default_rng(rng_seed)
+    out = []
+    for i in range(n_sweeps):
+        name, spacing, extra = CALIBRATION[i % len(CALIBRATION)]
+        alpha = rng.uniform(-1.0, 0.5)
+        fam = calibration_family(name, extra)
+        sweep = simulate_sweep(fam, alpha, rng, n_seeds=n_seeds, spacing=spacing)
+        out.append((sweep, sweep_alpha(sweep, n_boot=n_boot, rng=rng)))
+    return out

@@ -20,32 +20,11 @@ from jaxlr import results as res
 from jaxlr import stats
 
 N_SWEEPS = 200
-# family, grid spacing (octaves), extra seed shift (octaves SD, half of it shared by a seed's
-# widths): the fitted families, and the same with seeds that move lr* more than the fits found
-CONDITIONS = [(f, s, x) for f in ("adam-sp", "sgd-sp") for s in (0.5, 1.0) for x in (0.0, 0.5)]
-
-
-def family(name: str, extra_shift: float) -> stats.CurveFamily:
-    fam = stats.FAMILIES[name]
-    if not extra_shift:
-        return fam
-    return dataclasses.replace(
-        fam, seed_shift=math.hypot(fam.seed_shift, extra_shift), seed_corr=0.5
-    )
 
 
 def simulate(n_seeds: int, rng_seed: int = 0):
-    """``N_SWEEPS`` sweeps at ``n_seeds`` seeds: (true alpha, interval) each."""
-    rng = np.random.default_rng(rng_seed)
-    out = []
-    for i in range(N_SWEEPS):
-        name, spacing, extra = CONDITIONS[i % len(CONDITIONS)]
-        alpha = rng.uniform(-1.0, 0.5)
-        sweep = stats.simulate_sweep(
-            family(name, extra), alpha, rng, n_seeds=n_seeds, spacing=spacing
-        )
-        out.append((sweep, stats.sweep_alpha(sweep, n_boot=400, rng=rng)))
-    return out
+    """``N_SWEEPS`` sweeps at ``n_seeds`` seeds: (sweep, interval) each."""
+    return stats.calibration_sweeps(n_seeds, N_SWEEPS, rng_seed)
 
 
 @pytest.fixture(scope="module", params=[3, 5, 8])
@@ -82,8 +61,9 @@ def test_a_percentile_bootstrap_would_not_cover_at_3_seeds():
 def test_the_simulated_path_is_the_tables_path():
     # sweep_alpha (used above) gives the numbers width_exponent.csv gives for the same runs
     rng = np.random.default_rng(11)
-    for name, spacing, extra in CONDITIONS[::2]:
-        sweep = stats.simulate_sweep(family(name, extra), -0.4, rng, n_seeds=4, spacing=spacing)
+    for name, spacing, extra in stats.CALIBRATION[::2]:
+        fam = stats.calibration_family(name, extra)
+        sweep = stats.simulate_sweep(fam, -0.4, rng, n_seeds=4, spacing=spacing)
         iv = stats.sweep_alpha(sweep, n_boot=300, rng=np.random.default_rng(5))
         frame = stats.sweep_frame(sweep)
         t = ex.width_exponent(frame, "train_loss", n_boot=300, seed=5, chance_loss=math.log(10))
