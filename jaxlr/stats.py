@@ -570,7 +570,9 @@ def format_transfer(table: pd.DataFrame) -> str:
             r = gp.sort_values("width").iloc[-1]
             name = {"sp": "SP", "mup": "muP"}.get(par, par)
             value = _pct(r["regret_pct"]) + ("%" if np.isfinite(r["regret_pct"]) else "")
-            if not np.isnan(r["regret_lo"]):
+            if np.isnan(r["regret_pct"]):
+                value += " (no lr* or no run better than chance)"
+            elif not np.isnan(r["regret_lo"]):
                 value += f" [{_pct(r['regret_lo'])}, {_pct(r['regret_hi'])}]"
             if np.isinf(r["regret_pct"]):
                 value += " (the base lr* diverges or is no better than chance there)"
