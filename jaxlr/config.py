@@ -342,6 +342,11 @@ class SweepConfig(TrainOptions):
         "transfer.csv: local-quadratic (a quadratic in log loss over >= 5 grid points around the "
         "minimum, diverged and chance-level runs censored), parabola (3 points) or argmin",
         group="grid",
+        applies=lambda c: (
+            len(set(c.widths) if c.hidden is None else {h[0] for h in c.hidden if len(set(h)) == 1})
+            >= 3
+        ),
+        applies_to="sweeps of 3 widths or more (one width per architecture)",
     )
     # --- training
     epochs: int = option(20, "passes over the training set", group="training")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 
 import matplotlib.image
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from jaxlr import exponent as ex
 from jaxlr import results as res
 from jaxlr import stats as st
-from jaxlr.config import SweepConfig
+from jaxlr.config import LrStar, SweepConfig
 from jaxlr.outputs import write_outputs
 
 COLUMNS = [
@@ -337,3 +338,16 @@ def test_docstring_example():
     import doctest
 
     assert doctest.testmod(ex).failed == 0
+
+
+def test_lr_star_is_refused_where_no_exponent_is_fitted(capsys):
+    from jaxlr import cli
+    from jaxlr.config import ConfigError
+
+    assert set(typing.get_args(LrStar)) == set(st.ESTIMATORS)  # one list of names
+    with pytest.raises(ConfigError, match="3 widths"):
+        SweepConfig(widths=(16, 64), lr_star="argmin")
+    assert SweepConfig(widths=(16, 64, 256), lr_star="argmin").lr_star == "argmin"
+    assert cli.main(["--widths", "16,64", "--lr-star", "argmin", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--lr-star only applies to sweeps of 3 widths or more" in err[0]
