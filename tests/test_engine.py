@@ -212,6 +212,7 @@ def test_large_lr_is_flagged_diverged_not_a_crash(digits):
     assert s.loc[0, "min_diverged_lr"] == 50.0 and s.loc[0, "best_lr"] == 1e-2
 
 
+@pytest.mark.slow  # seven sweeps, five programs to compile, per optimizer
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_lr_rules_in_the_sweep(digits, optimizer):
     """per-layer with unit multipliers reproduces the plain optimizer; every rule is recorded."""

@@ -44,6 +44,7 @@ def test_refine_cannot_be_sharded():
         SweepConfig(refine=1, shard=(0, 2))
 
 
+@pytest.mark.slow  # 138 + 54 runs up to width 512: minutes
 def test_refine_finds_the_dense_grids_optimum_with_fewer_runs():
     """SP Adam on digits, widths 32/128/512, 3 seeds: a 2-octave grid refined twice finds the
     optimum of a half-octave grid (within half an octave, or a loss within 2%) with at most 60%

@@ -85,5 +85,6 @@ def test_rates_csv_and_plot_for_a_per_neuron_rule(tmp_path):
     diverged = outcome.results[outcome.results.diverged]
     assert len(diverged) and rates[rates.lr == 1000.0]["median"].isna().all()
     assert "rates.png" in outcome.files and (tmp_path / "a" / "rates.png").exists()
-    plain = run(cfg.replace(lr_rule="none", out=str(tmp_path / "b")), dataset=data, progress=False)
+    plain = cfg.replace(lr_rule="none", widths=(8,), out=str(tmp_path / "b"))
+    plain = run(plain, dataset=data, progress=False)
     assert "rates.csv" not in plain.files and plain.rates is None
