@@ -56,6 +56,7 @@ def _sweep(*args: str, env=None, **kw) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a subprocess with 4 virtual devices, three sweeps
 def test_four_devices_equal_one_device(tmp_path):
     """Lanes sharded over 4 (virtual CPU) devices reproduce the single-device sweep."""
     script = textwrap.dedent(f"""
@@ -107,6 +108,7 @@ def test_more_devices_than_the_machine_has_is_refused(tmp_path, cli):
     p.assert_error("more devices than")
 
 
+@pytest.mark.slow  # ten sweeps of one-lane programs and shards
 def test_shards_merged_equal_unsharded(digits, base_sweep, tmp_path):
     """Shards run the whole sweep's programs unchanged: merged, they are the same bytes."""
     # one lane per program, 6 programs in 3 shards
@@ -145,6 +147,7 @@ def test_merge_refuses_different_configs(digits, base_sweep, tmp_path, cli):
     p.assert_error("different sweep")
 
 
+@pytest.mark.slow  # 10 epochs up to width 256, three processes
 def test_kill9_then_resume_gives_identical_results(tmp_path, cli):
     args = [
         "--widths",
@@ -247,6 +250,7 @@ def test_small_memory_limit_chunks_without_changing_results(
     np.testing.assert_allclose(chunked[METRICS].to_numpy(), whole[METRICS].to_numpy(), rtol=1e-5)
 
 
+@pytest.mark.slow  # three processes, each importing JAX and compiling
 def test_two_processes_equal_two_devices(tmp_path):
     """One sweep over 2 processes (1 CPU device each, jax.distributed on localhost) writes the
     same bytes as 1 process with 2 devices: the same program, partitioned the same way."""
@@ -292,6 +296,7 @@ def test_two_processes_equal_two_devices(tmp_path):
         assert (tmp_path / "mp" / f).read_bytes() == (tmp_path / "dev" / f).read_bytes()
 
 
+@pytest.mark.slow  # six sweeps with a refinement round
 def test_fused_programs_equal_separate_programs_and_resume(digits, tmp_path, monkeypatch):
     """Every chunk of a round in one program (--fuse on) gives the bytes of one program per
     chunk, checkpoints its chunks together and resumes them, also from unequal checkpoints."""
