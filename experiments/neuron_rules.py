@@ -1,7 +1,8 @@
 """neuron_rules: how sensitive to the base lr is each per-layer / per-neuron rate rule?
 
-64-w-w-10 MLPs on digits (widths 32, 128 and 512), batch 64, with SGD and with Adam, under each of
-jaxlr's rate rules (see :mod:`jaxlr.transforms`), the swept lr being the rule's base rate:
+64-w-w-10 MLPs on digits (widths 32, 64 and 128; 8 seeds), batch 64, with SGD and with Adam,
+under each of jaxlr's rate rules (see :mod:`jaxlr.transforms`), the swept lr being the rule's
+base rate:
 
 - ``none``: one global rate;
 - ``per-layer``: rates lr x (1, 0.5, 0.2) for the three layers (seed 002's 1e-3, 5e-4, 2e-4);
@@ -15,16 +16,16 @@ enough to reach divergence or a flat plateau on both sides of its optimum.
 
 Sensitivity of a rule = the width (in octaves, i.e. grid points spaced x2) of the set of lrs whose
 seed-mean final test loss is within 25% (and within 100%) of the rule's best. The width
-exponent of each rule (:func:`jaxlr.exponent.width_exponent`: lr* ∝ width^α with a 95% bootstrap
-interval over seeds) answers whether a per-neuron rule makes the optimum width-independent, as
-muP does (α ≈ 0).
+exponent of each rule (:func:`jaxlr.exponent.width_exponent`: lr* ∝ width^α with a 95%
+paired-bootstrap-t interval over seeds) answers whether a per-neuron rule makes the optimum
+width-independent, as muP does (α ≈ 0).
 
     python experiments/neuron_rules.py [--scale cpu|gpu] [--quick]
 
 ``--scale gpu``: Fashion-MNIST (784-w-w-10), widths 64..4096, 5 seeds, 20 epochs (into
 ``neuron_rules_gpu/``). Writes into ``experiments/results/neuron_rules/``: ``final.csv``,
-``per_lr.csv``, ``optimum.csv``, ``sensitivity.csv``, ``width_exponent.csv`` and
-``neuron_rules.png``.
+``per_lr.csv``, ``optimum.csv``, ``sensitivity.csv``, ``width_exponent.csv``,
+``transfer.csv`` and ``neuron_rules.png`` (``--analyze``: from the committed ``final.csv``).
 """
 
 from __future__ import annotations

@@ -12,20 +12,22 @@ sp,mup,lr-exp``):
 Each sweep starts from a grid spaced by 2 octaves and adds two ``--refine`` rounds around every
 optimum (half the spacing each round). The best lr is chosen by final **train** loss, as
 muP-style studies do. :func:`jaxlr.exponent.width_exponent` then fits α (least squares of
-log2 lr* on log2 width, lr* refined by a parabola) with a 95% bootstrap over seeds, and the
-same for the divergence threshold.
+log2 lr* on log2 width, each seed's lr* by the ``local-quadratic`` estimator) with a 95%
+paired-bootstrap-t interval over seeds, and the same for the divergence threshold;
+:func:`jaxlr.exponent.transfer_table` gives the regret of transferring width 32's lr*.
 
 Scales (``--scale``):
 
-- ``cpu`` (default, about 10 min on 2 cores): digits, widths 32..512, 3 seeds, 10 epochs.
+- ``cpu`` (default, about 25 min on a shared 2-core CPU): digits, widths 32..256, 8 seeds,
+  10 epochs.
 - ``gpu`` (the real answer; for one GPU): Fashion-MNIST (60,000 images), widths 64..8192,
-  5 seeds, 20 epochs (``--data-dir`` or jaxlr's default data places).
+  8 seeds, 20 epochs (``--data-dir`` or jaxlr's default data places).
 
     python experiments/width_exponent.py [--scale cpu|gpu] [--data-dir DIR] [--quick]
 
-Writes into ``experiments/results/width_exponent[_gpu]/``: ``results.csv`` (every run and
-epoch), ``width_exponent.csv``, ``width_exponent.png`` and ``anchors.csv`` (α beside published
-values).
+Writes into ``experiments/results/width_exponent[_gpu]/``: ``final.csv`` (the last epoch of
+every run; ``--analyze`` recomputes the rest from it), ``width_exponent.csv``,
+``transfer.csv``, ``width_exponent.png`` and ``anchors.csv`` (α beside published values).
 """
 
 from __future__ import annotations
