@@ -401,7 +401,7 @@ def test_readme_is_short() -> None:
     assert len(text.encode()) <= 10_000
     assert text.count("<!-- headline:start -->") == 1 == text.count("<!-- headline:end -->")
     head = text.split("<!-- headline:start -->")[1].split("<!-- headline:end -->")[0]
-    assert "| **Adam** |" in head and "| **SGD** |" in head
+    assert "| **Adam**" in head and "| **SGD**" in head and "|---|" in head
 
 
 def test_no_internal_names() -> None:
