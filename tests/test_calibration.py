@@ -87,18 +87,32 @@ def test_true_alpha_is_the_slope_of_the_best_stable_lr():
 
 def test_fit_family_recovers_a_known_family():
     # a dense, many-seed simulated sweep of a known family: the fit finds its parameters
+    fam = dataclasses.replace(stats.FAMILIES["adam-sp"], seed_shift=0.3, seed_corr=0.5)
+    sweep = stats.simulate_sweep(
+        fam, -0.5, np.random.default_rng(1), n_seeds=12, spacing=0.25, x0=-4.0
+    )
+    got = stats.fit_family(stats.sweep_frame(sweep), "train_loss", name="adam-sp")
+    assert got.slope_left == pytest.approx(fam.slope_left, rel=0.1)
+    assert got.slope_right == pytest.approx(fam.slope_right, rel=0.1)
+    assert got.floor_slope == pytest.approx(fam.floor_slope, abs=0.02)
+    assert got.jitter_left == pytest.approx(fam.jitter_left, rel=0.1)
+    assert got.jitter_right == pytest.approx(fam.jitter_right, rel=0.1)
+    assert got.seed_shift == pytest.approx(fam.seed_shift, abs=0.1)
+    assert got.seed_corr == pytest.approx(fam.seed_corr, abs=0.25)
+    assert got.cliff_gap == pytest.approx(fam.cliff_gap, abs=0.3)
+    # a cliff that comes down onto the valley (SGD): the shape and the cliff are found, the
+    # seed shift is overestimated (the simulated sweeps are noisier than the real ones)
     fam = dataclasses.replace(stats.FAMILIES["sgd-sp"], seed_shift=0.3, seed_corr=0.5)
     sweep = stats.simulate_sweep(
         fam, -0.5, np.random.default_rng(1), n_seeds=12, spacing=0.25, x0=-4.0
     )
     got = stats.fit_family(stats.sweep_frame(sweep), "train_loss", name="sgd-sp")
-    assert got.slope_left == pytest.approx(fam.slope_left, rel=0.15)
-    assert got.slope_right == pytest.approx(fam.slope_right, rel=0.25)
-    assert got.floor_slope == pytest.approx(fam.floor_slope, abs=0.05)
-    assert got.jitter_left == pytest.approx(fam.jitter_left, rel=0.25)
-    assert got.seed_shift == pytest.approx(fam.seed_shift, abs=0.2)
-    assert got.cliff_gap == pytest.approx(fam.cliff_gap, abs=0.4)
-    assert got.cliff_slope == pytest.approx(fam.cliff_slope, abs=0.15)
+    assert got.slope_left == pytest.approx(fam.slope_left, rel=0.1)
+    assert got.slope_right == pytest.approx(fam.slope_right, rel=0.2)
+    assert got.jitter_left == pytest.approx(fam.jitter_left, rel=0.1)
+    assert got.cliff_gap == pytest.approx(fam.cliff_gap, abs=0.3)
+    assert got.cliff_slope == pytest.approx(fam.cliff_slope, abs=0.2)
+    assert fam.seed_shift <= got.seed_shift <= fam.seed_shift + 0.5
 
 
 def test_families_are_the_fits_of_the_committed_sweeps():
