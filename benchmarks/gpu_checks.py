@@ -76,7 +76,7 @@ GPU_TESTS = (
 )
 SMOKE_SHAPES = ["--dataset", "synthetic", "--n-train", "512", "--n-test", "128"]
 SMOKE_SHAPES += ["--features", "784", "--num-classes", "10", "--widths", "8,16,32"]
-SMOKE_SHAPES += ["--epochs", "2", "--seeds", "2"]
+SMOKE_SHAPES += ["--epochs", "2"]
 SYNTHETIC_FASHION = ["--dataset", "synthetic", "--n-train", "60000", "--n-test", "10000"]
 SYNTHETIC_FASHION += ["--features", "784", "--num-classes", "10"]
 
@@ -127,7 +127,6 @@ def _row(what: str, value: Any, target: str, ok: bool | None, unit: str = "") ->
 def _env(ctx: Ctx, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # tests and sweeps share the GPU
     if ctx.smoke:
         env["JAX_PLATFORMS"] = "cpu"
     env.update(extra)
@@ -155,6 +154,7 @@ def _sweep(ctx: Ctx, name: str, args: Sequence[str], cache: str | None, **env: s
     """``python -m jaxlr.sweep ARGS --out work/name``, timed, with compilation cache ``cache``
     (a directory under work, or None: no cache)."""
     cache_env = {"JAXLR_COMPILATION_CACHE": str(ctx.work / cache) if cache else "0"}
+    shutil.rmtree(ctx.work / name, ignore_errors=True)  # a rerun with the same --work
     cmd = [sys.executable, "-m", "jaxlr.sweep", "--no-progress", *args]
     return _timed(ctx, name, [*cmd, "--out", str(ctx.work / name)], **cache_env, **env)
 
@@ -227,6 +227,7 @@ def step_device_vs_cpu(ctx: Ctx) -> list[dict]:
     """A small sweep on the device and on the CPU: every lane's final losses, finite in both,
     equal to float32 rounding (relative difference <= 1e-3 after training's amplification)."""
     cmd = [sys.executable, "-m", "jaxlr.sweep", "--no-progress", *_quick(ctx)]
+    shutil.rmtree(ctx.work / "quick-cpu", ignore_errors=True)
     cpu = subprocess.Popen(  # the CPU run overlaps the device run (the host has cores to spare)
         [*cmd, "--out", str(ctx.work / "quick-cpu")],
         stdout=subprocess.DEVNULL,
@@ -264,7 +265,7 @@ def step_device_vs_cpu(ctx: Ctx) -> list[dict]:
 def _fashion(ctx: Ctx) -> list[str]:
     args = ["--preset", ctx.preset]
     if ctx.smoke:
-        return [*args, *SMOKE_SHAPES, "--fuse", "on"]  # one program, as on a single GPU
+        return [*args, *SMOKE_SHAPES, "--seeds", "2", "--fuse", "on"]  # one program, as on a GPU
     return [*args, *(["--data-dir", ctx.data_dir] if ctx.data_dir else SYNTHETIC_FASHION)]
 
 
@@ -351,7 +352,7 @@ def step_fashion_programs(ctx: Ctx) -> list[dict]:
 
 # ----------------------------------------------------------------------- second command
 def _digits(ctx: Ctx) -> list[str]:
-    return ["--epochs", "2", "--widths", "16,32"] if ctx.smoke else []
+    return ["--epochs", "1", "--widths", "16,32", "--seeds", "1"] if ctx.smoke else []
 
 
 def step_digits(ctx: Ctx) -> list[dict]:
@@ -395,7 +396,7 @@ def step_sgd_and_determinism(ctx: Ctx) -> list[dict]:
 def step_fashion_seeds(ctx: Ctx) -> list[dict]:
     """The Fashion-MNIST width grid on the real data with 5 seeds: the science."""
     if ctx.smoke:
-        args = [*_fashion(ctx), "--seeds", "5"]
+        args = ["--preset", ctx.preset, *SMOKE_SHAPES, "--seeds", "5"]
     elif not ctx.data_dir:
         return [_row("Fashion-MNIST grid, 5 seeds", "skipped: no --data-dir", "", None)]
     else:
@@ -413,7 +414,7 @@ def step_width_exponent(ctx: Ctx) -> list[dict]:
     64..1024, 2 seeds, 5 epochs, one refinement round; alpha of lr* ∝ width^alpha."""
     if ctx.smoke:
         data = ["--dataset", "synthetic", "--n-train", "512", "--n-test", "128"]
-        shape = ["--widths", "8,16,32", "--epochs", "1", "--seeds", "2", "--base-width", "8"]
+        shape = ["--widths", "8,16", "--epochs", "1", "--seeds", "2", "--base-width", "8"]
     elif not ctx.data_dir:
         return [_row("width exponent", "skipped: no --data-dir", "", None)]
     else:
@@ -421,7 +422,8 @@ def step_width_exponent(ctx: Ctx) -> list[dict]:
         shape = ["--widths", "64,128,256,512,1024", "--epochs", "5", "--seeds", "2"]
         shape += ["--base-width", "64"]
     args = [*data, *shape, "--optimizer", "sgd", "--parametrization", "sp,mup,lr-exp"]
-    args += ["--lr-exponents=-1,0,1", "--lr-grid", "0.0009765625:16:8", "--refine", "1"]
+    grid = "0.0625:16:3" if ctx.smoke else "0.0009765625:16:8"  # every 2 octaves from 2^-10
+    args += ["--lr-exponents=-1,0,1", "--lr-grid", grid, "--refine", "1"]
     args += ["--select", "train_loss"]
     t, rc = _sweep(ctx, "width-exponent", args, "cache-science")
     rows = [_row("width exponent sweep (whole process)", *_secs(None, t, rc), "s")]

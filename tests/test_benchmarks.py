@@ -232,7 +232,6 @@ def test_matmul_flops_match_torch_flop_counter(bench):
     [
         ["--precision", "bogus"],
         ["--precision", "tensorfloat32"],  # the library's three precisions only
-        ["--precision", "highest", "--precision", "high"],
         ["--widths", "0"],
         ["--lrs", "-1"],
         ["--batch-size", "0"],
