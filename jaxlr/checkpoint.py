@@ -24,14 +24,23 @@ import hashlib
 import io
 import json
 import re
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxlr import devices as dev
+from jaxlr.config import SweepConfig
+from jaxlr.engine import EpochMetrics, RunSpec, cached_trainer, step_blocks, to_host
+from jaxlr.plan import Chunk
 from jaxlr.results import atomic_write
+
+AUTO_CKPT_S = 120.0  # with --checkpoint-every unset: checkpoint after 2 minutes of training
 
 KEEP = 2  # checkpoints kept per chunk
 
@@ -205,3 +214,165 @@ class ChunkStore:
         arrays = {**metrics, "diverged_epoch": diverged_epoch}
         save_npz(chunk_path(self.out, self.index), arrays, {**self.meta, "chunk": self.index})
         clear_checkpoints(self.out, self.index)
+
+
+def chunk_key(chunk: Chunk) -> str:
+    b = chunk.bucket
+    return f"{b.hidden}|{b.optimizer}|{b.parametrization}|{chunk.seeds}|{chunk.lrs}"
+
+
+@dataclasses.dataclass
+class Job:
+    """One chunk being trained: its program, lanes, starting state and checkpoint store."""
+
+    index: int
+    chunk: Chunk
+    spec: RunSpec
+    seeds: jax.Array
+    lrs: jax.Array  # padded to the compiled lr lanes
+    state: Any  # None when it resumes mid-epoch (from ``progress``)
+    start: int  # first epoch to train (after a restored checkpoint)
+    history: dict[str, np.ndarray] | None  # metrics of the restored epochs
+    store: ChunkStore | None
+    saver: EpochSaver
+    start_step: int = 0  # steps of epoch ``start`` already trained (a mid-epoch checkpoint)
+    progress: Any = None  # the lanes' EpochProgress there
+
+
+def prepare_job(sweep: Any, index: int, chunk: Chunk) -> Job | tuple[dict[str, Any], Any]:
+    """The job of a chunk, restored from its last checkpoint on ``--resume``; or, when the
+    chunk finished in an earlier run, its ``(metrics, diverged_epoch)``."""
+    if sweep.stop.is_set():
+        raise KeyboardInterrupt  # interrupted before this chunk started
+    cfg = sweep.cfg
+    lanes = chunk.n_lanes
+    store = None
+    if sweep.out is not None:
+        store = ChunkStore(sweep.out, index, cfg.grid_hash(), chunk_key(chunk), sweep.warn)
+    if store is not None and sweep.resume and (done := store.finished()) is not None:
+        sweep.bar.update(lanes * sweep.steps * cfg.epochs)
+        return done
+    spec = sweep.spec(chunk)
+    n_pad = sweep.lane_lrs(chunk)
+    lrs = chunk.lrs + (chunk.lrs[-1],) * (n_pad - len(chunk.lrs))
+    seeds_a = jnp.asarray(chunk.seeds, jnp.int32)
+    lrs_a = dev.place_lrs(jnp.asarray(lrs, jnp.float32), sweep.mesh)
+    state = cached_trainer(spec).init(seeds_a, lrs_a)
+    start, start_step, history, progress = 0, 0, None, None
+    found = store.latest() if store is not None and sweep.resume else None
+    if found is not None:
+        epochs_done, steps_done, leaves, metrics = found
+        template = state
+        if steps_done:
+            template = jax.eval_shape(step_blocks((spec,)).begin, (state,))[0]
+        if len(leaves) != len(jax.tree.leaves(template)) or (
+            metrics and set(metrics) != set(EpochMetrics._fields)
+        ):
+            sweep.warn(f"checkpoint of chunk {index} does not fit its program; starting over")
+        else:
+            tree = jax.tree.unflatten(jax.tree.structure(template), map(np.asarray, leaves))
+            state, progress = (None, tree) if steps_done else (tree, None)
+            start, start_step, history = epochs_done, steps_done, metrics or None
+            sweep.bar.update(lanes * (sweep.steps * start + start_step))
+            if steps_done:
+                sweep.warn(f"chunk {index} resumes in epoch {start + 1} from step {steps_done}")
+    saver = EpochSaver(store, cfg, history, sweep.bar, lanes, sweep.steps, sweep.writer)
+    saver.counted = start_step
+    state = dev.place_state(state, sweep.mesh)
+    job = Job(index, chunk, spec, seeds_a, lrs_a, state, start, history, store, saver)
+    job.start_step, job.progress = start_step, progress
+    return job
+
+
+def finish_job(sweep: Any, job: Job, state: Any, metrics: dict) -> tuple[dict[str, Any], Any]:
+    """A trained chunk's metrics ``(E, S, L)`` and divergence epochs, without padding lanes;
+    marks the chunk finished in its checkpoint store."""
+    n_l = len(job.chunk.lrs)
+    metrics = stack_metrics(job.history, [metrics]) if job.history else metrics
+    metrics = {k: v[:, :, :n_l] for k, v in metrics.items()}
+    div = to_host(state.diverged_epoch)[:, :n_l]
+    if job.store is not None and sweep.writer:
+        job.store.finish(metrics, div)
+    return metrics, div
+
+
+class EpochSaver:
+    """A chunk's progress bar and checkpoints, after each step block and epoch."""
+
+    def __init__(
+        self,
+        store: ChunkStore | None,
+        cfg: SweepConfig,
+        history: Any,
+        bar: Any,
+        lanes: int,
+        steps: int,
+        write: bool,
+    ):
+        self.store, self.cfg, self.history, self.bar = store, cfg, history, bar
+        self.lanes, self.steps = lanes, steps
+        self.write = write  # every process gathers the state; process 0 writes it
+        self.so_far: list[Any] = []
+        self.counted = 0  # steps of the current epoch on the progress bar
+        self.last_save = time.monotonic()
+
+    def due(self, epochs_done: int) -> bool:
+        """Whether to checkpoint after ``epochs_done`` epochs."""
+        every = self.cfg.checkpoint_every
+        if self.store is None or every == 0 or epochs_done == self.cfg.epochs:
+            return False
+        if every:
+            return epochs_done % every == 0
+        return self._time_due()
+
+    def due_mid_epoch(self) -> bool:
+        """Whether to checkpoint within an epoch (only by time, with ``--checkpoint-every``
+        unset)."""
+        return self.store is not None and self.cfg.checkpoint_every is None and self._time_due()
+
+    def _time_due(self) -> bool:
+        # clocks differ between processes, which must all take part in gathering the state:
+        # a multi-process sweep checkpoints only with --checkpoint-every
+        return jax.process_count() == 1 and time.monotonic() - self.last_save > AUTO_CKPT_S
+
+    def block_done(self, steps_done: int) -> None:
+        """After ``steps_done`` steps of the current epoch."""
+        self.bar.update(self.lanes * (steps_done - self.counted))
+        self.counted = steps_done
+
+    def epoch_done(self, epoch: int, state: Any, metrics: Any) -> None:
+        """After epoch ``epoch`` (0-based), with its metrics."""
+        self.bar.update(self.lanes * (self.steps - self.counted))
+        self.counted = 0
+        self.so_far.append(metrics)
+
+    def save(self, epochs_done: int, steps_done: int, tree: Any) -> None:
+        """Checkpoints ``tree`` (the state, or mid-epoch the epoch's progress) after
+        ``epochs_done`` epochs and ``steps_done`` steps of the next."""
+        if self.store is None:
+            return
+        leaves = [to_host(x) for x in jax.tree.leaves(tree)]
+        if self.write:
+            done = self.so_far or self.history
+            metrics = stack_metrics(self.history, self.so_far) if done else {}
+            self.store.save(epochs_done, leaves, metrics, steps_done=steps_done)
+        self.last_save = time.monotonic()
+
+
+def stack_metrics(history: dict[str, np.ndarray] | None, parts: list[Any]) -> dict[str, np.ndarray]:
+    """Restored metrics (``(E0, S, L, ...)`` arrays) followed by new ones along the epoch axis:
+    every field, whatever its shape. ``parts`` are per-epoch :class:`EpochMetrics` or dicts of
+    already stacked ``(E, S, L, ...)`` arrays."""
+    stacked = [
+        {k: np.asarray(v) for k, v in p.items()}
+        if isinstance(p, dict)
+        else {k: np.asarray(v)[None] for k, v in p._asdict().items()}
+        for p in parts
+    ]
+    keys = list(stacked[0]) if stacked else list(history or {})
+    if history and set(history) != set(keys):
+        raise ValueError(f"restored metrics {sorted(history)} differ from the program's {keys}")
+    return {
+        k: np.concatenate(([history[k]] if history else []) + [p[k] for p in stacked], axis=0)
+        for k in keys
+    }

@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import importlib.metadata
 import math
 import os
 import signal
@@ -343,6 +342,8 @@ def _choices(tp: Any) -> tuple[str, ...]:
 
 
 def _version() -> str:
+    import importlib.metadata
+
     try:
         return importlib.metadata.version("jaxlr")
     except importlib.metadata.PackageNotFoundError:

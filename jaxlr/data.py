@@ -744,3 +744,19 @@ def _tfds_arrays(name: str, data_dir: Any, n_train: int | None, n_test: int | No
         labels = np.asarray([item["label"] for item in items], dtype=np.int32)
         out += [images.reshape(len(items), -1), labels]
     return tuple(out)
+
+
+def load_config_dataset(cfg: Any) -> Any:
+    """The :class:`jaxlr.data.Dataset` that ``cfg`` asks for."""
+    from jaxlr.data import load_dataset
+
+    return load_dataset(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        source=cfg.data_source,
+        n_train=cfg.n_train,
+        n_test=cfg.n_test,
+        features=cfg.features,
+        num_classes=cfg.num_classes,
+        data_seed=cfg.data_seed,
+    )

@@ -9,11 +9,13 @@ plot that fails never costs the tables, which are written first.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +333,22 @@ def check_resumable(cfg: SweepConfig) -> None:
             f"{'; '.join(diff)}); rerun with that sweep's flags, or `--resume --out {out}` alone"
         )
     probe_write(out, "--out")
+
+
+@contextlib.contextmanager
+def removed_if_refused(out: Path | None) -> Iterator[None]:
+    """Removes the output directories that the checks created when the sweep is refused before
+    anything is written (a bad flag leaves no empty directory behind)."""
+    created = []
+    if out is not None:
+        for d in (out, *out.parents):
+            if d.exists():
+                break
+            created.append(d)
+    try:
+        yield
+    except BaseException:
+        for d in created:  # deepest first; only while empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise

@@ -30,10 +30,12 @@ divergence-select copy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 from jaxlr.config import ConfigError, SweepConfig
 from jaxlr.data import EVAL_CHUNK
@@ -429,3 +431,37 @@ def _bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n} B"
+
+
+def refinement_chunks(cfg: SweepConfig, grid: list[Chunk], df: Any, round_: int) -> list:
+    """The chunks of refinement round ``round_`` (:func:`refine_chunks`), around each bucket's
+    best lr in the results ``df`` so far."""
+    import numpy as np
+
+    from jaxlr import results as res
+
+    summary = res.summarize(df, select=cfg.select)
+    best, tested = {}, {}
+    for _, row in summary.iterrows():
+        if not np.isfinite(row["best_lr"]):
+            continue  # every lr diverged: nothing to refine around
+        hidden = tuple(int(w) for w in str(row["hidden"]).split("-"))
+        key = (hidden, row["optimizer"], row["parametrization"])
+        best[key] = float(row["best_lr"])
+        runs = df[
+            (df["hidden"] == row["hidden"])
+            & (df["optimizer"] == row["optimizer"])
+            & (df["parametrization"] == row["parametrization"])
+        ]
+        tested[key] = sorted(float(v) for v in runs["lr"].unique())
+    return refine_chunks(grid, best, tested, round_)
+
+
+def chunk_bytes_of(cfg: SweepConfig, dataset: Any) -> Callable[[Chunk], int]:
+    """A chunk's estimated device memory under ``cfg`` on ``dataset``."""
+    return functools.partial(
+        chunk_bytes,
+        cfg=cfg,
+        in_features=dataset.in_features,
+        num_classes=dataset.num_classes,
+    )

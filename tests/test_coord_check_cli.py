@@ -126,7 +126,7 @@ def test_ctrl_c_inside_a_deferred_block_waits_for_its_end(tmp_path):
     script = textwrap.dedent(
         """
         import os, signal, sys
-        from jaxlr.coord_check.entry import CtrlC
+        from jaxlr.entry import CtrlC
         ctrl_c = CtrlC("held: interrupted").install()
         with ctrl_c.deferred():
             os.kill(os.getpid(), signal.SIGINT)
@@ -147,7 +147,7 @@ def test_ctrl_c_inside_a_deferred_block_waits_for_its_end(tmp_path):
 
 def test_an_ignored_sigint_stays_ignored():
     """A program started with SIGINT ignored (a background job) keeps ignoring it."""
-    from jaxlr.coord_check.entry import CtrlC
+    from jaxlr.entry import CtrlC
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

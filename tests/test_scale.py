@@ -318,19 +318,19 @@ def test_fused_programs_equal_separate_programs_and_resume(digits, tmp_path, mon
 
     # interrupted after epoch 2 of the grid's program: every chunk checkpointed at epoch 2
     calls = []
-    original = runner._EpochSaver.__call__
+    original = ckpt.EpochSaver.save
 
-    def interrupt(self, epoch, *args, **kw):
-        original(self, epoch, *args, **kw)
-        calls.append(epoch)
+    def interrupt(self, epochs_done, *args, **kw):
+        original(self, epochs_done, *args, **kw)
+        calls.append(epochs_done)
         if len(calls) == 4 * 2:
             raise KeyboardInterrupt
 
     killed = tmp_path / "killed"
-    monkeypatch.setattr(runner._EpochSaver, "__call__", interrupt)
+    monkeypatch.setattr(ckpt.EpochSaver, "save", interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cfg.replace(out=str(killed), fuse="on"), dataset=digits, progress=False)
-    monkeypatch.setattr(runner._EpochSaver, "__call__", original)
+    monkeypatch.setattr(ckpt.EpochSaver, "save", original)
     latest = sorted(p.name for p in (killed / "checkpoints").glob("chunk-*-e0002.npz"))
     assert len(latest) == 4 and not list((killed / "chunks").glob("*.npz")), latest
     together = tmp_path / "together"  # all from epoch 2, in one program
@@ -361,7 +361,7 @@ def test_parallel_programs_equal_one_at_a_time_and_resume(digits, tmp_path, monk
     import _thread
     import threading
 
-    from jaxlr import runner
+    from jaxlr import runner, scheduling
 
     cfg = BASE.replace(optimizers=("sgd", "adam"), epochs=3, checkpoint_every=1, fuse="off")
     ref = tmp_path / "ref"
@@ -381,7 +381,7 @@ def test_parallel_programs_equal_one_at_a_time_and_resume(digits, tmp_path, monk
                 active.discard(threading.get_ident())
 
     compiled, started = [], []  # the programs in the order they compile and start training
-    compile_epoch, describe = runner.compile_epoch, runner._describe
+    compile_epoch, describe = scheduling.compile_epoch, scheduling.describe_program
 
     def compile_in_order(spec, *args):
         with lock:
@@ -395,8 +395,8 @@ def test_parallel_programs_equal_one_at_a_time_and_resume(digits, tmp_path, monk
         return describe(sweep, indices, chunks)
 
     monkeypatch.setattr(runner, "_run_program", tracked)
-    monkeypatch.setattr(runner, "compile_epoch", compile_in_order)
-    monkeypatch.setattr(runner, "_describe", describe_in_order)
+    monkeypatch.setattr(scheduling, "compile_epoch", compile_in_order)
+    monkeypatch.setattr(scheduling, "describe_program", describe_in_order)
     two = tmp_path / "two"
     run_sweep(cfg.replace(out=str(two), parallel=2), dataset=digits, progress=False)
     for f in ("results.csv", "summary.csv"):
@@ -404,14 +404,19 @@ def test_parallel_programs_equal_one_at_a_time_and_resume(digits, tmp_path, monk
     assert peak[0] == 2
     # the background compilations go in the order the programs start (longest first)
     assert [s[0] for s in started] == compiled and len(compiled) == 4
-    monkeypatch.setattr(runner, "compile_epoch", compile_epoch)
-    monkeypatch.setattr(runner, "_describe", describe)
+    monkeypatch.setattr(scheduling, "compile_epoch", compile_epoch)
+    monkeypatch.setattr(scheduling, "describe_program", describe)
     record = json.loads((two / "config.json").read_text())
     assert record["config"]["parallel"] == 2 and len(record["programs"]) == 4
 
     # Ctrl-C (in the main thread) once both programs have trained an epoch
-    saver = runner._EpochSaver.__call__
-    calls = []
+    saver = ckpt.EpochSaver.epoch_done
+    calls, stops = [], []
+    on_interrupt = runner.stop_on_interrupt
+
+    def recording(stop, bar):
+        stops.append(stop)
+        return on_interrupt(stop, bar)
 
     def interrupt_main(self, epoch, *args, **kw):
         with lock:
@@ -420,14 +425,15 @@ def test_parallel_programs_equal_one_at_a_time_and_resume(digits, tmp_path, monk
         if n == 2:
             _thread.interrupt_main()
         if n >= 2:  # every program waits here for the interruption to reach it
-            assert self.stop.wait(60)
+            assert stops[0].wait(60)
         saver(self, epoch, *args, **kw)
 
-    monkeypatch.setattr(runner._EpochSaver, "__call__", interrupt_main)
+    monkeypatch.setattr(runner, "stop_on_interrupt", recording)
+    monkeypatch.setattr(ckpt.EpochSaver, "epoch_done", interrupt_main)
     killed = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cfg.replace(out=str(killed), parallel=2), dataset=digits, progress=False)
-    monkeypatch.setattr(runner._EpochSaver, "__call__", saver)
+    monkeypatch.setattr(ckpt.EpochSaver, "epoch_done", saver)
     assert not (killed / "results.csv").exists()  # both stopped; no program had finished
     run_sweep(cfg.replace(out=str(killed), parallel=2), dataset=digits, progress=False, resume=True)
     for f in ("results.csv", "summary.csv"):
@@ -439,7 +445,7 @@ def _tasks_log(slots, memory, sizes, fail=None):
     order, the peak of concurrently used slots and bytes, and the results reported."""
     import threading
 
-    from jaxlr.runner import run_concurrently
+    from jaxlr.scheduling import run_concurrently
 
     lock = threading.Lock()
     running, started, done, peak = {}, [], {}, {"slots": 0, "bytes": 0}

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-from jaxlr.coord_check.entry import INTERRUPTED, CtrlC, Once
+from jaxlr.entry import INTERRUPTED, CtrlC, Once
 from torch_parity.catalog import (
     CATALOG,
     EXAMPLE_NAMES,
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Called as the program (``argv`` None: ``python -m torch_parity``), a Ctrl-C at any moment
     ends the process at once with status 130 and one line
-    (:class:`~jaxlr.coord_check.entry.CtrlC`); called with ``argv`` (in a test, a notebook), an
+    (:class:`~jaxlr.entry.CtrlC`); called with ``argv`` (in a test, a notebook), an
     interrupt returns 130.
     """
     if argv is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jaxlr.coord_check.config import CoordCheckConfig
-from jaxlr.coord_check.entry import INTERRUPTED, CtrlC, Once
+from jaxlr.entry import INTERRUPTED, CtrlC, Once
 
 
 def prog_name() -> str:
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns 0, 2 on bad input (one line on stderr), 130 on Ctrl-C. Called as the program
     (``argv`` None), a Ctrl-C at any moment ends the process at once with status 130 and one
-    line (:class:`~jaxlr.coord_check.entry.CtrlC`); with ``argv``, an interrupt returns 130.
+    line (:class:`~jaxlr.entry.CtrlC`); with ``argv``, an interrupt returns 130.
     """
     prog = prog_name()
     message = f"{prog}: interrupted (Ctrl-C); nothing written"
