@@ -132,7 +132,8 @@ def dense_check() -> str:
     lines = ["| check | value | 95% interval |", "|---|---:|---|"]
     for _, r in t.iterrows():
         iv = f"[{num(r['lo'])}, {num(r['hi'])}]" if math.isfinite(r.get("lo", math.nan)) else ""
-        lines.append(f"| {r['check']} | {num(r['value'], 3)} | {iv} |")
+        name = str(r["check"]).replace("|", "\\|")
+        lines.append(f"| {name} | {num(r['value'], 3)} | {iv} |")
     return "\n".join(lines)
 
 
