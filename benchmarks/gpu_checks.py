@@ -96,6 +96,7 @@ class Ctx:
     preset: str
     log_file: Path
     records: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    stages: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # rows so far
 
     def log(self, line: str) -> None:
         """One line to stdout and the log."""
@@ -166,10 +167,12 @@ def _same_bytes(ctx: Ctx, a: str, b: str) -> bool | None:
     return pa.read_bytes() == pb.read_bytes()
 
 
-def _secs(target: float | None, t: float, rc: int) -> tuple[Any, bool | None]:
+def _time_row(what: str, t: float, rc: int, target_s: float | None) -> dict:
+    """A row for a whole-process time ``t`` of a command that exited ``rc``."""
+    target = "" if target_s is None else f"<= {target_s:g} s"
     if rc != 0:
-        return f"failed (exit {rc})", False
-    return round(t, 1), None if target is None else t <= target
+        return _row(what, f"failed (exit {rc})", target, False)
+    return _row(what, round(t, 1), target, None if target_s is None else t <= target_s, "s")
 
 
 # --------------------------------------------------------------------------- correctness
@@ -276,8 +279,8 @@ def step_fashion_cold_warm(ctx: Ctx) -> list[dict]:
     warm, rc2 = _sweep(ctx, "fashion-warm", _fashion(ctx), "cache-fashion")
     same = _same_bytes(ctx, "fashion-cold", "fashion-warm")
     return [
-        _row("fp32 highest, cold cache (whole process)", *_secs(30, cold, rc1), "s"),
-        _row("fp32 highest, warm cache (whole process)", *_secs(22, warm, rc2), "s"),
+        _time_row("fp32 highest, cold cache (whole process)", cold, rc1, 30),
+        _time_row("fp32 highest, warm cache (whole process)", warm, rc2, 22),
         _row("the same command twice: results.csv bytes", _yes(same), "identical", same),
     ]
 
@@ -292,8 +295,8 @@ def step_fashion_tf32(ctx: Ctx) -> list[dict]:
     cold, rc1 = _sweep(ctx, "fashion-tf32-cold", args, "cache-fashion")
     warm, rc2 = _sweep(ctx, "fashion-tf32-warm", args, "cache-fashion")
     return [
-        _row("TF32, its programs not yet cached (whole process)", *_secs(None, cold, rc1), "s"),
-        _row("TF32, warm cache (whole process)", *_secs(12, warm, rc2), "s"),
+        _time_row("TF32, its programs not yet cached (whole process)", cold, rc1, None),
+        _time_row("TF32, warm cache (whole process)", warm, rc2, 12),
     ]
 
 
@@ -362,8 +365,8 @@ def step_digits(ctx: Ctx) -> list[dict]:
     warm, rc2 = _sweep(ctx, "digits-warm", _digits(ctx), "cache-digits")
     same = _same_bytes(ctx, "digits-cold", "digits-warm")
     return [
-        _row("default sweep, cold cache (whole process)", *_secs(12, cold, rc1), "s"),
-        _row("default sweep, warm cache (whole process)", *_secs(6, warm, rc2), "s"),
+        _time_row("default sweep, cold cache (whole process)", cold, rc1, 12),
+        _time_row("default sweep, warm cache (whole process)", warm, rc2, 6),
         _row("the same command twice: results.csv bytes", _yes(same), "identical", same),
     ]
 
@@ -402,7 +405,7 @@ def step_fashion_seeds(ctx: Ctx) -> list[dict]:
     else:
         args = ["--preset", ctx.preset, "--data-dir", ctx.data_dir, "--seeds", "5"]
     t, rc = _sweep(ctx, "fashion-5-seeds", args, "cache-science")
-    rows = [_row("Fashion-MNIST grid, 5 seeds (whole process)", *_secs(None, t, rc), "s")]
+    rows = [_time_row("Fashion-MNIST grid, 5 seeds (whole process)", t, rc, None)]
     summary = ctx.work / "fashion-5-seeds" / "summary.csv"
     if summary.exists():
         ctx.records.setdefault("science", {})["fashion_5_seeds_summary"] = summary.read_text()
@@ -426,7 +429,7 @@ def step_width_exponent(ctx: Ctx) -> list[dict]:
     args += ["--lr-exponents=-1,0,1", "--lr-grid", grid, "--refine", "1"]
     args += ["--select", "train_loss"]
     t, rc = _sweep(ctx, "width-exponent", args, "cache-science")
-    rows = [_row("width exponent sweep (whole process)", *_secs(None, t, rc), "s")]
+    rows = [_time_row("width exponent sweep (whole process)", t, rc, None)]
     table = ctx.work / "width-exponent" / "width_exponent.csv"
     if table.exists():
         ctx.records.setdefault("science", {})["width_exponent_csv"] = table.read_text()
@@ -516,7 +519,7 @@ def run(which: str, ctx: Ctx, budget_s: float) -> int:
     env = _environment()
     ctx.log(f"# gpu_checks {which}{' --smoke' if ctx.smoke else ''} {env}")
     t0 = time.perf_counter()
-    stages: dict[str, list[dict]] = {}
+    stages = ctx.stages  # every stage this process ran (both commands under --smoke)
     failed = False
     steps = STEPS[which]
     for i, step in enumerate(steps):
@@ -551,7 +554,8 @@ def _write_stage(ctx: Ctx, stage: str, rows: list[dict], env: dict) -> None:
 
 def _write_summary(ctx: Ctx, stages: dict[str, list[dict]], env: dict, which: str) -> None:
     head = [
-        f"# jaxlr GPU checks ({which} command{', smoke: CPU, tiny shapes' if ctx.smoke else ''})",
+        "# jaxlr GPU checks ("
+        + ("both commands, smoke: CPU, tiny shapes)" if ctx.smoke else f"{which} command)"),
         "",
         f"{env['date']}, commit {env['commit']}, {env['gpu'] or 'no GPU'}, "
         f"data: {ctx.data_dir or 'synthetic, Fashion-MNIST shapes'}.",

@@ -299,6 +299,11 @@ def test_gpu_checks_stage_table_marks_targets(checks):
         "| ceiling | 51.2 TFLOP/s | measured |  |\n| tf32 | failed (exit 1) | <= 12 | ✗ |\n"
     )
     assert [r["broken"] for r in rows] == [False, False, False, True]
+    # a whole-process time: the figure in seconds, the target beside it
+    warm = checks._time_row("warm", 25.04, 0, 22)
+    assert [warm[k] for k in ("value", "unit", "target", "ok")] == [25.0, "s", "<= 22 s", False]
+    failed = checks._time_row("tf32", 3.0, 1, 12)
+    assert failed["broken"] and failed["value"] == "failed (exit 1)" and failed["ok"] is False
 
 
 @pytest.mark.parametrize(
@@ -349,6 +354,14 @@ def test_gpu_checks_smoke(tmp_path):
     for stage, what in (("fashion", "the same command twice"), ("digits", "the same command")):
         same = [r for w, r in rows[stage].items() if w.startswith(what)]
         assert same and same[0]["value"] == "identical", rows[stage]
+    for stage, what, target in (
+        ("fashion", "fp32 highest, cold cache (whole process)", "<= 30 s"),
+        ("fashion", "TF32, warm cache (whole process)", "<= 12 s"),
+        ("digits", "default sweep, warm cache (whole process)", "<= 6 s"),
+    ):
+        r = rows[stage][what]
+        assert r["target"] == target and r["unit"] == "s" and isinstance(r["ok"], bool), r
+        assert r["value"] > 0
     hlo = rows["fashion"]["the programs' matmul precision (lowered HLO)"]
     assert hlo["value"] == "HIGHEST" and hlo["ok"]
     fused = [r for w, r in rows["fashion"].items() if w.startswith("one program vs separate")]
