@@ -567,14 +567,12 @@ def _write_summary(ctx: Ctx, stages: dict[str, list[dict]], env: dict, which: st
 
 # -------------------------------------------------------------------------- command line
 def _fashion_preset() -> str:
-    """The Fashion-MNIST width grid's preset name (``fashion-width-sgd``; ``seed-001`` in
-    versions before the rename)."""
+    """The Fashion-MNIST width grid's preset, checked to exist in this jaxlr."""
     from jaxlr.cli import PRESETS
 
-    for name in ("fashion-width-sgd", "seed-001"):
-        if name in PRESETS:
-            return name
-    raise CheckError("jaxlr.cli has no fashion-width-sgd preset; update benchmarks/gpu_checks.py")
+    if "fashion-width-sgd" not in PRESETS:
+        raise CheckError("jaxlr.cli has no preset fashion-width-sgd; update gpu_checks.py")
+    return "fashion-width-sgd"
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
