@@ -24,8 +24,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
-import types
 import typing
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
@@ -220,8 +218,10 @@ class TrainOptions:
     )
 
     def __post_init__(self) -> None:
-        _coerce_fields(self)
-        _validate_train(self)
+        from jaxlr import validation
+
+        validation.coerce_fields(self)
+        validation.validate_train(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,8 +423,10 @@ class SweepConfig(TrainOptions):
     )
 
     def __post_init__(self) -> None:  # runs instead of TrainOptions.__post_init__
-        _coerce_fields(self)
-        _validate(self)
+        from jaxlr import validation
+
+        validation.coerce_fields(self)
+        validation.validate(self)
 
     # ------------------------------------------------------------------ derived
     @property
@@ -532,78 +534,6 @@ def _show(v: Any) -> str:
     return str(v)
 
 
-# ---------------------------------------------------------------------------------- coercion
-def _coerce_fields(c: Any) -> None:
-    """Converts each field to its declared type in place (lists -> tuples, ints -> floats)."""
-    hints = _hints(type(c))
-    for f in dataclasses.fields(c):
-        value = getattr(c, f.name)
-        try:
-            object.__setattr__(c, f.name, coerce(hints[f.name], value))
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(
-                f"{flag_of(f)}: expected {_type_name(hints[f.name])}, got {value!r}"
-            ) from None
-
-
-def coerce(tp: Any, value: Any) -> Any:
-    """``value`` as type ``tp`` (a field's annotation); raises TypeError/ValueError if it is not."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return coerce(inner, value)
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(value)
-        return value
-    if origin is tuple:
-        if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
-            raise TypeError(value)
-        items = list(value)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(coerce(args[0], v) for v in items)
-        if len(items) != len(args):
-            raise ValueError(value)
-        return tuple(coerce(a, v) for a, v in zip(args, items, strict=True))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise TypeError(value)
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            raise TypeError(value)
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(value)
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise TypeError(value)
-        return value
-    raise TypeError(f"unsupported field type {tp}")
-
-
-def _type_name(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " (or None)"
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, args))
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a sequence of {_type_name(args[0])}"
-        return f"a pair ({', '.join(_type_name(a) for a in args)})"
-    return getattr(tp, "__name__", str(tp))
-
-
-# -------------------------------------------------------------------------------- validation
-def _fail(msg: str) -> None:
-    raise ConfigError(msg)
-
-
 def check_applies(c: Any, given: Collection[str] = ()) -> None:
     """Refuses an option that does not apply (it would be silently ignored): one whose value is
     not the default, or that is named in ``given`` (set explicitly, e.g. on the command line)."""
@@ -612,116 +542,4 @@ def check_applies(c: Any, given: Collection[str] = ()) -> None:
         if applies is None or applies(c):
             continue
         if f.name in given or getattr(c, f.name) != f.default:
-            _fail(f"{flag_of(f)} only applies to {f.metadata['applies_to']}; remove it")
-
-
-def _validate_train(c: TrainOptions) -> None:
-    """Checks of the program options that need no grid."""
-    if c.batch_size < 1:
-        _fail(f"--batch-size must be at least 1, got {c.batch_size}")
-    if c.lr_rule == "per-layer" and c.layer_lr_mults is None:
-        _fail("--lr-rule per-layer needs --layer-lr-mults, e.g. 1,0.5,0.2 (one per layer)")
-    if c.layer_lr_mults is not None and any(
-        not (math.isfinite(m) and m >= 0) for m in c.layer_lr_mults
-    ):
-        _fail(f"--layer-lr-mults must be non-negative, got {list(c.layer_lr_mults)}")
-    if not (c.adagrad_eps > 0):
-        _fail(f"--adagrad-eps must be positive, got {c.adagrad_eps}")
-    if not math.isfinite(c.weight_norm_factor):
-        _fail(f"--weight-norm-factor must be finite, got {c.weight_norm_factor}")
-    for par in {"mup", "lr-exp"} & set(parametrizations_of(c)):
-        if c.base_width is None or c.base_width <= 0:
-            _fail(f"--parametrization {par} needs a positive --base-width, e.g. --base-width 64")
-    if "lr-exp" in parametrizations_of(c):
-        if c.lr_exponents is None:
-            _fail("--parametrization lr-exp needs --lr-exponents, e.g. 0,1,1 (one per layer)")
-        if not all(math.isfinite(e) for e in c.lr_exponents):
-            _fail(f"--lr-exponents must be finite, got {list(c.lr_exponents)}")
-    if not (c.divergence_loss > 0):
-        _fail(f"--divergence-loss must be positive, got {c.divergence_loss}")
-
-
-def _validate_grid(c: SweepConfig) -> None:
-    if c.hidden is None:
-        if not c.widths:
-            _fail("the grid is empty: give at least one width, e.g. --widths 64,256")
-        if any(w <= 0 for w in c.widths):
-            _fail(f"widths must be positive integers, got {list(c.widths)}")
-        if c.depth < 1:
-            _fail(f"--depth must be at least 1, got {c.depth}")
-    else:
-        if not c.hidden or any(not h for h in c.hidden):
-            _fail("the grid is empty: give at least one architecture, e.g. --hidden 64-16")
-        if any(w <= 0 for h in c.hidden for w in h):
-            _fail(f"hidden widths must be positive integers, got {c.hidden}")
-    if not c.lrs:
-        _fail("the grid is empty: give learning rates with --lrs or --lr-grid")
-    if any(not (math.isfinite(lr) and lr > 0) for lr in c.lrs):
-        _fail(f"learning rates must be positive and finite, got {list(c.lrs)}")
-    if len(set(c.lrs)) != len(c.lrs):
-        _fail(f"learning rates must be distinct, got {list(c.lrs)}")
-    if not c.seeds:
-        _fail("the grid is empty: --seeds must be at least 1")
-    if any(s < 0 for s in c.seeds) or len(set(c.seeds)) != len(c.seeds):
-        _fail(f"seeds must be distinct non-negative integers, got {list(c.seeds)}")
-    if c.refine < 0:
-        _fail(f"--refine must be >= 0, got {c.refine}")
-    if c.refine and c.shard[1] > 1:
-        _fail("--refine needs every run of a bucket in one sweep; it cannot be sharded")
-    if not c.optimizers:
-        _fail("the grid is empty: give at least one optimizer")
-    if len(set(c.optimizers)) != len(c.optimizers):
-        _fail(f"optimizers must be distinct, got {list(c.optimizers)}")
-    if not c.parametrizations:
-        _fail("the grid is empty: give at least one parametrization")
-    if len(set(c.parametrizations)) != len(c.parametrizations):
-        _fail(f"parametrizations must be distinct, got {list(c.parametrizations)}")
-    for name in ("layer_lr_mults", "lr_exponents"):
-        _check_per_layer(c, name)
-
-
-def _check_per_layer(c: SweepConfig, name: str) -> None:
-    """One value per layer (hidden layers + readout) in ``c.<name>``, if it is set."""
-    values = getattr(c, name)
-    if values is not None:
-        n_layers = {len(h) + 1 for h in c.architectures}
-        if len(n_layers) != 1 or len(values) not in n_layers:
-            _fail(
-                f"--{name.replace('_', '-')} has {len(values)} values but the model has "
-                f"{sorted(n_layers)} layers (hidden + readout); give one value per layer"
-            )
-
-
-def _validate(c: SweepConfig) -> None:
-    for name in ("n_train", "n_test", "features", "num_classes"):
-        v = getattr(c, name)
-        if v is not None and v <= 0:
-            _fail(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
-    if c.data_seed < 0:
-        _fail(f"--data-seed must be a non-negative integer, got {c.data_seed}")
-    if c.num_classes is not None and c.num_classes < 2:
-        _fail(f"--num-classes must be at least 2, got {c.num_classes}")
-    _validate_grid(c)
-    _validate_train(c)
-    check_applies(c)
-    if c.epochs < 1:
-        _fail(f"--epochs must be at least 1, got {c.epochs}")
-    for name in ("max_lanes", "devices", "parallel"):
-        v = getattr(c, name)
-        if v is not None and v < 1:
-            _fail(f"--{name.replace('_', '-')} must be at least 1, got {v}")
-    if c.checkpoint_every is not None and c.checkpoint_every < 0:
-        _fail(f"--checkpoint-every must be >= 0, got {c.checkpoint_every}")
-    given = [c.coordinator_address, c.num_processes, c.process_id]
-    if any(v is not None for v in given) and any(v is None for v in given):
-        _fail(
-            "--coordinator-address, --num-processes and --process-id go together "
-            "(or use --distributed for the cluster's auto-detection)"
-        )
-    if c.num_processes is not None and not (0 <= c.process_id < c.num_processes):
-        _fail(f"--process-id must be in 0..{c.num_processes - 1}, got {c.process_id}")
-    if c.distributed and c.coordinator_address is not None:
-        _fail("--distributed auto-detects the cluster; drop it or --coordinator-address")
-    i, n = c.shard
-    if not (n >= 1 and 0 <= i < n):
-        _fail(f"--shard must be i/n with 0 <= i < n, got {i}/{n}")
+            raise ConfigError(f"{flag_of(f)} only applies to {f.metadata['applies_to']}; remove it")

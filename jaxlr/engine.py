@@ -32,19 +32,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxlr import data as data_lib
+from jaxlr.compilation import CheapProgram, compiler_options, with_precision
 from jaxlr.config import Optimizer, Parametrization, TrainOptions, sgd_folds
 from jaxlr.data import DeviceData
 from jaxlr.models import MLP
+from jaxlr.optimizers import make_optimizer, rate_quantiles
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -143,130 +143,6 @@ class EpochMetrics(NamedTuple):
     # is 0 for the rules whose rate is one number per layer (none, per-layer)
 
 
-RATE_RULES = ("weight-norm", "adagrad-param", "adagrad-neuron")
-"""The rules whose rates vary within a layer (recorded in ``rates.csv``)."""
-RATE_QUANTILES = (0.0, 0.05, 0.5, 0.95, 1.0)
-
-
-RATE_SAMPLE = 16384
-"""Above this many rates, the inner quantiles come from an even stride through them."""
-
-
-def _quantiles(r: jax.Array, q: jax.Array) -> jax.Array:
-    """``quantile(r, q)``; with more than :data:`RATE_SAMPLE` entries, the inner quantiles from
-    every ``ceil(n / RATE_SAMPLE)``-th entry (a sort of the full kernel would cost as much as an
-    epoch of training on a small dataset), min and max exact."""
-    stride = -(-r.size // RATE_SAMPLE)
-    inner = jnp.quantile(r[::stride], q)
-    return inner.at[0].set(r.min()).at[-1].set(r.max())
-
-
-def rate_quantiles(spec: RunSpec, params: Any, opt_state: Any, alive: jax.Array) -> jax.Array:
-    r"""Quantiles :data:`RATE_QUANTILES` of each layer's effective learning rates, per lane.
-
-    Shape ``(S, L, layers, 5)``, NaN for a diverged lane; ``(S, L, 0, 5)`` for a rule without
-    per-neuron or per-parameter rates. The quantiles are over the layer's neurons
-    (``weight-norm``, ``adagrad-neuron``) or over its kernel entries (``adagrad-param``; past
-    :data:`RATE_SAMPLE` entries the 5/50/95% quantiles come from an even sample of them, min
-    and max stay exact). A rate is the rule's own (:func:`jaxlr.learning_rates`: for
-    ``weight-norm`` the rate of the next update, for the AdaGrad rules the rate before the next
-    gradient) times the parametrization's per-layer multiplier (muP, ``lr-exp``); an inner
-    Adam's preconditioning is not part of it.
-    """
-    n_s, n_l = alive.shape
-    if spec.lr_rule not in RATE_RULES:
-        return jnp.zeros((n_s, n_l, 0, len(RATE_QUANTILES)), jnp.float32)
-    from jaxlr import transforms
-
-    scales = {"mup": mup_scales, "lr-exp": lr_exp_scales}.get(spec.parametrization)
-    scales = scales(spec) if scales is not None else None
-    q = jnp.asarray(RATE_QUANTILES, jnp.float32)
-
-    # per-neuron rules: a neuron's rate is its bias entry's, so the quantiles are over the
-    # neurons (exact, and far cheaper than over the broadcast kernel); per parameter: the kernel
-    leaf = "kernel" if spec.lr_rule == "adagrad-param" else "bias"
-
-    def lane(p: Any, s: Any) -> jax.Array:
-        rates = transforms.learning_rates(s, p)
-        out = []
-        for i in range(len(spec.hidden) + 1):
-            r = rates[f"Dense_{i}"][leaf].astype(jnp.float32)
-            if scales is not None:
-                r = r * scales[f"Dense_{i}"][leaf]
-            out.append(_quantiles(r.ravel(), q))
-        return jnp.stack(out)
-
-    stats = jax.vmap(jax.vmap(lane))(params, opt_state)
-    return jnp.where(alive[..., None, None], stats, jnp.nan)
-
-
-def make_optimizer(spec: RunSpec, lr: jax.Array | float) -> optax.GradientTransformation:
-    """The update rule of ``spec`` with (base) learning rate ``lr`` (may be traced).
-
-    SGD is ``-lr * g``; Adam is ``-lr * adam(g)`` (torch defaults b1=0.9, b2=0.999, eps=1e-8).
-    ``lr_rule`` replaces the scalar rate by a per-layer / per-neuron / per-parameter rate from
-    :mod:`jaxlr.transforms`, with Adam's direction as ``inner`` when the optimizer is Adam.
-    Under muP the updates are then multiplied by :func:`jaxlr.mup.mup_lr_scales`.
-    """
-    inner = optax.scale_by_adam() if spec.optimizer == "adam" else None
-    rule = spec.lr_rule
-    if rule == "none":
-        base = optax.chain(inner or optax.identity(), optax.scale(-1.0 * lr))
-    else:
-        from jaxlr import transforms
-
-        if rule == "per-layer":
-            assert spec.layer_lr_mults is not None
-            lrs = {f"Dense_{i}": lr * m for i, m in enumerate(spec.layer_lr_mults)}
-            base = transforms.per_layer_lr(lrs, inner=inner)
-        elif rule == "weight-norm":
-            base = transforms.weight_norm_lr(
-                lr, scaling_factor=spec.weight_norm_factor, inner=inner
-            )
-        elif rule in ("adagrad-param", "adagrad-neuron"):
-            gran = "parameter" if rule == "adagrad-param" else "neuron"
-            base = transforms.adagrad_lr(lr, eps=spec.adagrad_eps, granularity=gran, inner=inner)
-        else:
-            raise ValueError(f"unknown lr rule {rule!r}")
-    if spec.parametrization == "sp":
-        return base
-    from jaxlr import mup
-
-    scales = mup_scales(spec) if spec.parametrization == "mup" else lr_exp_scales(spec)
-    return optax.chain(base, mup.scale_by_tree(scales))
-
-
-@functools.cache
-def lr_exp_scales(spec: RunSpec) -> dict[str, dict[str, float]]:
-    r"""Per-layer lr multipliers of the ``lr-exp`` parametrization (a tree of floats).
-
-    Layer :math:`l` (``Dense_l``: the hidden layers, then the readout) trains at
-
-    .. math:: \eta_l = \eta \, (n / n_0)^{-e_l},
-
-    with :math:`n` the first hidden width (the ``width`` column), :math:`n_0` ``base_width`` and
-    :math:`e_l` ``lr_exponents[l]`` — the per-layer learning-rate exponents of the
-    abc-parametrization view (Everett et al., 2024), on SP's init and forward pass. At
-    :math:`n = n_0` it is SP.
-    """
-    assert spec.lr_exponents is not None and spec.base_width is not None
-    ratio = spec.hidden[0] / spec.base_width
-    return {
-        f"Dense_{i}": {"kernel": ratio ** (-e), "bias": ratio ** (-e)}
-        for i, e in enumerate(spec.lr_exponents)
-    }
-
-
-@functools.cache
-def mup_scales(spec: RunSpec) -> Any:
-    """muP per-parameter lr multipliers for ``spec`` (a tree of floats)."""
-    from jaxlr import mup
-
-    shapes = mup.mlp_shapes(spec.in_features, spec.hidden, spec.num_classes)
-    base_shapes = mup.mlp_shapes(spec.in_features, spec.base_hidden, spec.num_classes)
-    return mup.mup_lr_scales(shapes, base_shapes, optimizer=spec.optimizer)
-
-
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean softmax cross-entropy, ``torch.nn.CrossEntropyLoss``'s default."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -276,7 +152,7 @@ class Trainer(NamedTuple):
     """The compiled program of one bucket chunk."""
 
     spec: RunSpec
-    init: _CheapProgram  # (seeds (S,), lrs (L,)) -> state
+    init: CheapProgram  # (seeds (S,), lrs (L,)) -> state
     epoch: Callable[..., tuple[LaneState, EpochMetrics]]  # (state, seeds, lrs, epoch, data)
     abstract_init: Callable[[Any, Any], LaneState]  # init's output shapes, nothing computed
 
@@ -491,12 +367,12 @@ def make_trainer(spec: RunSpec) -> Trainer:
         (state,), (metrics,) = group((state,), (seeds,), (lrs,), epoch, data)
         return state, metrics
 
-    init, epoch = _with_precision(init, spec.precision), _with_precision(epoch, spec.precision)
+    init, epoch = with_precision(init, spec.precision), with_precision(epoch, spec.precision)
     options = compiler_options(spec)
     init_jit = jax.jit(init)
     return Trainer(
         spec,
-        _CheapProgram(init_jit, options),
+        CheapProgram(init_jit, options),
         jax.jit(epoch, donate_argnums=(0,), compiler_options=options),
         lambda seeds, lrs: jax.eval_shape(init_jit, seeds, lrs),
     )
@@ -520,7 +396,7 @@ def group_epoch(specs: tuple[RunSpec, ...]) -> Callable[..., Any]:
         deterministic=all(s.deterministic for s in specs),
     )
     return jax.jit(
-        _with_precision(epoch, specs[0].precision),
+        with_precision(epoch, specs[0].precision),
         donate_argnums=(0,),
         compiler_options=compiler_options(merged),
     )
@@ -649,7 +525,7 @@ def step_blocks(specs: tuple[RunSpec, ...]) -> StepBlocks:
     options = compiler_options(merged)
 
     def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn = _with_precision(fn, specs[0].precision)
+        fn = with_precision(fn, specs[0].precision)
         return jax.jit(fn, donate_argnums=(0,), compiler_options=options)
 
     return StepBlocks(jit(begin), jit(block), jit(finish), min(size, steps), steps)
@@ -690,68 +566,6 @@ def compile_epoch(spec: RunSpec, n_seeds: int, n_lrs: int, data: DeviceData) -> 
     return trainer.epoch.lower(state, seeds, lrs, epoch, data).compile()
 
 
-def compiler_options(spec: RunSpec) -> dict[str, Any]:
-    """Per-program XLA options: deterministic GPU reductions unless ``spec.deterministic`` is off,
-    no autotuning where the plan says it does not pay (the CPU ignores both)."""
-    options: dict[str, Any] = {}
-    if spec.deterministic:
-        options["xla_gpu_deterministic_ops"] = True
-    if not spec.autotune:
-        options["xla_gpu_autotune_level"] = 0
-    return options
-
-
-def _with_precision(fn: Callable[..., Any], precision: str) -> Callable[..., Any]:
-    """``fn`` traced under ``jax.default_matmul_precision(precision)``: the precision is part
-    of the program, whatever the caller's context."""
-
-    @functools.wraps(fn)
-    def wrapped(*args: Any) -> Any:
-        with jax.default_matmul_precision(precision):
-            return fn(*args)
-
-    return wrapped
-
-
-class _CheapProgram:
-    """A jitted run-once function (initialization: mostly threefry PRNG code) compiled at XLA
-    backend optimization level 0, once per input shape: several-fold less compile time on the
-    CPU, and its run time is negligible either way. Thread-safe; :meth:`prepare` compiles ahead
-    of time (e.g. in a background thread) for abstract arguments."""
-
-    def __init__(self, fn: Any, options: dict[str, Any]):
-        self.fn, self.options = fn, options
-        self.compiled: dict[Any, Any] = {}
-        self.locks: dict[Any, threading.Lock] = {}
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def _key(args: tuple) -> tuple:
-        def sharding(a: Any) -> Any:
-            s = getattr(a, "sharding", None)
-            return None if s is None or isinstance(s, jax.sharding.SingleDeviceSharding) else s
-
-        return tuple((a.shape, a.dtype, sharding(a)) for a in args)
-
-    def prepare(self, *args: Any) -> Any:
-        """The executable for arguments shaped like ``args`` (arrays or ShapeDtypeStructs)."""
-        key = self._key(args)
-        with self.lock:
-            lock = self.locks.setdefault(key, threading.Lock())
-        with lock:  # a second caller waits for the first one's compilation
-            if key not in self.compiled:
-                lowered = self.fn.lower(*args)
-                try:
-                    options = {**self.options, "xla_backend_optimization_level": 0}
-                    self.compiled[key] = lowered.compile(options)
-                except Exception:  # a backend that rejects the option
-                    self.compiled[key] = lowered.compile(self.options)
-        return self.compiled[key]
-
-    def __call__(self, *args: Any) -> Any:
-        return self.prepare(*args)(*args)
-
-
 _TRAINERS_LOCK = threading.Lock()
 
 
@@ -771,173 +585,14 @@ def _cached_trainer(spec: RunSpec) -> Trainer:
     return make_trainer(spec)
 
 
-def to_host(x: Any) -> np.ndarray:
-    """``x`` as a numpy array, gathered from every process when it spans several."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
+_TRAINING = ("to_host", "train_lanes", "train_group", "wait_ready")
 
 
-def train_lanes(
-    spec: RunSpec,
-    data: DeviceData,
-    seeds: Any,
-    lrs: Any,
-    epochs: int,
-    *,
-    on_epoch: Callable[[int, LaneState, EpochMetrics], None] | None = None,
-    state: LaneState | None = None,
-    start_epoch: int = 0,
-    epoch_fn: Callable[..., tuple[LaneState, EpochMetrics]] | None = None,
-    on_block: Callable[[int, int, EpochProgress], None] | None = None,
-    progress: EpochProgress | None = None,
-    start_step: int = 0,
-) -> tuple[LaneState, dict[str, np.ndarray]]:
-    """Trains the lanes ``seeds x lrs`` for ``epochs`` epochs; returns the final state and
-    metrics stacked as numpy arrays of shape ``(epochs - start_epoch, S, L)``.
+def __getattr__(name: str) -> Any:
+    """The host loop's functions (:mod:`jaxlr.training`), where they were before it had a
+    module of its own."""
+    if name in _TRAINING:
+        from jaxlr import training
 
-    ``on_epoch(epoch, state, metrics)`` is called after each epoch (progress, checkpoints).
-    ``epoch_fn`` replaces the jitted epoch, e.g. by a program from :func:`compile_epoch`.
-    With ``spec.steps_per_call > 0`` each epoch runs in :func:`step_blocks`:
-    ``on_block(epoch, steps_done, progress)`` is called after each call, and training may
-    start mid-epoch from ``progress`` (after ``start_step`` steps of epoch ``start_epoch``).
-    """
-    trainer = cached_trainer(spec)
-    seeds = jnp.asarray(seeds, jnp.int32)
-    lrs = jnp.asarray(lrs, jnp.float32)
-    if state is None and progress is None:
-        state = trainer.init(seeds, lrs)
-    if spec.steps_per_call <= 0:
-        states, history = _epochs(
-            epoch_fn or trainer.epoch, state, seeds, lrs, data, start_epoch, epochs, on_epoch
-        )
-        return states, _stack_metrics(history)
-    blocks = step_blocks((spec,))
-    states, history = _epochs_in_blocks(
-        blocks,
-        (state,),
-        (seeds,),
-        (lrs,),
-        data,
-        start_epoch,
-        epochs,
-        (lambda e, st, m: on_epoch(e, st[0], m[0])) if on_epoch else None,
-        (lambda e, n, p: on_block(e, n, p[0])) if on_block else None,
-        None if progress is None else (progress,),
-        start_step,
-    )
-    return states[0], _stack_metrics([h[0] for h in history])
-
-
-def train_group(
-    specs: tuple[RunSpec, ...],
-    data: DeviceData,
-    seeds: tuple[Any, ...],
-    lrs: tuple[Any, ...],
-    epochs: int,
-    *,
-    on_epoch: Callable[[int, tuple, tuple], None] | None = None,
-    states: tuple[LaneState, ...] | None = None,
-    start_epoch: int = 0,
-    epoch_fn: Callable[..., Any] | None = None,
-    on_block: Callable[[int, int, tuple], None] | None = None,
-    progress: tuple[EpochProgress, ...] | None = None,
-    start_step: int = 0,
-) -> tuple[tuple[LaneState, ...], list[dict[str, np.ndarray]]]:
-    """:func:`train_lanes` for several buckets in one program (:func:`group_epoch`): member
-    ``i`` trains lanes ``seeds[i] x lrs[i]`` of ``specs[i]``. Returns the final states and one
-    metrics dict per member; each member's numbers are those of :func:`train_lanes` alone."""
-    seeds = tuple(jnp.asarray(s, jnp.int32) for s in seeds)
-    lrs = tuple(jnp.asarray(lr, jnp.float32) for lr in lrs)
-    if states is None and progress is None:
-        states = tuple(
-            cached_trainer(spec).init(s, lr) for spec, s, lr in zip(specs, seeds, lrs, strict=True)
-        )
-    if specs[0].steps_per_call > 0:
-        states, history = _epochs_in_blocks(
-            step_blocks(tuple(specs)),
-            states,
-            seeds,
-            lrs,
-            data,
-            start_epoch,
-            epochs,
-            on_epoch,
-            on_block,
-            progress,
-            start_step,
-        )
-    else:
-        run_epoch = epoch_fn or group_epoch(tuple(specs))
-        states, history = _epochs(
-            run_epoch, tuple(states), seeds, lrs, data, start_epoch, epochs, on_epoch
-        )
-    return states, [_stack_metrics([h[i] for h in history]) for i in range(len(specs))]
-
-
-def _epochs(run_epoch, state, seeds, lrs, data, start, epochs, on_epoch) -> tuple[Any, list]:
-    """Epochs ``start..epochs-1`` of ``run_epoch``; the metrics of each, on the host."""
-    history = []
-    for e in range(start, epochs):
-        state, metrics = run_epoch(state, seeds, lrs, jnp.int32(e), data)
-        wait_ready(metrics)
-        metrics = jax.tree.map(to_host, metrics)  # one host sync per epoch
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(e, state, metrics)
-    return state, history
-
-
-def _epochs_in_blocks(
-    blocks: StepBlocks,
-    states: Any,
-    seeds: tuple,
-    lrs: tuple,
-    data: DeviceData,
-    start: int,
-    epochs: int,
-    on_epoch: Callable[..., None] | None,
-    on_block: Callable[..., None] | None,
-    progress: tuple | None,
-    start_step: int,
-) -> tuple[Any, list]:
-    """:func:`_epochs` in :class:`StepBlocks`, waiting for each call before the next (so that a
-    stop request is honoured after the call in flight), from step ``start_step`` of epoch
-    ``start`` (``progress`` is the lanes' state there, if ``start_step > 0``)."""
-    history = []
-    for e in range(start, epochs):
-        epoch = jnp.int32(e)
-        resumed = e == start and progress is not None
-        p = progress if resumed else blocks.begin(tuple(states))
-        for first in blocks.starts(start_step if resumed else 0):
-            p = blocks.block(p, seeds, lrs, epoch, jnp.int32(first), data)
-            wait_ready(p)
-            if on_block is not None:
-                on_block(e, min(first + blocks.size, blocks.steps), p)
-        losses = tuple(x.losses for x in p)  # not donated: the epoch's end does not reuse it
-        states, metrics = blocks.finish(
-            tuple(x._replace(losses=None) for x in p), losses, epoch, data
-        )
-        metrics = jax.tree.map(to_host, metrics)
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(e, states, metrics)
-    return states, history
-
-
-def wait_ready(tree: Any, poll_s: float = 0.02) -> None:
-    """Waits until every array of ``tree`` is computed, polling, so that the waiting thread
-    runs Python signal handlers (a Ctrl-C is seen at once, not when the device call ends)."""
-    leaves = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
-    while not all(x.is_ready() for x in leaves):
-        time.sleep(poll_s)
-
-
-def _stack_metrics(history: list[EpochMetrics]) -> dict[str, np.ndarray]:
-    """Per-epoch metrics stacked along a leading epoch axis."""
-    return {
-        k: np.stack([getattr(m, k) for m in history]) if history else np.zeros((0,))
-        for k in EpochMetrics._fields
-    }
+        return getattr(training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

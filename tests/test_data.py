@@ -331,14 +331,19 @@ def test_download_verifies_and_caches(tmp_path, mirror, monkeypatch):
     source = data.IdxSource(server.url, "JAXLR_FASHION_MNIST_MIRROR", digests)
     monkeypatch.setitem(data.IDX_SOURCES, "fashion_mnist", source)
     target = tmp_path / "data"
-    ds = load_dataset("fashion_mnist", data_dir=target)
+    # a data_dir you name is never downloaded into: it holds the files or is an error
+    with pytest.raises(DataError, match="nothing was created or downloaded"):
+        load_dataset("fashion_mnist", data_dir=target)
+    assert not target.exists() and server.requests == []
+    monkeypatch.setenv("XDG_CACHE_HOME", str(target))  # without data_dir: into the cache
+    ds = load_dataset("fashion_mnist")
     _check_idx_dataset(ds, arrays)
     assert sorted(server.requests) == sorted("/" + f for f in FILES)
-    landed = target / "fashion_mnist"
+    landed = target / "jaxlr" / "fashion_mnist"
     assert sorted(p.name for p in landed.iterdir()) == sorted(FILES)  # no temp files left
     for f in FILES:
         assert hashlib.sha256((landed / f).read_bytes()).hexdigest() == digests[f]
-    _check_idx_dataset(load_dataset("fashion_mnist", data_dir=target), arrays)
+    _check_idx_dataset(load_dataset("fashion_mnist", data_dir=landed), arrays)
     assert len(server.requests) == 4  # the second load did not download again
 
 
