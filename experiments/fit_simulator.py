@@ -1,9 +1,9 @@
 """fit_simulator: the calibration simulator's curve families, fitted to committed jaxlr sweeps.
 
-:func:`jaxlr.stats.fit_family` fits each family (valley shape, floor, jaggedness below and above
+:func:`jaxlr.simulate.fit_family` fits each family (valley shape, floor, jaggedness below and above
 lr*, seed shift and its correlation across widths, the stability cliff) to the final-epoch runs
 of one optimizer in a committed sweep (``SOURCES``), by the final train loss. The result goes to
-``experiments/results/simulator/families.csv``; :data:`jaxlr.stats.FAMILIES` holds the same
+``experiments/results/simulator/families.csv``; :data:`jaxlr.simulate.FAMILIES` holds the same
 numbers (``tests/test_calibration.py`` checks that they agree), and the calibration test draws
 its sweeps from them.
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from jaxlr import results as res
-from jaxlr import stats
+from jaxlr import simulate, stats
 
 SOURCES = {
     # name: (committed final-epoch runs, optimizer, parametrization)
@@ -28,13 +28,13 @@ SOURCES = {
 }
 
 
-def families() -> list[stats.CurveFamily]:
+def families() -> list[simulate.CurveFamily]:
     """Every family of :data:`SOURCES`, fitted."""
     out = []
     for name, (path, opt, par) in SOURCES.items():
         final = res.read_results(common.RESULTS / path)
         g = final[(final["optimizer"] == opt) & (final["parametrization"] == par)]
-        out.append(stats.fit_family(g, "train_loss", name=name))
+        out.append(simulate.fit_family(g, "train_loss", name=name))
     return out
 
 
@@ -56,7 +56,7 @@ def calibration() -> pd.DataFrame:
     bias and spread of α̂, and the median half-width."""
     rows = []
     for n in (3, 5, 8):
-        runs = stats.calibration_sweeps(n, 200, rng_seed=n)
+        runs = simulate.calibration_sweeps(n, 200, rng_seed=n)
         truth = np.array([s.true_alpha for s, _ in runs])
         est = np.array([iv.estimate for _, iv in runs])
         se = np.array([(iv.hi - iv.lo) / 2 for _, iv in runs]) / stats.t_quantile(0.975, n - 1)
@@ -80,8 +80,8 @@ def calibration() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def source(fams: list[stats.CurveFamily]) -> str:
-    """:data:`jaxlr.stats.FAMILIES` as Python source, the numbers rounded to 4 decimals."""
+def source(fams: list[simulate.CurveFamily]) -> str:
+    """:data:`jaxlr.simulate.FAMILIES` as Python source, the numbers rounded to 4 decimals."""
     lines = ["FAMILIES: dict[str, CurveFamily] = {"]
     for f in fams:
         fields = ", ".join(

@@ -1,7 +1,8 @@
 """Calibration of the width exponent's interval on simulated sweeps with a known exponent.
 
-The sweeps come from :data:`jaxlr.stats.FAMILIES`, curve families fitted to committed jaxlr sweeps
-(SP Adam and SP SGD on digits: the valley's shape, seed noise, jaggedness, stability cliffs). Over
+The sweeps come from :data:`jaxlr.simulate.FAMILIES`, curve families fitted to committed jaxlr
+sweeps (SP Adam and SP SGD on digits: the valley's shape, seed noise, jaggedness, stability
+cliffs). Over
 200 sweeps at each of 3, 5 and 8 seeds (families and grid spacings of 1/2 and 1 octave taken in
 turn, the true exponent uniform in [-1, 0.5]) the 95% interval must cover the true exponent in
 90-98% of the sweeps, and the estimator's bias must stay below 0.05. Pure numpy; seeded.
@@ -17,6 +18,7 @@ import pytest
 
 from jaxlr import exponent as ex
 from jaxlr import results as res
+from jaxlr import simulate as sim
 from jaxlr import stats
 
 N_SWEEPS = 200
@@ -24,7 +26,7 @@ N_SWEEPS = 200
 
 def simulate(n_seeds: int, rng_seed: int = 0):
     """``N_SWEEPS`` sweeps at ``n_seeds`` seeds: (sweep, interval) each."""
-    return stats.calibration_sweeps(n_seeds, N_SWEEPS, rng_seed)
+    return sim.calibration_sweeps(n_seeds, N_SWEEPS, rng_seed)
 
 
 @pytest.fixture(scope="module", params=[3, 5, 8])
@@ -61,11 +63,11 @@ def test_a_percentile_bootstrap_would_not_cover_at_3_seeds():
 def test_the_simulated_path_is_the_tables_path():
     # sweep_alpha (used above) gives the numbers width_exponent.csv gives for the same runs
     rng = np.random.default_rng(11)
-    for name, spacing, extra in stats.CALIBRATION[::2]:
-        fam = stats.calibration_family(name, extra)
-        sweep = stats.simulate_sweep(fam, -0.4, rng, n_seeds=4, spacing=spacing)
-        iv = stats.sweep_alpha(sweep, n_boot=300, rng=np.random.default_rng(5))
-        frame = stats.sweep_frame(sweep)
+    for name, spacing, extra in sim.CALIBRATION[::2]:
+        fam = sim.calibration_family(name, extra)
+        sweep = sim.simulate_sweep(fam, -0.4, rng, n_seeds=4, spacing=spacing)
+        iv = sim.sweep_alpha(sweep, n_boot=300, rng=np.random.default_rng(5))
+        frame = sim.sweep_frame(sweep)
         t = ex.width_exponent(frame, "train_loss", n_boot=300, seed=5, chance_loss=math.log(10))
         assert t["alpha"].item() == pytest.approx(iv.estimate, abs=1e-6)
         assert t["alpha_lo"].item() == pytest.approx(iv.lo, abs=1e-6)
@@ -74,24 +76,24 @@ def test_the_simulated_path_is_the_tables_path():
 
 def test_true_alpha_is_the_slope_of_the_best_stable_lr():
     # the cliff's cut, E min(0, g + σn), against a Monte Carlo estimate
-    fam = stats.FAMILIES["sgd-sp"]
+    fam = sim.FAMILIES["sgd-sp"]
     u = np.array([0.0, 2.0, 4.0])
     g = fam.cliff_gap + fam.cliff_slope * u
     draws = np.random.default_rng(0).standard_normal((200_000, 1))
     mc = np.minimum(0.0, g + fam.cliff_jitter * draws).mean(axis=0)
-    np.testing.assert_allclose(stats._cliff_cut(fam, u), mc, atol=0.01)
+    np.testing.assert_allclose(sim._cliff_cut(fam, u), mc, atol=0.01)
     no_cliff = dataclasses.replace(fam, cliff_gap=math.inf)
-    sweep = stats.simulate_sweep(no_cliff, -0.3, np.random.default_rng(0), n_seeds=2)
+    sweep = sim.simulate_sweep(no_cliff, -0.3, np.random.default_rng(0), n_seeds=2)
     assert sweep.true_alpha == pytest.approx(-0.3) and not sweep.diverged.any()
 
 
 def test_fit_family_recovers_a_known_family():
     # a dense, many-seed simulated sweep of a known family: the fit finds its parameters
-    fam = dataclasses.replace(stats.FAMILIES["adam-sp"], seed_shift=0.3, seed_corr=0.5)
-    sweep = stats.simulate_sweep(
+    fam = dataclasses.replace(sim.FAMILIES["adam-sp"], seed_shift=0.3, seed_corr=0.5)
+    sweep = sim.simulate_sweep(
         fam, -0.5, np.random.default_rng(1), n_seeds=12, spacing=0.25, x0=-4.0
     )
-    got = stats.fit_family(stats.sweep_frame(sweep), "train_loss", name="adam-sp")
+    got = sim.fit_family(sim.sweep_frame(sweep), "train_loss", name="adam-sp")
     assert got.slope_left == pytest.approx(fam.slope_left, rel=0.1)
     assert got.slope_right == pytest.approx(fam.slope_right, rel=0.1)
     assert got.floor_slope == pytest.approx(fam.floor_slope, abs=0.02)
@@ -102,11 +104,11 @@ def test_fit_family_recovers_a_known_family():
     assert got.cliff_gap == pytest.approx(fam.cliff_gap, abs=0.3)
     # a cliff that comes down onto the valley (SGD): the shape and the cliff are found, the
     # seed shift is overestimated (the simulated sweeps are noisier than the real ones)
-    fam = dataclasses.replace(stats.FAMILIES["sgd-sp"], seed_shift=0.3, seed_corr=0.5)
-    sweep = stats.simulate_sweep(
+    fam = dataclasses.replace(sim.FAMILIES["sgd-sp"], seed_shift=0.3, seed_corr=0.5)
+    sweep = sim.simulate_sweep(
         fam, -0.5, np.random.default_rng(1), n_seeds=12, spacing=0.25, x0=-4.0
     )
-    got = stats.fit_family(stats.sweep_frame(sweep), "train_loss", name="sgd-sp")
+    got = sim.fit_family(sim.sweep_frame(sweep), "train_loss", name="sgd-sp")
     assert got.slope_left == pytest.approx(fam.slope_left, rel=0.1)
     assert got.slope_right == pytest.approx(fam.slope_right, rel=0.2)
     assert got.jitter_left == pytest.approx(fam.jitter_left, rel=0.1)
@@ -130,8 +132,8 @@ def test_families_are_the_fits_of_the_committed_sweeps():
         fams = {f.name: f for f in mod.families()}
     finally:
         sys.path.remove(str(root))
-    assert set(fams) == set(stats.FAMILIES)
-    for name, fam in stats.FAMILIES.items():
+    assert set(fams) == set(sim.FAMILIES)
+    for name, fam in sim.FAMILIES.items():
         for k, v in dataclasses.asdict(fam).items():
             if k != "name":
                 assert getattr(fams[name], k) == pytest.approx(v, abs=6e-5), (name, k)
