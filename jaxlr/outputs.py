@@ -2,9 +2,9 @@
 
 ``config.json`` (:func:`config_record`) holds the config, its hash, where the data came from, the
 plan, the library versions and the devices; the tables (``results.csv``, ``summary.csv``, and
-``width_exponent.csv`` for sweeps of 3 widths or more) and plots are written by
-:func:`write_outputs` when a sweep (or a merge) finishes. Every file is written atomically, and a
-plot that fails never costs the tables, which are written first.
+``width_exponent.csv`` and ``transfer.csv`` for sweeps of 3 widths or more) and plots are
+written by :func:`write_outputs` when a sweep (or a merge) finishes. Every file is written
+atomically, and a plot that fails never costs the tables, which are written first.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from jaxlr.plan import Chunk
 
 @dataclasses.dataclass
 class SweepOutcome:
-    """A finished sweep: its results table, its summary, its width exponents (empty with fewer
-    than 3 widths) and the files written."""
+    """A finished sweep: its results table, its summary, its width exponents and transfer
+    regret (empty with fewer than 3 widths) and the files written."""
 
     results: pd.DataFrame
     summary: pd.DataFrame
@@ -37,6 +37,7 @@ class SweepOutcome:
     exponent_text: str = ""
     exponents: pd.DataFrame | None = None
     rates: pd.DataFrame | None = None  # rates.csv: per-layer spread of per-neuron/-parameter rates
+    transfer: pd.DataFrame | None = None  # transfer.csv: the regret of transferring lr*
 
 
 def outcome_of(
@@ -51,9 +52,11 @@ def outcome_of(
     kw = dict(estimator=cfg.lr_star, chance_loss=stats.chance_level(cfg.num_classes))
     table = exponent.width_exponent(df, select=cfg.select, **kw)
     text = exponent.format_exponent(table)
+    transfer = None
     if not table.empty:  # the transfer line ("muP: ... costs 0.4% [0.1, 0.9]") under α's
-        text += "\n" + stats.format_transfer(exponent.transfer_table(df, cfg.select, **kw))
-    return SweepOutcome(df, summary, [], text, table, rates)
+        transfer = exponent.transfer_table(df, cfg.select, **kw)
+        text += "\n" + stats.format_transfer(transfer)
+    return SweepOutcome(df, summary, [], text, table, rates, transfer)
 
 
 def dataset_record(dataset: Any, batch_size: int) -> dict[str, Any]:
@@ -188,11 +191,11 @@ def write_outputs(
     from jaxlr import exponent, plots, stats
 
     title = title_of(cfg, record["dataset"]["name"])
-    exponents = outcome.exponents
     kw = dict(estimator=cfg.lr_star, chance_loss=stats.chance_level(cfg.num_classes))
+    exponents = outcome.exponents
     if not exponents.empty:  # a sweep of at least 3 widths
         res.write_csv(out / "width_exponent.csv", exponents)
-        res.write_csv(out / "transfer.csv", exponent.transfer_table(df, cfg.select, **kw))
+        res.write_csv(out / "transfer.csv", outcome.transfer)
         files += ["width_exponent.csv", "transfer.csv"]
     for name, plot in (
         ("loss_curves", plots.plot_loss_curves),
