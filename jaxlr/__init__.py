@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from jaxlr.mup import mup_readout_mult as mup_readout_mult
     from jaxlr.mup import mup_sgd as mup_sgd
     from jaxlr.mup import scale_by_tree as scale_by_tree
+    from jaxlr.neurons import NeuronLayout as NeuronLayout
+    from jaxlr.neurons import neuron_axes as neuron_axes
     from jaxlr.transforms import AdagradLRState as AdagradLRState
     from jaxlr.transforms import PerLayerLRState as PerLayerLRState
     from jaxlr.transforms import ReduceLROnPlateauState as ReduceLROnPlateauState
@@ -60,6 +62,7 @@ _SOURCES: dict[str, str] = {
         ),
         "jaxlr.mup",
     ),
+    **dict.fromkeys(("NeuronLayout", "neuron_axes"), "jaxlr.neurons"),
     **dict.fromkeys(
         (
             "AdagradLRState",
@@ -80,6 +83,7 @@ _SOURCES: dict[str, str] = {
 __all__ = [
     "MLP",
     "AdagradLRState",
+    "NeuronLayout",
     "PerLayerLRState",
     "ReduceLROnPlateauState",
     "TrainState",
@@ -94,6 +98,7 @@ __all__ = [
     "mup_mlp",
     "mup_readout_mult",
     "mup_sgd",
+    "neuron_axes",
     "param_count",
     "per_layer_lr",
     "reduce_lr_on_plateau",

@@ -87,11 +87,12 @@ def test_import_jaxlr_is_lazy_and_every_public_name_resolves():
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["light"] == [] and r["coord_check"] == [True, True] and r["same"] == [True, True]
-    assert len(r["names"]) == 21 and all(ok for _, ok in r["names"].values()), r["names"]
+    assert len(r["names"]) == 23 and all(ok for _, ok in r["names"].values()), r["names"]
     assert {m for m, _ in r["names"].values()} == {
         "jaxlr.coord_check",
         "jaxlr.models",
         "jaxlr.mup",
+        "jaxlr.neurons",
         "jaxlr.transforms",
     }
     assert r["dir"] == [] and "cannot import name 'no_such_name'" in r["missing"]
