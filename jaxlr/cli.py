@@ -437,12 +437,12 @@ def merge_main(argv: Sequence[str]) -> int:
 def _config(args: argparse.Namespace, prog: str) -> SweepConfig:
     """The config of the command line; for ``--resume``, the one recorded in ``--out`` with the
     flags given on top (execution flags may change; others must match the record, which
-    :func:`jaxlr.outputs.check_resumable` checks, naming what differs)."""
+    :func:`jaxlr.outdir.check_resumable` checks, naming what differs)."""
     if not args.resume:
         return config_from_args(args)
     if not args.out:
         raise ConfigError("--resume needs --out DIR, the sweep directory to continue")
-    from jaxlr.outputs import load_config
+    from jaxlr.outdir import load_config
 
     return config_from_args(args, base=load_config(args.out)).replace(out=args.out)
 
