@@ -498,9 +498,7 @@ def _tfds_arrays(name: str, data_dir: Any, n_train: int | None, n_test: int | No
 
 
 def load_config_dataset(cfg: Any) -> Any:
-    """The :class:`jaxlr.data.Dataset` that ``cfg`` asks for."""
-    from jaxlr.data import load_dataset
-
+    """The :class:`Dataset` that ``cfg`` (a :class:`jaxlr.config.SweepConfig`) asks for."""
     return load_dataset(
         cfg.dataset,
         data_dir=cfg.data_dir,
