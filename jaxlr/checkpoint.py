@@ -36,7 +36,14 @@ import numpy as np
 
 from jaxlr import devices as dev
 from jaxlr.config import SweepConfig
-from jaxlr.engine import EpochMetrics, RunSpec, cached_trainer, step_blocks, to_host
+from jaxlr.engine import (
+    EpochMetrics,
+    RunSpec,
+    cached_trainer,
+    lane_hypers,
+    step_blocks,
+    to_host,
+)
 from jaxlr.plan import Chunk
 from jaxlr.results import atomic_write
 
@@ -218,7 +225,8 @@ class ChunkStore:
 
 def chunk_key(chunk: Chunk) -> str:
     b = chunk.bucket
-    return f"{b.hidden}|{b.optimizer}|{b.parametrization}|{chunk.seeds}|{chunk.lrs}"
+    decay = f"|wd={b.weight_decay!r}" if b.weight_decay else ""
+    return f"{b.hidden}|{b.optimizer}|{b.parametrization}{decay}|{chunk.seeds}|{chunk.lrs}"
 
 
 @dataclasses.dataclass
@@ -229,7 +237,7 @@ class Job:
     chunk: Chunk
     spec: RunSpec
     seeds: jax.Array
-    lrs: jax.Array  # padded to the compiled lr lanes
+    lrs: Any  # padded to the compiled lr lanes (engine.lane_hypers: with the weight decays)
     state: Any  # None when it resumes mid-epoch (from ``progress``)
     start: int  # first epoch to train (after a restored checkpoint)
     history: dict[str, np.ndarray] | None  # metrics of the restored epochs
@@ -256,7 +264,7 @@ def prepare_job(sweep: Any, index: int, chunk: Chunk) -> Job | tuple[dict[str, A
     n_pad = sweep.lane_lrs(chunk)
     lrs = chunk.lrs + (chunk.lrs[-1],) * (n_pad - len(chunk.lrs))
     seeds_a = jnp.asarray(chunk.seeds, jnp.int32)
-    lrs_a = dev.place_lrs(jnp.asarray(lrs, jnp.float32), sweep.mesh)
+    lrs_a = dev.place_lrs(lane_hypers(spec, lrs, chunk.bucket.weight_decay), sweep.mesh)
     state = cached_trainer(spec).init(seeds_a, lrs_a)
     start, start_step, history, progress = 0, 0, None, None
     found = store.latest() if store is not None and sweep.resume else None

@@ -155,7 +155,8 @@ class CheapProgram:
             s = getattr(a, "sharding", None)
             return None if s is None or isinstance(s, jax.sharding.SingleDeviceSharding) else s
 
-        return tuple((a.shape, a.dtype, sharding(a)) for a in args)
+        leaves, tree = jax.tree.flatten(args)
+        return (tree, *((a.shape, a.dtype, sharding(a)) for a in leaves))
 
     def prepare(self, *args: Any) -> Any:
         """The executable for arguments shaped like ``args`` (arrays or ShapeDtypeStructs)."""

@@ -28,8 +28,11 @@ import typing
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
 
-Optimizer = Literal["sgd", "adam"]
-LrRule = Literal["none", "per-layer", "weight-norm", "adagrad-param", "adagrad-neuron"]
+from jaxlr import registry
+
+Optimizer = str  # a name in jaxlr.registry.OPTIMIZERS (the choices are read from the registry)
+LrRule = str  # a name in jaxlr.registry.RULES
+Schedule = str  # a name in jaxlr.registry.SCHEDULES
 Parametrization = Literal["sp", "mup", "lr-exp"]
 Init = Literal["torch", "flax", "mup"]
 Precision = Literal["highest", "high", "default"]
@@ -39,8 +42,6 @@ Select = Literal["test_loss", "train_loss"]
 LrStar = Literal["local-quadratic", "parabola", "argmin"]
 SgdUpdate = Literal["generic", "folded"]
 
-OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
-LR_RULES: tuple[str, ...] = typing.get_args(LrRule)
 PARAMETRIZATIONS: tuple[str, ...] = typing.get_args(Parametrization)
 INITS: tuple[str, ...] = typing.get_args(Init)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
@@ -65,6 +66,8 @@ def option(
     applies_to: str | None = None,
     shown_default: str | None = None,
     cli: bool = True,
+    choices: Callable[[], Collection[str]] | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> Any:
     """A config field with what the CLI, the docs and the checks need to know about it.
 
@@ -79,6 +82,9 @@ def option(
       applies_to: what ``applies`` means, for the error message (e.g. ``"--lr-rule weight-norm"``).
       shown_default: what the default means, for ``--help`` (default: the value itself).
       cli: whether the option has a flag.
+      choices: ``choices() -> names``: the allowed values of a ``str`` field (or of each item
+        of a tuple of ``str``), read when a value is checked, e.g. from :mod:`jaxlr.registry`.
+      aliases: more flags for the same option (``--weight-decays`` for ``--weight-decay``).
     """
     if group not in GROUPS:
         raise ValueError(f"unknown option group {group!r}")
@@ -91,6 +97,8 @@ def option(
         applies_to=applies_to,
         shown_default=shown_default,
         cli=cli,
+        choices=choices,
+        aliases=aliases,
     )
     return dataclasses.field(default=default, metadata=meta)
 
@@ -118,18 +126,55 @@ def optimizers_of(c: Any) -> tuple[str, ...]:
     return (getattr(c, "optimizer", "sgd"),)
 
 
-def sgd_folds(optimizer: str, lr_rule: str, parametrization: str) -> bool:
-    """Whether a program can take ``--sgd-update folded``: plain SGD (no rate rule) in SP."""
-    return optimizer == "sgd" and lr_rule == "none" and parametrization == "sp"
+def sgd_folds(optimizer: str, lr_rule: str, parametrization: str, c: Any = None) -> bool:
+    """Whether a program can take ``--sgd-update folded``: plain SGD (no rate rule, no momentum,
+    no weight decay) in SP."""
+    plain = c is None or (
+        getattr(c, "momentum", 0.0) == 0
+        and not any(weight_decays_of(c))
+        and not getattr(c, "decays", False)
+    )
+    return optimizer == "sgd" and lr_rule == "none" and parametrization == "sp" and plain
+
+
+def weight_decays_of(c: Any) -> tuple[float, ...]:
+    """The weight decays of a :class:`SweepConfig` (its axis); ``()`` for a program."""
+    return tuple(getattr(c, "weight_decays", ()))
 
 
 def _foldable(c: Any) -> bool:
     """Whether ``--sgd-update folded`` applies to some program of ``c``."""
-    return any(sgd_folds(o, c.lr_rule, p) for o in optimizers_of(c) for p in parametrizations_of(c))
+    return any(
+        sgd_folds(o, c.lr_rule, p, c) for o in optimizers_of(c) for p in parametrizations_of(c)
+    )
+
+
+def _has_optimizer(*names: str) -> Callable[[Any], bool]:
+    return lambda c: bool(set(names) & set(optimizers_of(c)))
+
+
+def _decays(c: Any) -> bool:
+    """Whether some optimizer of ``c`` takes weight decay."""
+    entries = (registry.OPTIMIZERS.get(o) for o in optimizers_of(c))
+    return any(e is not None and e.decay != "none" for e in entries)
+
+
+def _schedule_takes(name: str) -> Callable[[Any], bool]:
+    def applies(c: Any) -> bool:
+        entry = registry.SCHEDULES.get(c.schedule)
+        return entry is not None and name in entry.options
+
+    return applies
+
+
+def _independent(c: Any) -> bool:
+    return c.weight_decay_mode == "independent" and "adamw" in optimizers_of(c)
 
 
 def _uses_base_width(c: Any) -> bool:
-    return bool({"mup", "lr-exp"} & set(parametrizations_of(c)))
+    return bool({"mup", "lr-exp"} & set(parametrizations_of(c))) or (
+        getattr(c, "weight_decay_scaling", "none") == "width"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +194,87 @@ class TrainOptions:
         "none",
         "per-layer / per-neuron / per-parameter rate rule; the swept lr is its base lr",
         group="training",
+        choices=registry.rule_names,
+    )
+    momentum: float = option(
+        0.0,
+        "sgd: PyTorch's momentum (dampening 0), b = momentum * b + g",
+        group="training",
+        applies=_has_optimizer("sgd"),
+        applies_to="--optimizer sgd",
+    )
+    nesterov: bool = option(
+        False,
+        "sgd: Nesterov momentum, direction g + momentum * b (needs --momentum)",
+        group="training",
+        applies=_has_optimizer("sgd"),
+        applies_to="--optimizer sgd",
+    )
+    betas: tuple[float, float] | None = option(
+        None,
+        "the moment decay rates (beta1, beta2) of adam, adamw, lion and muon's Adam part",
+        group="training",
+        metavar="B1,B2",
+        shown_default="adam/adamw/muon 0.9,0.999; lion 0.9,0.99",
+        applies=_has_optimizer("adam", "adamw", "lion", "muon"),
+        applies_to="--optimizer adam, adamw, lion or muon",
+    )
+    weight_decay_mode: Literal["coupled", "independent"] = option(
+        "coupled",
+        "adamw: coupled (PyTorch's AdamW: the decay is multiplied by the lr) or independent "
+        "(theta -= schedule * wd * theta, not scaled by the lr)",
+        group="training",
+        applies=_has_optimizer("adamw"),
+        applies_to="--optimizer adamw",
+    )
+    weight_decay_scaling: Literal["none", "width"] = option(
+        "none",
+        "independent decay: none, or width (wd * base_width / width; needs --base-width)",
+        group="training",
+        applies=_independent,
+        applies_to="--optimizer adamw with --weight-decay-mode independent",
+    )
+    muon_scaling: Literal["spectral", "rms"] = option(
+        "rms",
+        "muon's shape factor: spectral = sqrt(max(1, out/in)), rms = 0.2 sqrt(max(out, in)) "
+        "(the RMS of an AdamW update, so that one lr serves the Muon and the Adam parameters)",
+        group="training",
+        applies=_has_optimizer("muon"),
+        applies_to="--optimizer muon",
+    )
+    muon_momentum: float = option(
+        0.95,
+        "muon: the momentum of its Nesterov buffer, b = m * b + (1 - m) * g",
+        group="training",
+        applies=_has_optimizer("muon"),
+        applies_to="--optimizer muon",
+    )
+    schedule: Schedule = option(
+        "constant",
+        "the learning-rate schedule, a multiplier of every lane's lr at each step",
+        group="training",
+        choices=registry.schedule_names,
+    )
+    warmup: float = option(
+        0.0,
+        "warmup steps, or a fraction of the training steps if below 1",
+        group="training",
+        applies=_schedule_takes("warmup"),
+        applies_to="--schedule warmup-cosine, warmup-linear or wsd",
+    )
+    decay_fraction: float = option(
+        0.2,
+        "wsd: the fraction of the training steps over which the lr decays",
+        group="training",
+        applies=_schedule_takes("decay_fraction"),
+        applies_to="--schedule wsd",
+    )
+    final_lr_fraction: float = option(
+        0.0,
+        "the lr at the end of the decay, as a fraction of the swept lr",
+        group="training",
+        applies=_schedule_takes("final_lr_fraction"),
+        applies_to="--schedule warmup-cosine, warmup-linear or wsd",
     )
     layer_lr_mults: tuple[float, ...] | None = option(
         None,
@@ -178,7 +304,7 @@ class TrainOptions:
         group="training",
         shown_default="required with mup and lr-exp",
         applies=_uses_base_width,
-        applies_to="--parametrization mup or lr-exp",
+        applies_to="--parametrization mup or lr-exp, or --weight-decay-scaling width",
     )
     lr_exponents: tuple[float, ...] | None = option(
         None,
@@ -315,7 +441,23 @@ class SweepConfig(TrainOptions):
         metavar="N|S1,S2,...",
     )
     optimizers: tuple[Optimizer, ...] = option(
-        ("sgd",), "one or more optimizers", group="grid", flag="--optimizer", metavar="OPT[,OPT]"
+        ("sgd",),
+        "one or more optimizers",
+        group="grid",
+        flag="--optimizer",
+        metavar="OPT[,OPT]",
+        choices=registry.optimizer_names,
+    )
+    weight_decays: tuple[float, ...] = option(
+        (0.0,),
+        "weight decay values, a sweep axis like the lrs (one program serves them all): "
+        "sgd's L2 decay, adamw's, lion's and muon's decay",
+        group="grid",
+        flag="--weight-decay",
+        aliases=("--weight-decays",),
+        metavar="WD[,WD]",
+        applies=_decays,
+        applies_to="--optimizer sgd, adamw, lion or muon",
     )
     parametrizations: tuple[Parametrization, ...] = option(
         ("sp",),

@@ -86,9 +86,12 @@ def replicated(mesh: Mesh | None) -> NamedSharding | None:
     return None if mesh is None else NamedSharding(mesh, P())
 
 
-def place_lrs(lrs: jax.Array, mesh: Mesh | None) -> jax.Array:
-    """The per-lane learning rates ``(L,)``, split over the mesh."""
-    return lrs if mesh is None else jax.device_put(lrs, NamedSharding(mesh, P("lanes")))
+def place_lrs(lrs: Any, mesh: Mesh | None) -> Any:
+    """The per-lane learning rates ``(L,)`` (or a tree of per-lane arrays, e.g.
+    :class:`jaxlr.engine.Hypers`), split over the mesh."""
+    if mesh is None:
+        return lrs
+    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, P("lanes"))), lrs)
 
 
 def place_state(tree: Any, mesh: Mesh | None) -> Any:

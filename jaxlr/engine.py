@@ -40,8 +40,9 @@ import jax.numpy as jnp
 import optax
 
 from jaxlr import data as data_lib
+from jaxlr import registry
 from jaxlr.compilation import CheapProgram, compiler_options, with_precision
-from jaxlr.config import Optimizer, Parametrization, TrainOptions, sgd_folds
+from jaxlr.config import Optimizer, Parametrization, TrainOptions, sgd_folds, weight_decays_of
 from jaxlr.data import DeviceData
 from jaxlr.models import MLP
 from jaxlr.optimizers import make_optimizer, rate_quantiles
@@ -65,6 +66,8 @@ class RunSpec(TrainOptions):
     data_std: float = 1.0
     autotune: bool = True  # GPU: let XLA autotune the kernels (the plan decides per program)
     steps_per_call: int = 0  # > 0: an epoch runs as device calls of this many steps (StepBlocks)
+    decays: bool = False  # the lanes take a weight decay (Hypers.weight_decay)
+    total_steps: int = 0  # the run's steps, for a schedule that depends on them (else 0)
 
     @classmethod
     def create(
@@ -79,25 +82,41 @@ class RunSpec(TrainOptions):
         ``dataset`` (a :class:`jaxlr.data.Dataset`) under ``options`` (a :class:`SweepConfig`
         is one)."""
         shared = {f.name: getattr(options, f.name) for f in dataclasses.fields(TrainOptions)}
+        shared.update(_unused_options(shared, optimizer))
         if parametrization == "sp":  # what only mup / lr-exp read: one SP program for all sweeps
             shared.update(base_width=None, lr_exponents=None)
         elif parametrization == "mup":
             shared.update(lr_exponents=None)
-        if not sgd_folds(optimizer, options.lr_rule, parametrization):
+        entry = registry.optimizer(optimizer)
+        decays = entry.decay != "none" and any(weight_decays_of(options))
+        if not (sgd_folds(optimizer, options.lr_rule, parametrization, shared) and not decays):
             shared.update(sgd_update="generic")  # only plain SGD folds: one program for the rest
+        steps = dataset.n_train // options.batch_size
+        horizon = registry.schedule(options.schedule).horizon
         return cls(
             **shared,
+            decays=decays,
+            total_steps=steps * options.epochs if horizon else 0,
             in_features=dataset.in_features,
             hidden=tuple(hidden),
             num_classes=dataset.num_classes,
             optimizer=optimizer,
             parametrization=parametrization,
-            steps_per_epoch=dataset.n_train // options.batch_size,
+            steps_per_epoch=steps,
             n_train=dataset.n_train,
             n_test=dataset.n_test,
             data_mean=float(dataset.mean),
             data_std=float(dataset.std),
         )
+
+    def schedule_multiplier(self, step: jax.Array) -> jax.Array | float:
+        """The schedule's :math:`s_t` at (global, 0-based) ``step`` (:mod:`jaxlr.registry`)."""
+        entry = registry.schedule(self.schedule)
+        if entry.multiplier is None:
+            return 1.0
+        total = self.total_steps or self.steps_per_epoch
+        warmup = registry.warmup_steps(self.warmup, total)
+        return entry.multiplier(step, total, warmup, self)
 
     @property
     def base_hidden(self) -> tuple[int, ...]:
@@ -122,6 +141,47 @@ class RunSpec(TrainOptions):
         model = MLP(self.hidden, self.num_classes, init_scheme=self.init)
         x0 = jnp.zeros((1, self.in_features))
         return model, lambda key: model.init(key, x0)["params"]
+
+
+def _unused_options(shared: dict[str, Any], optimizer: str) -> dict[str, Any]:
+    """The defaults of the options that only other optimizers read, so that ``optimizer``'s
+    program is the same whatever else the sweep trains."""
+    own = set(registry.optimizer(optimizer).options)
+    others = {o for e in registry.OPTIMIZERS.values() for o in e.options} - own
+    if registry.optimizer(optimizer).decay == "none" or optimizer != "adamw":
+        others |= {"weight_decay_mode", "weight_decay_scaling"}
+    if optimizer == "sgd":
+        others.add("betas")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    return {k: defaults[k] for k in others if k in shared}
+
+
+class Hypers(NamedTuple):
+    """Per-lane hyperparameters ``(L,)`` of a program whose lanes take a weight decay
+    (``spec.decays``); the others take the lrs ``(L,)`` alone."""
+
+    lr: jax.Array
+    weight_decay: jax.Array
+
+
+def lane_hypers(spec: RunSpec, lrs: Any, weight_decay: float = 0.0) -> Any:
+    """What a program of ``spec`` takes for its lanes: the lrs as float32 ``(L,)``, or, when
+    ``spec.decays``, :class:`Hypers` with ``weight_decay`` for every lane (a tree of them is
+    passed through as float32)."""
+    if isinstance(lrs, Hypers):
+        return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), lrs)
+    lr = jnp.asarray(lrs, jnp.float32)
+    if not spec.decays:
+        return lr
+    return Hypers(lr, jnp.full(lr.shape, weight_decay, jnp.float32))
+
+
+def _split_hypers(h: Any) -> tuple[Any, Any]:
+    return (h.lr, h.weight_decay) if isinstance(h, Hypers) else (h, 0.0)
+
+
+def _n_lanes(h: Any) -> int:
+    return _split_hypers(h)[0].shape[0]
 
 
 class LaneState(NamedTuple):
@@ -174,13 +234,13 @@ def _make_init(spec: RunSpec, init_params: Callable[[jax.Array], Any]) -> Callab
     """``init(seeds (S,), lrs (L,))``: per seed one set of parameters, shared by its lrs."""
 
     def init(seeds: jax.Array, lrs: jax.Array) -> LaneState:
-        n_s, n_l = seeds.shape[0], lrs.shape[0]
+        n_s, n_l = seeds.shape[0], _n_lanes(lrs)
         init_keys = jax.vmap(lambda s: seed_keys(s)[0])(seeds)
         params = jax.vmap(init_params)(init_keys)  # one per seed
         params = jax.tree.map(
             lambda p: jnp.broadcast_to(p[:, None], (n_s, n_l, *p.shape[1:])), params
         )
-        opt_init = lambda p, lr: make_optimizer(spec, lr).init(p)
+        opt_init = lambda p, h: make_optimizer(spec, *_split_hypers(h)).init(p)
         opt_state = jax.vmap(jax.vmap(opt_init), in_axes=(0, None))(params, lrs)
         shape = (n_s, n_l)
         return LaneState(params, opt_state, jnp.ones(shape, bool), jnp.full(shape, -1, jnp.int32))
@@ -222,17 +282,19 @@ def _make_step(spec: RunSpec, model: Any) -> Callable[..., Any]:
     def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
         return cross_entropy(model.apply({"params": params}, x), y)
 
-    def folded_step(params, opt_state, alive, lr, x, y):
+    def folded_step(params, opt_state, alive, lr, x, y, s_t):
         loss, backward = jax.vjp(lambda p: loss_fn(p, x, y), params)
         ok = alive & jnp.isfinite(loss) & (loss < spec.divergence_loss)
+        eta = lr if spec.schedule == "constant" else lr * s_t
         # the cotangent -lr (0 for a dead lane) scales every delta of the backward pass
-        (updates,) = backward(jnp.where(ok, -lr, 0.0).astype(loss.dtype))
+        (updates,) = backward(jnp.where(ok, -eta, 0.0).astype(loss.dtype))
         new_params = jax.tree.map(jnp.add, params, updates)
         return new_params, opt_state, ok, jnp.where(ok, loss, 0.0)
 
-    def lane_step(params, opt_state, alive, lr, x, y):
+    def lane_step(params, opt_state, alive, hypers, x, y, s_t):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, new_opt = make_optimizer(spec, lr).update(grads, opt_state, params)
+        lr, wd = _split_hypers(hypers)
+        updates, new_opt = make_optimizer(spec, lr, wd, s_t).update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         ok = alive & jnp.isfinite(loss) & (loss < spec.divergence_loss)
         keep = lambda new, old: jnp.where(ok, new, old)
@@ -244,12 +306,13 @@ def _make_step(spec: RunSpec, model: Any) -> Callable[..., Any]:
         )
 
     if spec.sgd_update == "folded":
-        assert sgd_folds(spec.optimizer, spec.lr_rule, spec.parametrization)
+        assert sgd_folds(spec.optimizer, spec.lr_rule, spec.parametrization, spec)
         lane_step = folded_step
-    # inner vmap over lrs shares the batch; outer vmap over seeds has its own batch
+    # inner vmap over lrs shares the batch; outer vmap over seeds has its own batch; the
+    # schedule's multiplier s_t is the same for every lane
     return jax.vmap(
-        jax.vmap(lane_step, in_axes=(0, 0, 0, 0, None, None)),
-        in_axes=(0, 0, 0, None, 0, 0),
+        jax.vmap(lane_step, in_axes=(0, 0, 0, 0, None, None, None)),
+        in_axes=(0, 0, 0, None, 0, 0, None),
     )
 
 
@@ -281,7 +344,7 @@ class _Lanes(NamedTuple):
     """The traced pieces of one bucket's epoch, so that several buckets can share a program."""
 
     batches: Callable[[jax.Array, jax.Array], jax.Array]  # (seeds, epoch) -> (steps, S, B)
-    step: Callable[..., tuple[Any, jax.Array]]  # (carry, lrs, idx_t, data) -> (carry, loss)
+    step: Callable[..., tuple[Any, jax.Array]]  # (carry, lrs, idx_t, data, epoch, t) -> ...
     finish: Callable[..., tuple[LaneState, EpochMetrics]]  # (state, carry, losses, epoch, data)
 
 
@@ -302,11 +365,15 @@ def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., LaneState]]:
         )(seeds)
         return jnp.swapaxes(idx, 0, 1)  # (steps, S, B)
 
-    def lane_step(carry: Any, lrs: jax.Array, idx_t: jax.Array, data: Any) -> Any:
+    def lane_step(
+        carry: Any, lrs: Any, idx_t: jax.Array, data: Any, epoch: jax.Array, t: jax.Array
+    ) -> Any:
+        """One step of every lane: step ``t`` of epoch ``epoch``."""
         params, opt_state, alive = carry
         x = normalize(data.x_train[idx_t])
         y = data.y_train[idx_t]
-        params, opt_state, alive, loss = step(params, opt_state, alive, lrs, x, y)
+        s_t = spec.schedule_multiplier(epoch * spec.steps_per_epoch + t)
+        params, opt_state, alive, loss = step(params, opt_state, alive, lrs, x, y, s_t)
         return (params, opt_state, alive), loss
 
     def finish(state: LaneState, carry: Any, losses: jax.Array, epoch: jax.Array, data: Any):
@@ -340,15 +407,17 @@ def _group_epoch(members: tuple[_Lanes, ...]) -> Callable[..., Any]:
     def epoch(states: tuple, seeds: tuple, lrs: tuple, epoch: jax.Array, data: Any):
         idx = tuple(m.batches(s, epoch) for m, s in zip(members, seeds, strict=True))
 
-        def body(carries, idx_t):
+        def body(carries, xs):
+            t, idx_t = xs
             out = [
-                m.step(c, lr, i, data)
+                m.step(c, lr, i, data, epoch, t)
                 for m, c, lr, i in zip(members, carries, lrs, idx_t, strict=True)
             ]
             return tuple(o[0] for o in out), tuple(o[1] for o in out)
 
         carries = tuple((s.params, s.opt_state, s.alive) for s in states)
-        carries, losses = jax.lax.scan(body, carries, idx)
+        steps = idx[0].shape[0]
+        carries, losses = jax.lax.scan(body, carries, (jnp.arange(steps), idx))
         done = [
             m.finish(s, c, loss, epoch, data)
             for m, s, c, loss in zip(members, states, carries, losses, strict=True)
@@ -469,7 +538,7 @@ def _group_blocks(members: tuple[_Lanes, ...], steps: int, size: int):
 
             def run(cs):
                 out = [
-                    m.step(c, lr, i, data)
+                    m.step(c, lr, i, data, epoch, start + t)
                     for m, c, lr, i in zip(members, cs, lrs, idx_t, strict=True)
                 ]
                 return tuple(o[0] for o in out), tuple(o[1] for o in out)
@@ -531,6 +600,12 @@ def step_blocks(specs: tuple[RunSpec, ...]) -> StepBlocks:
     return StepBlocks(jit(begin), jit(block), jit(finish), min(size, steps), steps)
 
 
+def abstract_hypers(spec: RunSpec, n_lrs: int) -> Any:
+    """The shapes of what a program of ``spec`` takes for ``n_lrs`` lanes (:func:`lane_hypers`)."""
+    lr = jax.ShapeDtypeStruct((n_lrs,), jnp.float32)
+    return Hypers(lr, lr) if spec.decays else lr
+
+
 def compile_group(
     specs: tuple[RunSpec, ...], shapes: tuple[tuple[int, int], ...], data: DeviceData
 ) -> Callable[..., Any]:
@@ -539,7 +614,7 @@ def compile_group(
     states, seeds, lrs = [], [], []
     for spec, (n_s, n_l) in zip(specs, shapes, strict=True):
         s = jax.ShapeDtypeStruct((n_s,), jnp.int32)
-        lr = jax.ShapeDtypeStruct((n_l,), jnp.float32)
+        lr = abstract_hypers(spec, n_l)
         trainer = cached_trainer(spec)
         trainer.init.prepare(s, lr)  # the init program too, off the critical path
         states.append(trainer.abstract_init(s, lr))
@@ -559,7 +634,7 @@ def compile_epoch(spec: RunSpec, n_seeds: int, n_lrs: int, data: DeviceData) -> 
     """
     trainer = cached_trainer(spec)
     seeds = jax.ShapeDtypeStruct((n_seeds,), jnp.int32)
-    lrs = jax.ShapeDtypeStruct((n_lrs,), jnp.float32)
+    lrs = abstract_hypers(spec, n_lrs)
     state = trainer.abstract_init(seeds, lrs)
     epoch = jax.ShapeDtypeStruct((), jnp.int32)
     trainer.init.prepare(seeds, lrs)  # the init program too, off the critical path

@@ -46,7 +46,7 @@ from jaxlr import results as res
 from jaxlr import stats
 from jaxlr.stats import MIN_WIDTHS, fit_line
 
-KEYS = ["optimizer", "lr_rule", "parametrization", "depth"]
+KEYS = ["optimizer", "lr_rule", "parametrization", "weight_decay", "depth"]
 COLUMNS = [
     *KEYS,
     "estimator",
@@ -191,6 +191,8 @@ def _check(select: str, estimator: str) -> None:
 def _uniform_final(results: pd.DataFrame) -> pd.DataFrame:
     """The last epoch's rows of the architectures whose hidden layers share one width."""
     last = res.final_epoch(results)
+    if "weight_decay" not in last:  # a table from before weight decay was an axis
+        last = last.assign(weight_decay=0.0)
     return last[last["hidden"].map(lambda h: len(set(str(h).split("-"))) == 1)]
 
 
@@ -349,6 +351,8 @@ def format_exponent(table: pd.DataFrame) -> str:
     for _, r in table.iterrows():
         name = [r["optimizer"], *([r["lr_rule"]] if r["lr_rule"] != "none" else [])]
         name += [r["parametrization"], *([f"depth {r['depth']}"] if many_depths else [])]
+        if r.get("weight_decay", 0.0):
+            name.append(f"wd {r['weight_decay']:g}")
         tail = f"{r['n_widths']} widths, n_seeds {r['n_seeds']}"
         if r["n_widths_edge"]:
             tail += f"; lr* at the edge of the lrs at {r['n_widths_edge']}: widen the grid"

@@ -20,8 +20,11 @@ if TYPE_CHECKING:
     from jaxlr.engine import RunSpec
 
 
-RATE_RULES = ("weight-norm", "adagrad-param", "adagrad-neuron")
-"""The rules whose rates vary within a layer (recorded in ``rates.csv``)."""
+def rate_rules() -> tuple[str, ...]:
+    """The rules whose rates vary within a layer (recorded in ``rates.csv``)."""
+    from jaxlr import registry
+
+    return tuple(name for name, r in registry.RULES.items() if r.rate_leaf is not None)
 
 
 RATE_QUANTILES = (0.0, 0.05, 0.5, 0.95, 1.0)
@@ -53,7 +56,10 @@ def rate_quantiles(spec: RunSpec, params: Any, opt_state: Any, alive: jax.Array)
     Adam's preconditioning is not part of it.
     """
     n_s, n_l = alive.shape
-    if spec.lr_rule not in RATE_RULES:
+    from jaxlr import registry
+
+    leaf = registry.RULES[spec.lr_rule].rate_leaf
+    if leaf is None:
         return jnp.zeros((n_s, n_l, 0, len(RATE_QUANTILES)), jnp.float32)
     from jaxlr import transforms
 
@@ -63,7 +69,6 @@ def rate_quantiles(spec: RunSpec, params: Any, opt_state: Any, alive: jax.Array)
 
     # per-neuron rules: a neuron's rate is its bias entry's, so the quantiles are over the
     # neurons (exact, and far cheaper than over the broadcast kernel); per parameter: the kernel
-    leaf = "kernel" if spec.lr_rule == "adagrad-param" else "bias"
 
     def lane(p: Any, s: Any) -> jax.Array:
         rates = transforms.learning_rates(s, p)
@@ -79,40 +84,66 @@ def rate_quantiles(spec: RunSpec, params: Any, opt_state: Any, alive: jax.Array)
     return jnp.where(alive[..., None, None], stats, jnp.nan)
 
 
-def make_optimizer(spec: RunSpec, lr: jax.Array | float) -> optax.GradientTransformation:
-    """The update rule of ``spec`` with (base) learning rate ``lr`` (may be traced).
+def make_optimizer(
+    spec: RunSpec,
+    lr: jax.Array | float,
+    weight_decay: jax.Array | float = 0.0,
+    schedule: jax.Array | float = 1.0,
+) -> optax.GradientTransformation:
+    r"""The update rule of ``spec`` with (base) learning rate ``lr``, weight decay
+    ``weight_decay`` and schedule multiplier ``schedule`` (each may be traced).
 
-    SGD is ``-lr * g``; Adam is ``-lr * adam(g)`` (torch defaults b1=0.9, b2=0.999, eps=1e-8).
-    ``lr_rule`` replaces the scalar rate by a per-layer / per-neuron / per-parameter rate from
-    :mod:`jaxlr.transforms`, with Adam's direction as ``inner`` when the optimizer is Adam.
-    Under muP the updates are then multiplied by :func:`jaxlr.mup.mup_lr_scales`.
+    The update is :mod:`jaxlr.registry`'s: :math:`u = -\eta s_t c_p R(d(\cdot))` with the
+    optimizer's direction :math:`d` (``spec.optimizer``), the rule's rate :math:`R`
+    (``spec.lr_rule``; it takes :math:`d` as its ``inner``), the parametrization's
+    multipliers :math:`c_p` (:func:`mup_scales`, :func:`lr_exp_scales`) and the weight decay
+    where the optimizer puts it (L2 before :math:`d`, coupled after it, both divided by
+    :math:`c_p` as microsoft/mup's ``MuSGD``/``MuAdamW`` do; independent decay
+    :math:`-s_t\lambda'\theta` added last). SGD is ``-lr * g``; Adam is ``-lr * adam(g)``.
+    ``weight_decay`` is read only when ``spec.decays``.
     """
-    inner = optax.scale_by_adam() if spec.optimizer == "adam" else None
-    rule = spec.lr_rule
-    if rule == "none":
-        base = optax.chain(inner or optax.identity(), optax.scale(-1.0 * lr))
-    else:
-        from jaxlr import transforms
+    from jaxlr import registry
 
-        if rule == "per-layer":
-            assert spec.layer_lr_mults is not None
-            lrs = {f"Dense_{i}": lr * m for i, m in enumerate(spec.layer_lr_mults)}
-            base = transforms.per_layer_lr(lrs, inner=inner)
-        elif rule == "weight-norm":
-            base = transforms.weight_norm_lr(
-                lr, scaling_factor=spec.weight_norm_factor, inner=inner
-            )
-        elif rule in ("adagrad-param", "adagrad-neuron"):
-            gran = "parameter" if rule == "adagrad-param" else "neuron"
-            base = transforms.adagrad_lr(lr, eps=spec.adagrad_eps, granularity=gran, inner=inner)
+    entry = registry.optimizer(spec.optimizer)
+    eta = lr * schedule if spec.schedule != "constant" else lr
+    scales = None
+    if spec.parametrization != "sp":
+        scales = mup_scales(spec) if spec.parametrization == "mup" else lr_exp_scales(spec)
+    inner = entry.direction(spec)
+    independent = spec.decays and spec.weight_decay_mode == "independent"
+    if spec.decays and not independent:
+        decay = _add_scaled_params(weight_decay, scales)
+        if entry.decay == "l2":
+            inner = optax.chain(decay, inner) if inner is not None else decay
         else:
-            raise ValueError(f"unknown lr rule {rule!r}")
-    if spec.parametrization == "sp":
-        return base
-    from jaxlr import mup
+            inner = optax.chain(inner, decay) if inner is not None else decay
+    base = registry.RULES[spec.lr_rule].build(spec, eta, inner)
+    if scales is not None:
+        from jaxlr import mup
 
-    scales = mup_scales(spec) if spec.parametrization == "mup" else lr_exp_scales(spec)
-    return optax.chain(base, mup.scale_by_tree(scales))
+        base = optax.chain(base, mup.scale_by_tree(scales))
+    if independent:
+        wd = weight_decay
+        if spec.weight_decay_scaling == "width":
+            assert spec.base_width is not None
+            wd = wd * (spec.base_width / spec.hidden[0])
+        base = optax.chain(base, _add_scaled_params(-wd * schedule, None))
+    return base
+
+
+def _add_scaled_params(weight: jax.Array | float, scales: Any) -> optax.GradientTransformation:
+    r""":math:`u \leftarrow u + (w / c_p)\,\theta` per parameter (:math:`c_p = 1` without
+    ``scales``): ``optax.add_decayed_weights`` with microsoft/mup's per-group decay."""
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        if params is None:
+            raise ValueError("weight decay needs the parameters: pass params to update")
+        if scales is None:
+            return jax.tree.map(lambda u, p: u + weight * p, updates, params), state
+        out = jax.tree.map(lambda u, p, c: u + (weight / c) * p, updates, params, scales)
+        return out, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 @functools.cache
@@ -143,4 +174,7 @@ def mup_scales(spec: RunSpec) -> Any:
 
     shapes = mup.mlp_shapes(spec.in_features, spec.hidden, spec.num_classes)
     base_shapes = mup.mlp_shapes(spec.in_features, spec.base_hidden, spec.num_classes)
-    return mup.mup_lr_scales(shapes, base_shapes, optimizer=spec.optimizer)
+    from jaxlr import registry
+
+    kind = registry.optimizer(spec.optimizer).mup_kind
+    return mup.mup_lr_scales(shapes, base_shapes, optimizer=kind)

@@ -37,6 +37,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from jaxlr import registry
 from jaxlr.config import ConfigError, SweepConfig
 from jaxlr.data import EVAL_CHUNK
 from jaxlr.models import layer_sizes, param_count
@@ -51,10 +52,16 @@ class Bucket:
     lrs: tuple[float, ...]
     seeds: tuple[int, ...]
     parametrization: str = "sp"
+    weight_decay: float = 0.0  # a per-lane value: buckets that differ in it share a program
 
     @property
-    def key(self) -> tuple[tuple[int, ...], str, str]:
-        """What makes the bucket a distinct program: (hidden, optimizer, parametrization)."""
+    def key(self) -> tuple[tuple[int, ...], str, str, float]:
+        """What makes the bucket: (hidden, optimizer, parametrization, weight decay)."""
+        return (self.hidden, self.optimizer, self.parametrization, self.weight_decay)
+
+    @property
+    def program_key(self) -> tuple[tuple[int, ...], str, str]:
+        """What makes its compiled program: buckets that differ in weight decay share one."""
         return (self.hidden, self.optimizer, self.parametrization)
 
     @property
@@ -101,7 +108,7 @@ def refine_lrs(tested: list[float], best: float) -> tuple[float, ...]:
 
 def refine_chunks(
     grid: list[Chunk],
-    best: dict[tuple[tuple[int, ...], str, str], float],
+    best: dict[tuple[tuple[int, ...], str, str, float], float],
     tested: dict,
     round_: int,
 ) -> list[Chunk]:
@@ -124,12 +131,12 @@ def refine_chunks(
     return out
 
 
-def optimizer_slots(optimizer: str, lr_rule: str) -> int:
-    """Optimizer-state arrays per parameter (for the memory estimate)."""
-    slots = 2 if optimizer == "adam" else 0
-    if lr_rule.startswith("adagrad"):
-        slots += 1
-    return slots
+def optimizer_slots(optimizer: str, options: Any) -> int:
+    """Optimizer-state arrays per parameter (for the memory estimate), from the registry's
+    entries of the optimizer and of ``options.lr_rule``."""
+    from jaxlr import registry
+
+    return registry.state_slots(optimizer, options)
 
 
 def lane_bytes(
@@ -150,10 +157,11 @@ def lane_bytes(
 def make_buckets(cfg: SweepConfig) -> list[Bucket]:
     """The buckets of ``cfg``'s whole grid (every shard), in a stable order."""
     return [
-        Bucket(tuple(hidden), opt, tuple(cfg.lrs), tuple(cfg.seeds), par)
+        Bucket(tuple(hidden), opt, tuple(cfg.lrs), tuple(cfg.seeds), par, wd)
         for hidden in cfg.architectures
         for opt in cfg.optimizers
         for par in cfg.parametrizations
+        for wd in (cfg.weight_decays if registry.optimizer(opt).decay != "none" else (0.0,))
     ]
 
 
@@ -227,7 +235,7 @@ def make_plan(
             b.hidden,
             num_classes,
             batch_size=cfg.batch_size,
-            slots=optimizer_slots(b.optimizer, cfg.lr_rule),
+            slots=optimizer_slots(b.optimizer, cfg),
         )
         if per_lane > memory_bytes:
             raise ConfigError(
@@ -286,7 +294,9 @@ def estimate_seconds(
     if programs is None:
         programs = [(i,) for i in range(len(chunks))]
     total += cfg.epochs * steps_per_epoch * latency * len(programs)
-    distinct = {tuple((chunks[i].bucket.key, chunks[i].n_lanes) for i in m) for m in programs}
+    distinct = {
+        tuple((chunks[i].bucket.program_key, chunks[i].n_lanes) for i in m) for m in programs
+    }
     return total + (_COMPILE_S * len(distinct) if compile else 0.0)
 
 
@@ -396,7 +406,7 @@ def describe_plan(
     """One line: runs, programs, chunks, device memory and estimated time."""
     runs = sum(c.n_lanes for c in chunks)
     if n_programs is None:
-        n_programs = len({(c.bucket.key, c.n_lanes) for c in chunks})
+        n_programs = len({(c.bucket.program_key, c.n_lanes) for c in chunks})
     return (
         f"plan: {runs} runs in {len(chunks)} chunk(s) of {n_programs} compiled program(s); "
         f"up to {_bytes(per_chunk_bytes)} of device memory per program; "
@@ -411,7 +421,7 @@ def chunk_bytes(chunk: Chunk, cfg: SweepConfig, in_features: int, num_classes: i
         chunk.bucket.hidden,
         num_classes,
         batch_size=cfg.batch_size,
-        slots=optimizer_slots(chunk.bucket.optimizer, cfg.lr_rule),
+        slots=optimizer_slots(chunk.bucket.optimizer, cfg),
     )
     return per_lane * chunk.n_lanes
 
@@ -446,12 +456,14 @@ def refinement_chunks(cfg: SweepConfig, grid: list[Chunk], df: Any, round_: int)
         if not np.isfinite(row["best_lr"]):
             continue  # every lr diverged: nothing to refine around
         hidden = tuple(int(w) for w in str(row["hidden"]).split("-"))
-        key = (hidden, row["optimizer"], row["parametrization"])
+        wd = float(row["weight_decay"])
+        key = (hidden, row["optimizer"], row["parametrization"], wd)
         best[key] = float(row["best_lr"])
         runs = df[
             (df["hidden"] == row["hidden"])
             & (df["optimizer"] == row["optimizer"])
             & (df["parametrization"] == row["parametrization"])
+            & (df["weight_decay"] == wd)
         ]
         tested[key] = sorted(float(v) for v in runs["lr"].unique())
     return refine_chunks(grid, best, tested, round_)

@@ -8,9 +8,10 @@ column             meaning
 width              first hidden width (the swept width for uniform MLPs)
 depth              number of hidden layers
 hidden             all hidden widths, ``-``-joined (``64-16``)
-optimizer          ``sgd`` or ``adam``
+optimizer          a name of :data:`jaxlr.registry.OPTIMIZERS` (``sgd``, ``adam``, ...)
 lr_rule            ``none``, ``per-layer``, ``weight-norm``, ``adagrad-param``, ``adagrad-neuron``
-parametrization    ``sp`` or ``mup``
+parametrization    ``sp``, ``mup`` or ``lr-exp``
+weight_decay       the run's weight decay (``--weight-decay``; 0 for optimizers without one)
 lr                 the swept (base) learning rate
 seed               init and batch-order seed
 round              0 for the grid's lrs, k for lrs added by refinement round k (``--refine``)
@@ -39,8 +40,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-RUN_KEYS = ["width", "depth", "hidden", "optimizer", "lr_rule", "parametrization", "lr", "seed"]
-GROUP_KEYS = ["width", "depth", "hidden", "optimizer", "lr_rule", "parametrization"]
+GROUP_KEYS = [
+    "width",
+    "depth",
+    "hidden",
+    "optimizer",
+    "lr_rule",
+    "parametrization",
+    "weight_decay",
+]
+RUN_KEYS = [*GROUP_KEYS, "lr", "seed"]
 COLUMNS = [
     *RUN_KEYS,
     "round",
@@ -64,6 +73,7 @@ def chunk_frame(
     diverged_epoch: np.ndarray,
     start_epoch: int = 0,
     round_: int = 0,
+    weight_decay: float = 0.0,
 ) -> pd.DataFrame:
     """Long-format rows of one chunk; ``metrics[k]`` has shape ``(epochs, S, L)``.
 
@@ -83,6 +93,7 @@ def chunk_frame(
             "optimizer": optimizer,
             "lr_rule": lr_rule,
             "parametrization": parametrization,
+            "weight_decay": float(weight_decay),
             "lr": np.asarray(lrs, np.float64)[lr_i],
             "seed": np.asarray(seeds, np.int64)[s],
             "round": round_,
@@ -124,6 +135,7 @@ def rates_frame(
     rates: np.ndarray,
     start_epoch: int = 0,
     round_: int = 0,
+    weight_decay: float = 0.0,
 ) -> pd.DataFrame:
     """Long-format ``rates.csv`` rows of one chunk: ``rates`` has shape ``(E, S, L, layers, 5)``
     (the :data:`RATE_STATS` of each layer's effective rates; NaN once a run diverged)."""
@@ -140,6 +152,7 @@ def rates_frame(
             "optimizer": optimizer,
             "lr_rule": lr_rule,
             "parametrization": parametrization,
+            "weight_decay": float(weight_decay),
             "lr": np.asarray(lrs, np.float64)[lr_i.ravel()],
             "seed": np.asarray(seeds, np.int64)[s.ravel()],
             "round": round_,
@@ -158,12 +171,14 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     df["diverged"] = df["diverged"].astype(bool)
     if "round" not in df:  # written before refinement rounds existed
         df["round"] = 0
+    if "weight_decay" not in df:  # written before weight decay was an axis
+        df["weight_decay"] = 0.0
     return df[COLUMNS]
 
 
 def sort_results(df: pd.DataFrame) -> pd.DataFrame:
     """Canonical row order (independent of chunking and sharding)."""
-    keys = ["depth", "hidden", "optimizer", "lr_rule", "parametrization", "lr", "seed", "epoch"]
+    keys = [*GROUP_KEYS[1:], "lr", "seed", "epoch"]
     df = df.copy()
     df["_w"] = df["hidden"].map(lambda h: tuple(int(x) for x in str(h).split("-")))
     df = df.sort_values(["_w", *keys], kind="stable").drop(columns="_w")
@@ -285,7 +300,11 @@ def format_summary(summary: pd.DataFrame) -> str:
         "min_diverged_lr": "lowest diverged lr",
         "n_seeds": "seeds",
     }
-    extra = [c for c in ("lr_rule", "parametrization") if summary[c].nunique() > 1]
+    extra = [
+        c
+        for c in ("lr_rule", "parametrization", "weight_decay")
+        if c in summary and summary[c].nunique() > 1
+    ]
     if "select" in summary and (summary["select"] == "train_loss").any():
         cols = {
             **dict(list(cols.items())[:3]),
@@ -311,14 +330,18 @@ def describe_shift(summary: pd.DataFrame) -> str:
     """One line per optimizer/rule group: how the best lr moves from the narrowest to the
     widest architecture, as ``log2(lr*_widest / lr*_narrowest)``."""
     lines = []
-    keys = ["optimizer", "lr_rule", "parametrization"]
+    keys = [k for k in ("optimizer", "lr_rule", "parametrization", "weight_decay") if k in summary]
     for key, g in summary.groupby(keys, sort=False):
         g = g[np.isfinite(g["best_lr"])].sort_values("width")
         if len(g) < 2:
             continue
         lo, hi = g.iloc[0], g.iloc[-1]
         shift = float(np.log2(hi["best_lr"] / lo["best_lr"]))
-        name = " ".join(str(k) for k in key if k not in ("none", "sp") or k == key[0])
+        name = " ".join(
+            (f"wd {k:g}" if isinstance(k, float) else str(k))
+            for k in key
+            if k not in ("none", "sp", 0.0) or k is key[0]
+        )
         lines.append(
             f"{name}: best lr {lo['best_lr']:.4g} at hidden {lo['hidden']} -> "
             f"{hi['best_lr']:.4g} at hidden {hi['hidden']} (log2 shift {shift:+.1f})"

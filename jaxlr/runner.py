@@ -241,10 +241,11 @@ def _run_programs(
             chunk = chunks[i]
             b = chunk.bucket
             keys = (b.hidden, b.optimizer, cfg.lr_rule, b.parametrization, chunk.seeds, chunk.lrs)
-            frames.append(res.chunk_frame(*keys, metrics, div, round_=chunk.round))
+            at = dict(round_=chunk.round, weight_decay=b.weight_decay)
+            frames.append(res.chunk_frame(*keys, metrics, div, **at))
             rates = metrics.get("rates")
             if rates is not None and rates.ndim == 5 and rates.shape[3]:
-                sweep.rate_frames.append(res.rates_frame(*keys, rates, round_=chunk.round))
+                sweep.rate_frames.append(res.rates_frame(*keys, rates, **at))
         if out is not None and sweep.writer:  # finished chunks are on disk as they finish
             res.write_csv(out / "results.csv", res.sort_results(pd.concat(frames)))
 

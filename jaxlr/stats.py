@@ -413,6 +413,7 @@ TRANSFER_COLUMNS = [
     "optimizer",
     "lr_rule",
     "parametrization",
+    "weight_decay",
     "depth",
     "base_width",
     "width",
@@ -564,7 +565,10 @@ def format_transfer(table: pd.DataFrame) -> str:
         return ""
     lines = []
     many_depths = table["depth"].nunique() > 1
-    for (opt, rule, depth), g in table.groupby(["optimizer", "lr_rule", "depth"], sort=True):
+    if "weight_decay" not in table:
+        table = table.assign(weight_decay=0.0)
+    groups = table.groupby(["optimizer", "lr_rule", "weight_decay", "depth"], sort=True)
+    for (opt, rule, wd, depth), g in groups:
         parts = []
         for par, gp in g.groupby("parametrization", sort=True):
             r = gp.sort_values("width").iloc[-1]
@@ -582,6 +586,7 @@ def format_transfer(table: pd.DataFrame) -> str:
         head = (
             opt
             + (f", {rule}" if rule != "none" else "")
+            + (f", wd {wd:g}" if wd else "")
             + (f", depth {depth}" if many_depths else "")
         )
         lines.append(f"Transfer regret of lr* ({head}; % of final loss): " + "; ".join(parts))

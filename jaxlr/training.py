@@ -25,6 +25,7 @@ from jaxlr.engine import (
     StepBlocks,
     cached_trainer,
     group_epoch,
+    lane_hypers,
     step_blocks,
 )
 
@@ -64,7 +65,7 @@ def train_lanes(
     """
     trainer = cached_trainer(spec)
     seeds = jnp.asarray(seeds, jnp.int32)
-    lrs = jnp.asarray(lrs, jnp.float32)
+    lrs = lane_hypers(spec, lrs)  # with spec.decays: an engine.Hypers of lrs and weight decays
     if state is None and progress is None:
         state = trainer.init(seeds, lrs)
     if spec.steps_per_call <= 0:
@@ -108,7 +109,7 @@ def train_group(
     ``i`` trains lanes ``seeds[i] x lrs[i]`` of ``specs[i]``. Returns the final states and one
     metrics dict per member; each member's numbers are those of :func:`train_lanes` alone."""
     seeds = tuple(jnp.asarray(s, jnp.int32) for s in seeds)
-    lrs = tuple(jnp.asarray(lr, jnp.float32) for lr in lrs)
+    lrs = tuple(lane_hypers(spec, lr) for spec, lr in zip(specs, lrs, strict=True))
     if states is None and progress is None:
         states = tuple(
             cached_trainer(spec).init(s, lr) for spec, s, lr in zip(specs, seeds, lrs, strict=True)

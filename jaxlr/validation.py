@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from jaxlr import registry
 from jaxlr.config import (
     ConfigError,
     SweepConfig,
@@ -21,6 +22,7 @@ from jaxlr.config import (
     _hints,
     check_applies,
     flag_of,
+    optimizers_of,
     parametrizations_of,
 )
 
@@ -52,6 +54,16 @@ def _coerce_fields(c: Any) -> None:
             raise ConfigError(
                 f"{flag_of(f)}: expected {_type_name(hints[f.name])}, got {value!r}"
             ) from None
+        choices = f.metadata.get("choices")
+        if choices is not None:
+            _check_choice(flag_of(f), getattr(c, f.name), tuple(choices()))
+
+
+def _check_choice(flag: str, value: Any, names: tuple[str, ...]) -> None:
+    """Refuses a value (or a tuple item) of a registry-backed field that is not registered."""
+    for v in value if isinstance(value, tuple) else (value,):
+        if v not in names:
+            raise ConfigError(f"{flag}: unknown value {v!r}; choose from {', '.join(names)}")
 
 
 def coerce(tp: Any, value: Any) -> Any:
@@ -136,6 +148,72 @@ def _validate_train(c: TrainOptions) -> None:
             _fail(f"--lr-exponents must be finite, got {list(c.lr_exponents)}")
     if not (c.divergence_loss > 0):
         _fail(f"--divergence-loss must be positive, got {c.divergence_loss}")
+    _validate_optimizer_options(c)
+    _validate_schedule(c)
+
+
+def _fraction(flag: str, v: float, *, low_open: bool = False, high_open: bool = False) -> None:
+    ok = math.isfinite(v) and (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1)
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        _fail(f"{flag} must be in {lo}0, 1{hi}, got {v:g}")
+
+
+def _validate_optimizer_options(c: TrainOptions) -> None:
+    """The optimizer options' ranges, and which rules and parametrizations each composes with."""
+
+    _fraction("--momentum", c.momentum, high_open=True)
+    if c.nesterov and c.momentum == 0:
+        _fail("--nesterov needs momentum: add --momentum, e.g. --momentum 0.9")
+    _fraction("--muon-momentum", c.muon_momentum, high_open=True)
+    for b in c.betas or ():
+        _fraction("--betas", b, high_open=True)
+    if c.weight_decay_scaling == "width" and (c.base_width is None or c.base_width <= 0):
+        _fail("--weight-decay-scaling width needs a positive --base-width (wd * base / width)")
+    for o in optimizers_of(c):
+        entry = registry.optimizer(o)
+        if c.lr_rule not in entry.rules:
+            _fail(
+                f"--lr-rule {c.lr_rule} does not compose with --optimizer {o} "
+                f"(it takes {', '.join(entry.rules)})"
+            )
+        for p in parametrizations_of(c):
+            if p not in entry.parametrizations:
+                _fail(
+                    f"--optimizer {o} does not take --parametrization {p} "
+                    f"(it takes {', '.join(entry.parametrizations)})"
+                )
+
+
+def _validate_schedule(c: TrainOptions) -> None:
+    """The schedule options' ranges; with a program's step count, the warmup's length."""
+    if not (math.isfinite(c.warmup) and c.warmup >= 0) or (
+        c.warmup >= 1 and c.warmup != int(c.warmup)
+    ):
+        _fail(f"--warmup must be a whole number of steps or a fraction below 1, got {c.warmup:g}")
+    _fraction("--decay-fraction", c.decay_fraction, low_open=True)
+    _fraction("--final-lr-fraction", c.final_lr_fraction)
+    total = getattr(c, "total_steps", 0)
+    if total:
+        check_schedule_steps(c, total)
+
+
+def check_schedule_steps(c: Any, total: int) -> None:
+    """Refuses a warmup longer than training (``total`` steps), or that overlaps wsd's decay."""
+
+    if "warmup" not in registry.schedule(c.schedule).options:
+        return
+    warmup = registry.warmup_steps(c.warmup, total)
+    if warmup > total:
+        _fail(
+            f"--warmup {c.warmup:g} is {warmup} steps, longer than training ({total} steps); "
+            "shorten it or give a fraction, e.g. --warmup 0.1"
+        )
+    if c.schedule == "wsd" and warmup > registry.decay_start(total, c.decay_fraction):
+        _fail(
+            f"--warmup ({warmup} steps) overlaps wsd's decay, which starts at step "
+            f"{registry.decay_start(total, c.decay_fraction)} of {total}; shorten one of them"
+        )
 
 
 def _validate_grid(c: SweepConfig) -> None:
@@ -169,12 +247,31 @@ def _validate_grid(c: SweepConfig) -> None:
         _fail("the grid is empty: give at least one optimizer")
     if len(set(c.optimizers)) != len(c.optimizers):
         _fail(f"optimizers must be distinct, got {list(c.optimizers)}")
+    _validate_weight_decays(c)
     if not c.parametrizations:
         _fail("the grid is empty: give at least one parametrization")
     if len(set(c.parametrizations)) != len(c.parametrizations):
         _fail(f"parametrizations must be distinct, got {list(c.parametrizations)}")
     for name in ("layer_lr_mults", "lr_exponents"):
         _check_per_layer(c, name)
+
+
+def _validate_weight_decays(c: SweepConfig) -> None:
+
+    wds = c.weight_decays
+    if not wds:
+        _fail("--weight-decay is empty: give at least one value, e.g. 0")
+    if any(not (math.isfinite(w) and w >= 0) for w in wds):
+        _fail(f"--weight-decay must be non-negative and finite, got {list(wds)}")
+    if len(set(wds)) != len(wds):
+        _fail(f"--weight-decay values must be distinct, got {list(wds)}")
+    if any(wds):
+        for o in c.optimizers:
+            if registry.optimizer(o).decay == "none":
+                _fail(
+                    f"--optimizer {o} takes no weight decay"
+                    + (": use adamw" if o == "adam" else "; drop --weight-decay")
+                )
 
 
 def _check_per_layer(c: SweepConfig, name: str) -> None:
