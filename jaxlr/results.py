@@ -167,7 +167,8 @@ def rates_frame(
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """Reads a ``results.csv`` back with the dtypes :func:`chunk_frame` produces."""
     f32 = {k: np.float32 for k in ("train_loss", "test_loss", "test_accuracy")}
-    df = pd.read_csv(path, dtype={"hidden": str, "diverged_epoch": "Int64", **f32})
+    dtypes = {"hidden": str, "diverged_epoch": "Int64", "weight_decay": np.float64, **f32}
+    df = pd.read_csv(path, dtype=dtypes)
     df["diverged"] = df["diverged"].astype(bool)
     if "round" not in df:  # written before refinement rounds existed
         df["round"] = 0

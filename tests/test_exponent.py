@@ -21,6 +21,7 @@ COLUMNS = [
     "optimizer",
     "lr_rule",
     "parametrization",
+    "weight_decay",
     "depth",
     "estimator",
     "ci_method",
@@ -69,7 +70,8 @@ def table(
                     rows.append(
                         dict(
                             width=w, depth=2, hidden=f"{w}-{w}", optimizer=optimizer,
-                            lr_rule="none", parametrization=parametrization, lr=2.0**k, seed=s,
+                            lr_rule="none", parametrization=parametrization, weight_decay=0.0,
+                            lr=2.0**k, seed=s,
                             round=0, epoch=e, train_loss=np.nan if div else loss + (epochs - e),
                             test_loss=np.nan if div else 2 * loss, test_accuracy=0.5,
                             diverged=div, diverged_epoch=1 if div else None,
@@ -292,7 +294,7 @@ def test_write_outputs_writes_the_table_the_plot_and_the_line(tmp_path):
     cfg = SweepConfig(widths=(32, 64, 128, 256, 512), optimizers=("adam",), select="train_loss")
     outcome = write_outputs(tmp_path, df, cfg, {"dataset": {"name": "synthetic"}})
     assert {"width_exponent.csv", "width_exponent.png", "transfer.csv"} <= set(outcome.files)
-    csv = pd.read_csv(tmp_path / "width_exponent.csv")
+    csv = pd.read_csv(tmp_path / "width_exponent.csv", dtype={"weight_decay": float})
     assert list(csv.columns) == COLUMNS
     chance = math.log(10)
     want = ex.width_exponent(df, select="train_loss", chance_loss=chance)

@@ -29,7 +29,8 @@ def table(widths=(16, 64, 256), alpha=-0.5, seeds=3, diverge=None, parametrizati
                 rows.append(
                     dict(
                         width=w, depth=2, hidden=f"{w}-{w}", optimizer="adam", lr_rule="none",
-                        parametrization=parametrization, lr=2.0**k, seed=s, round=0, epoch=1,
+                        parametrization=parametrization, weight_decay=0.0, lr=2.0**k, seed=s,
+                        round=0, epoch=1,
                         train_loss=loss, test_loss=loss, test_accuracy=0.5, diverged=div,
                         diverged_epoch=1 if div else None,
                     )
