@@ -84,7 +84,7 @@ def test_python_users_get_coercion_and_clear_type_errors():
     hash(cfg)
     with pytest.raises(ConfigError, match="--widths: expected a sequence of int"):
         SweepConfig(widths="64")
-    with pytest.raises(ConfigError, match="--optimizer: unknown value .rmsprop.; choose from sgd"):
+    with pytest.raises(ConfigError, match=r"--optimizer: unknown value .rmsprop.; choose from sgd"):
         SweepConfig(optimizers=("rmsprop",))
     with pytest.raises(ConfigError, match="--epochs: expected int"):
         SweepConfig(epochs=2.5)
