@@ -84,7 +84,9 @@ class RunSpec(TrainOptions):
         shared = {f.name: getattr(options, f.name) for f in dataclasses.fields(TrainOptions)}
         shared.update(_unused_options(shared, optimizer))
         if parametrization == "sp":  # what only mup / lr-exp read: one SP program for all sweeps
-            shared.update(base_width=None, lr_exponents=None)
+            shared.update(lr_exponents=None)
+            if shared["weight_decay_scaling"] != "width":
+                shared.update(base_width=None)
         elif parametrization == "mup":
             shared.update(lr_exponents=None)
         entry = registry.optimizer(optimizer)

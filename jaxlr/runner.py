@@ -22,7 +22,7 @@ import jax
 import pandas as pd
 
 from jaxlr import checkpoint as ckpt
-from jaxlr import compilation
+from jaxlr import compilation, registry, validation
 from jaxlr import data as data_lib
 from jaxlr import devices as dev
 from jaxlr import plan as planning
@@ -169,6 +169,8 @@ def run(
                 f"--batch-size {cfg.batch_size} is larger than the training set "
                 f"({dataset.n_train} examples); use a smaller batch"
             )
+        if registry.schedule(cfg.schedule).horizon:  # a warmup longer than training
+            validation.check_schedule_steps(cfg, cfg.epochs * (dataset.n_train // cfg.batch_size))
         warn_gpu_only(cfg)
         mesh = dev.lane_mesh(cfg.devices)
         memory = int(dev.device_memory_bytes() * MEMORY_FRACTION) * dev.mesh_size(mesh)
