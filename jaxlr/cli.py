@@ -291,7 +291,9 @@ def add_option_flags(
         if not f.metadata.get("cli", True) or (only is not None and f.name not in only):
             continue
         tp = hints[f.name]
-        choices = _choices(tp)
+        choices = _choices(tp) or tuple(
+            f.metadata["choices"]() if f.metadata.get("choices") else ()
+        )
         metavar = f.metadata.get("metavar") or ("{" + ",".join(choices) + "}" if choices else None)
         shown = f.metadata.get("shown_default") or _show_default(f.default)
         kind: dict[str, Any] = (
@@ -306,13 +308,19 @@ def add_option_flags(
         )
         target.add_argument(
             flag_of(f),
+            *f.metadata.get("aliases", ()),
             dest=f.name,
             default=None,
-            help=f"{f.metadata['help']} (default: {shown})",
+            help=f"{f.metadata['help']}{_listed(f, choices)} (default: {shown})",
             **kind,
         )
         added.append(f.name)
     return added
+
+
+def _listed(f: dataclasses.Field, choices: tuple[str, ...]) -> str:
+    """The choices of a field whose metavar hides them (``--optimizer OPT[,OPT]``)."""
+    return f": {', '.join(choices)}" if choices and f.metadata.get("metavar") else ""
 
 
 def given_options(args: argparse.Namespace, names: Collection[str]) -> dict[str, Any]:
