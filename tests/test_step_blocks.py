@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,42 +119,52 @@ def test_the_plan_splits_long_epochs_only():
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_long_epoch_stops_after_the_block_and_resume_continues(tmp_path):
-    """A sweep whose epoch takes many seconds: SIGINT mid-epoch, exit 130 within seconds with
-    the message at once, a mid-epoch checkpoint; ``--resume`` gives the uninterrupted bytes."""
+def test_ctrl_c_in_a_long_epoch_stops_after_the_block_and_resume_continues(
+    tmp_path, cli, monkeypatch
+):
+    """A sweep whose epoch runs in many step blocks: SIGINT once the first block has trained
+    (the progress bar moved), exit 130 with the message at once, a checkpoint in the middle of
+    the first epoch; ``--resume`` gives the uninterrupted run's bytes."""
     args = [
-        "--dataset", "synthetic", "--n-train", "20000", "--n-test", "200", "--features", "256",
-        "--num-classes", "10", "--widths", "512", "--lrs", "0.01,0.02,0.05,0.1",
-        "--seeds", "2", "--epochs", "2", "--batch-size", "8", "--no-progress",
+        "--dataset", "synthetic", "--n-train", "4000", "--n-test", "200", "--features", "64",
+        "--num-classes", "10", "--widths", "128", "--lrs", "0.01,0.02,0.05,0.1",
+        "--seeds", "2", "--epochs", "2", "--batch-size", "8",
         "--checkpoint-every", "0", "--parallel", "1",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "JAXLR_CALL_S": "1"}
-    cmd = [sys.executable, "-m", "jaxlr.sweep", *args]
-    ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=env, capture_output=True)
-    assert ref.returncode == 0, ref.stderr.decode()[-2000:]
+    call_s = 0.02  # estimated seconds per device call: an epoch of 500 steps in ~10 blocks
+    monkeypatch.setattr(planning, "CALL_S", call_s)  # the in-process runs' $JAXLR_CALL_S
+    ref = cli(*args, "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr[-2000:]
     out = tmp_path / "cut"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "JAXLR_CALL_S": str(call_s)}
     p = subprocess.Popen(
-        [*cmd, "--out", str(out)], env=env, stderr=subprocess.PIPE, text=True, bufsize=1
+        [sys.executable, "-m", "jaxlr.sweep", *args, "--out", str(out)],
+        env=env,
+        stderr=subprocess.PIPE,
     )
-    for line in p.stderr:  # the plan line: training is about to start
-        if line.startswith("plan:"):
+    # the bar counts run-steps after each block ("[1] 128-128 sgd:  7%|...| 576/8.00k"):
+    # the first nonzero count means training is in the middle of epoch 1
+    seen, deadline = b"", time.monotonic() + 300
+    moved = re.compile(rb"\| *(?!0\.00/|0/)[0-9.]+k?/")
+    while not moved.search(seen) and time.monotonic() < deadline:
+        chunk = os.read(p.stderr.fileno(), 4096)
+        if not chunk:
             break
-    time.sleep(4.0)  # compiling or in the first step blocks of epoch 1
+        seen += chunk
+    assert moved.search(seen), seen.decode(errors="replace")[-2000:]
     p.send_signal(signal.SIGINT)
-    err = p.stderr.read()
+    err = (seen + p.stderr.read()).decode(errors="replace")
     p.wait(timeout=600)
-    assert p.returncode == 130, err
-    assert "stopping after the current step block" in err, err
-    assert "Traceback" not in err, err
+    assert p.returncode == 130, err[-2000:]
+    assert "stopping after the current step block" in err, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
     # it stopped inside the first epoch (after a block), not at an epoch's end: a mid-epoch
-    # checkpoint of epoch 1 (no timing thresholds: the machine may be loaded)
+    # checkpoint of epoch 1
     (ckpt,) = (out / "checkpoints").glob("*.npz")
     assert ckpt.name.startswith("chunk-000-e0000-s"), ckpt.name
     meta = json.loads(Path(out / "config.json").read_text())
     assert meta["config"]["epochs"] == 2
-    res = subprocess.run(
-        [*cmd, "--resume", "--out", str(out)], env=env, capture_output=True, text=True
-    )
+    res = cli("--resume", "--no-progress", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "from step" in res.stderr, res.stderr  # it resumed mid-epoch, not from epoch 0
     assert (out / "results.csv").read_bytes() == (tmp_path / "ref" / "results.csv").read_bytes()
