@@ -139,12 +139,18 @@ def parse_ints(s: str) -> tuple[int, ...]:
 
 
 def _field_parser(f: dataclasses.Field, tp: Any) -> Any:
-    special = {"hidden": _hidden, "shard": _shard, "seeds": _seeds}
+    special = {"hidden": _hidden, "shard": _shard, "seeds": _seeds, "epochs": _epochs}
     if f.name in special:
         return special[f.name]
     if f.name in ("lrs", "layer_lr_mults"):
         return parse_floats
     return lambda s: _parse_value(tp, s)
+
+
+def _epochs(s: str) -> int | tuple[int, ...]:
+    """``--epochs``: ``20``, or horizons ``10,20,40`` (a tuple)."""
+    values = _parse_value(tuple[int, ...], s)
+    return values[0] if len(values) == 1 else values
 
 
 def parse_floats(s: str) -> tuple[float, ...]:
@@ -396,6 +402,13 @@ def config_from_args(args: argparse.Namespace, base: SweepConfig | None = None) 
                 "would shift them; give a count (--seeds N --first-seed S) or the list alone"
             )
         fields["seeds"] = tuple(range(first, first + len(seeds)))
+    if isinstance(fields.get("epochs"), tuple):  # --epochs 10,20,40: train 40, report each
+        horizons = fields["epochs"]
+        if len(set(horizons)) != len(horizons) or min(horizons) < 1:
+            raise ConfigError(f"--epochs must be distinct positive integers, got {horizons}")
+        fields["horizons"], fields["epochs"] = tuple(sorted(horizons)), max(horizons)
+    elif "epochs" in given:
+        fields["horizons"] = ()
     if fields.get("out") is None:
         fields["out"] = f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}"
     cfg = SweepConfig(**fields)

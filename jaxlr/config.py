@@ -491,7 +491,19 @@ class SweepConfig(TrainOptions):
         applies_to="sweeps of 3 widths or more (one width per architecture)",
     )
     # --- training
-    epochs: int = option(20, "passes over the training set", group="training")
+    epochs: int = option(
+        20,
+        "passes over the training set; a list (10,20,40) trains the longest and reports the "
+        "best lrs, the width exponent and the transfer regret at each (constant schedule only)",
+        group="training",
+        metavar="N[,N]",
+    )
+    horizons: tuple[int, ...] = option(
+        (),
+        "the epochs at which the answer is reported (from --epochs 10,20,40); empty: the last",
+        group="training",
+        cli=False,
+    )
     # --- execution
     max_lanes: int | None = option(
         None,

@@ -45,7 +45,10 @@ class SweepOutcome:
 def outcome_of(
     df: pd.DataFrame, cfg: SweepConfig, rates: pd.DataFrame | None = None
 ) -> SweepOutcome:
-    """The summary and the width exponents of a results table (nothing written)."""
+    """The summary and the width exponents of a results table (nothing written); with
+    ``cfg.horizons``, of each horizon's epochs, in tables with a leading ``horizon`` column."""
+    if cfg.horizons and not df.empty:
+        return _per_horizon(df, cfg, rates)
     from jaxlr import exponent, stats
 
     summary = res.summarize(df, select=cfg.select)
@@ -59,6 +62,36 @@ def outcome_of(
         transfer = exponent.transfer_table(df, cfg.select, **kw)
         text += "\n" + stats.format_transfer(transfer)
     return SweepOutcome(df, summary, [], text, table, rates, transfer)
+
+
+def _per_horizon(df: pd.DataFrame, cfg: SweepConfig, rates: pd.DataFrame | None) -> SweepOutcome:
+    """:func:`outcome_of` of the epochs up to each horizon (a constant schedule's runs are the
+    same runs, read earlier), stacked with a leading ``horizon`` column."""
+    parts = []
+    for h in cfg.horizons:
+        one = outcome_of(df[df["epoch"] <= h], dataclasses.replace(cfg, horizons=()), rates)
+        parts.append((h, one))
+
+    def stack(name: str) -> pd.DataFrame | None:
+        tables = [getattr(o, name) for _, o in parts]
+        if all(t is None for t in tables):
+            return None
+        return pd.concat(
+            [
+                t.assign(horizon=h)[["horizon", *t.columns]]
+                for (h, _), t in zip(parts, tables, strict=True)
+                if t is not None
+            ],
+            ignore_index=True,
+        )
+
+    text = "\n".join(
+        f"After {h} epoch{'s' if h > 1 else ''}:\n{o.exponent_text}"
+        for h, o in parts
+        if o.exponent_text.strip()
+    )
+    exponents = stack("exponents")
+    return SweepOutcome(df, stack("summary"), [], text, exponents, rates, stack("transfer"))
 
 
 def dataset_record(dataset: Any, batch_size: int) -> dict[str, Any]:

@@ -303,7 +303,7 @@ def format_summary(summary: pd.DataFrame) -> str:
     }
     extra = [
         c
-        for c in ("lr_rule", "parametrization", "weight_decay")
+        for c in ("horizon", "lr_rule", "parametrization", "weight_decay")
         if c in summary and summary[c].nunique() > 1
     ]
     if "select" in summary and (summary["select"] == "train_loss").any():
@@ -331,6 +331,8 @@ def describe_shift(summary: pd.DataFrame) -> str:
     """One line per optimizer/rule group: how the best lr moves from the narrowest to the
     widest architecture, as ``log2(lr*_widest / lr*_narrowest)``."""
     lines = []
+    if "horizon" in summary:  # --epochs 10,20,40: the shift at the longest horizon
+        summary = summary[summary["horizon"] == summary["horizon"].max()]
     keys = [k for k in ("optimizer", "lr_rule", "parametrization", "weight_decay") if k in summary]
     for key, g in summary.groupby(keys, sort=False):
         g = g[np.isfinite(g["best_lr"])].sort_values("width")

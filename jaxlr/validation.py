@@ -300,6 +300,17 @@ def _validate(c: SweepConfig) -> None:
     check_applies(c)
     if c.epochs < 1:
         _fail(f"--epochs must be at least 1, got {c.epochs}")
+    if c.horizons:
+        if list(c.horizons) != sorted(set(c.horizons)) or c.horizons[0] < 1:
+            _fail(f"--epochs horizons must be distinct and increasing, got {list(c.horizons)}")
+        if c.horizons[-1] != c.epochs:
+            _fail(f"the longest horizon ({c.horizons[-1]}) must be --epochs ({c.epochs})")
+        if registry.schedule(c.schedule).horizon:
+            _fail(
+                f"--epochs {','.join(map(str, c.horizons))} with --schedule {c.schedule}: the "
+                "schedule depends on the run's length, so each horizon is its own sweep; run "
+                "--epochs N for each N into its own --out"
+            )
     for name in ("max_lanes", "devices", "parallel"):
         v = getattr(c, name)
         if v is not None and v < 1:

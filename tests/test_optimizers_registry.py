@@ -244,3 +244,38 @@ def test_bad_input_is_one_line_and_exit_2(name, capsys, tmp_path):
     assert code == 2, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_epoch_horizons_of_a_constant_schedule_are_the_shorter_sweeps(digits, tmp_path):
+    """``--epochs 1,3`` trains 3 epochs once; its horizon-1 answer is a 1-epoch sweep's."""
+    out = tmp_path / "horizons"
+    code = main(
+        ["--widths", "8,16,32", "--epochs", "1,3", "--seeds", "2", "--lrs", "0.05,0.2,0.8",
+         "--n-train", "320", "--n-test", "100", "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    cfg = SweepConfig(
+        widths=(8, 16, 32), epochs=1, seeds=(0, 1), lrs=(0.05, 0.2, 0.8), n_train=320,
+        n_test=100, out=str(tmp_path / "one"),
+    )  # fmt: skip
+    from jaxlr.runner import run
+
+    short = run(cfg, progress=False)
+    import pandas as pd
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["horizon"].unique()) == [1, 3]
+    at_1 = summary[summary["horizon"] == 1].drop(columns="horizon").reset_index(drop=True)
+    want = pd.read_csv(tmp_path / "one" / "summary.csv")
+    pd.testing.assert_frame_equal(at_1, want)
+    exps = pd.read_csv(out / "width_exponent.csv")
+    want_exp = short.exponents.reset_index(drop=True)
+    got_exp = exps[exps["horizon"] == 1].drop(columns="horizon").reset_index(drop=True)
+    np.testing.assert_allclose(got_exp["alpha"], want_exp["alpha"], rtol=1e-6)
+
+
+def test_epoch_horizons_of_a_horizon_dependent_schedule_are_refused(capsys, tmp_path):
+    code = main(["--epochs", "2,4", "--schedule", "warmup-cosine", "--warmup", "0.1",
+                 "--out", str(tmp_path / "o")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "its own sweep" in err, err
