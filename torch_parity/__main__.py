@@ -193,8 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: {error}", file=sys.stderr)
             return 2
         if args.list:
+            width = max(15, *(len(e.name) for e in CATALOG))
             for e in CATALOG:
-                print(f"{e.name:<15} {e.source}: {e.summary} ({e.default_length})")
+                print(f"{e.name:<{width}} {e.source}: {e.summary} ({e.default_length})")
             return 0
         return _run(args)
     except KeyboardInterrupt:
@@ -241,15 +242,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.trace:
         out = sys.stderr if args.json else sys.stdout
         print("max |Δloss| over steps 1..t, at t = 1, 2, 5, 10, ...:", file=out)
+        width = max(15, *(len(r.example) for r in results))
         for i, r in enumerate(results, 1):
-            label = f"  {r.example:<15} torch vs JAX    "
+            label = f"  {r.example:<{width}} torch vs JAX    "
             print(format_trace(np.abs(r.torch_losses - r.jax_losses), label), file=out)
             if dtype == "float32":
                 drift = float32_drift(
                     r.example, steps=args.steps, progress=printer.for_example(i, r.example),
                     **data_kw,
                 )  # fmt: skip
-                print(format_trace(drift, f"  {r.example:<15} torch32 vs torch64"), file=out)
+                print(format_trace(drift, f"  {r.example:<{width}} torch32 vs torch64"), file=out)
     return 0 if all(r.passed for r in results) else 1
 
 

@@ -7,7 +7,8 @@ Optax transform on the same numpy data and batch order (:mod:`torch_parity.jax_r
 * ``max_abs_loss_diff = max_t |loss_torch(t) - loss_jax(t)|`` over every step ``t``, and
 * ``max_rel_param_diff = max_leaf max|p_torch - p_jax| / max|p_torch|`` on the final params.
 
-An example passes when ``max_abs_loss_diff <= tolerance`` (float64: 1e-10, float32: 1e-4) and
+An example passes when ``max_abs_loss_diff <= tolerance`` (float64: 1e-10, float32: 1e-4; an
+example's own larger bound where its reference cannot follow to rounding: ``muon-torch``) and
 both numbers are finite. The examples and their sources are listed in
 :mod:`torch_parity.catalog`.
 """
@@ -26,10 +27,18 @@ import torch
 
 from jaxlr.transforms import adagrad_lr, per_layer_lr, reduce_lr_on_plateau, weight_norm_lr
 from torch_parity import examples
+from torch_parity import optimizer_examples as opt_examples
 from torch_parity.catalog import CATALOG, EXAMPLE_NAMES, MAX_STEPS, ExampleInfo, info
 from torch_parity.convert import state_dict_to_flax
 from torch_parity.data import ParityData, batch_indices, image_classification, random_classification
-from torch_parity.jax_runs import DType, train_full_batch, train_minibatch
+from torch_parity.jax_runs import (
+    DataShape,
+    DType,
+    Optimizer,
+    sweep_update,
+    train_full_batch,
+    train_minibatch,
+)
 
 __all__ = [
     "EXAMPLES",
@@ -37,8 +46,10 @@ __all__ = [
     "JSON_KEYS",
     "TOLERANCES",
     "Example",
+    "JaxOptimizer",
     "ParityResult",
     "Progress",
+    "compare",
     "float32_drift",
     "format_table",
     "format_trace",
@@ -67,13 +78,22 @@ JSON_KEYS: tuple[str, ...] = (
 )
 
 
+# jax_optimizer(data, steps): the transform (or one per step) that should match the reference
+JaxOptimizer = Callable[[ParityData, int], Optimizer]
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Example(ExampleInfo):
     """One example (:class:`~torch_parity.catalog.ExampleInfo`): its torch program and the
     jaxlr optimizer that should match it."""
 
     torch_program: examples.TorchProgram  # the PyTorch reference
-    jax_optimizer: Callable[[], optax.GradientTransformation]  # the matching Optax transform
+    jax_optimizer: JaxOptimizer  # the matching Optax transform, from the data and the steps
+
+    def tolerance_for(self, dtype: str) -> float:
+        """The default bound on ``max_abs_loss_diff`` in ``dtype``: the suite's
+        (:data:`TOLERANCES`), or the example's own if larger."""
+        return max(TOLERANCES[dtype], self.tolerance or 0.0)
 
 
 def _plateau_adam(lr: float, **plateau: Any) -> optax.GradientTransformation:
@@ -88,47 +108,85 @@ def _adam_direction() -> optax.GradientTransformation:
     return optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
 
 
+def _fixed(make: Callable[[], optax.GradientTransformation]) -> JaxOptimizer:
+    """One transform for every step, whatever the data and the run's length."""
+    return lambda data, steps: make()
+
+
+def _sweep(name: str) -> JaxOptimizer:
+    """The sweep's update of setting ``name`` (:data:`optimizer_examples.SETTINGS`) on the
+    example's data, over the run's steps (:func:`torch_parity.jax_runs.sweep_update`)."""
+    s = opt_examples.SETTINGS[name]
+
+    def build(data: ParityData, steps: int) -> Optimizer:
+        shape = DataShape(data.features, data.num_classes, len(data.x))
+        return sweep_update(s.optimizer, s.hidden, shape, steps, s.lr, s.weight_decay, **s.options)
+
+    return build
+
+
+def _reference(program: examples.TorchProgram, name: str) -> examples.TorchProgram:
+    """``program`` with setting ``name``."""
+    return functools.partial(program, setting=opt_examples.SETTINGS[name])
+
+
 # example name -> (its PyTorch program, the Optax transform that should match it)
-_IMPLEMENTATIONS: dict[
-    str, tuple[examples.TorchProgram, Callable[[], optax.GradientTransformation]]
-] = {
-    "narrow": (examples.narrow, lambda: optax.adam(1e-3)),
-    "wide": (examples.wide, lambda: optax.adam(1e-2)),
-    "mixed": (examples.mixed, lambda: _plateau_adam(5e-3)),
+_IMPLEMENTATIONS: dict[str, tuple[examples.TorchProgram, JaxOptimizer]] = {
+    "narrow": (examples.narrow, _fixed(lambda: optax.adam(1e-3))),
+    "wide": (examples.wide, _fixed(lambda: optax.adam(1e-2))),
+    "mixed": (examples.mixed, _fixed(lambda: _plateau_adam(5e-3))),
     "mixed-plateau": (
         examples.mixed_plateau,
-        lambda: _plateau_adam(5e-3, patience=2, threshold=0.02, threshold_mode="abs"),
+        _fixed(lambda: _plateau_adam(5e-3, patience=2, threshold=0.02, threshold_mode="abs")),
     ),
     "per-layer": (
         examples.per_layer,
-        lambda: per_layer_lr(
-            {"Dense_0": 1e-3, "Dense_1": 5e-4, "Dense_2": 2e-4}, inner=_adam_direction()
+        _fixed(
+            lambda: per_layer_lr(
+                {"Dense_0": 1e-3, "Dense_1": 5e-4, "Dense_2": 2e-4}, inner=_adam_direction()
+            )
         ),
     ),
     "weight-norm": (
         examples.weight_norm,
-        lambda: weight_norm_lr(1e-3, scaling_factor=0.01, inner=_adam_direction()),
+        _fixed(lambda: weight_norm_lr(1e-3, scaling_factor=0.01, inner=_adam_direction())),
     ),
     "adagrad-param": (
         examples.adagrad_param,
-        lambda: adagrad_lr(
-            examples.ADAGRAD_BASE_LR, eps=1e-8, granularity="parameter", inner=_adam_direction()
+        _fixed(
+            lambda: adagrad_lr(
+                examples.ADAGRAD_BASE_LR, eps=1e-8, granularity="parameter", inner=_adam_direction()
+            )
         ),
     ),
     "adagrad-neuron": (
         examples.adagrad_neuron,
-        lambda: adagrad_lr(
-            examples.ADAGRAD_BASE_LR, eps=1e-8, granularity="neuron", inner=_adam_direction()
+        _fixed(
+            lambda: adagrad_lr(
+                examples.ADAGRAD_BASE_LR, eps=1e-8, granularity="neuron", inner=_adam_direction()
+            )
         ),
     ),
     "sgd-w64": (
         functools.partial(examples.sgd_minibatch, width=64, lr=0.1),
-        lambda: optax.sgd(0.1),
+        _fixed(lambda: optax.sgd(0.1)),
     ),
     "sgd-w256": (
         functools.partial(examples.sgd_minibatch, width=256, lr=0.1),
-        lambda: optax.sgd(0.1),
+        _fixed(lambda: optax.sgd(0.1)),
     ),
+    **{
+        name: (_reference(program, name), _sweep(name))
+        for name, program in (
+            ("sgd-momentum", opt_examples.sgd),
+            ("sgd-nesterov", opt_examples.sgd),
+            ("adamw", opt_examples.adamw),
+            ("adamw-independent", opt_examples.adamw_independent),
+            ("lion", opt_examples.lion),
+            ("muon", opt_examples.muon_numpy),
+            ("muon-torch", opt_examples.muon_torch),
+        )
+    },
 }
 
 EXAMPLES: tuple[Example, ...] = tuple(
@@ -196,10 +254,9 @@ class _Setup:
     batches_per_epoch: int  # 0 for full batch
 
 
-def _setup(name: str, steps: int | None, dataset: str, data_dir: str | None) -> _Setup:
+def _setup(example: Example, steps: int | None, dataset: str, data_dir: str | None) -> _Setup:
     """The example, its data (the width examples' random set or the Fashion-MNIST width
     experiment's images) and its batch order."""
-    example = get_example(name)
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be in 1..{MAX_STEPS:,}, got {steps}")
     if example.batch_size is None:
@@ -238,7 +295,8 @@ def run_example(
       dtype: ``"float64"`` or ``"float32"``, for both sides.
       steps: number of optimizer steps (default: the example's own; at most
         :data:`~torch_parity.catalog.MAX_STEPS`).
-      tolerance: bound on ``max_abs_loss_diff`` (default :data:`TOLERANCES` ``[dtype]``).
+      tolerance: bound on ``max_abs_loss_diff`` (default :meth:`Example.tolerance_for`: the
+        suite's :data:`TOLERANCES` ``[dtype]``, or the example's own larger bound).
       dataset: the image examples' dataset (``"auto"``: Fashion-MNIST if on disk, else digits).
       data_dir: where the Fashion-MNIST/MNIST IDX files are (see :mod:`jaxlr.data`).
       progress: called as ``progress(side, steps_done, steps)`` while each side trains (side
@@ -247,13 +305,37 @@ def run_example(
     Returns:
       A :class:`ParityResult`.
     """
+    return compare(
+        get_example(name),
+        dtype=dtype,
+        steps=steps,
+        tolerance=tolerance,
+        dataset=dataset,
+        data_dir=data_dir,
+        progress=progress,
+    )
+
+
+def compare(
+    example: Example,
+    *,
+    dtype: DType = "float64",
+    steps: int | None = None,
+    tolerance: float | None = None,
+    dataset: str = "auto",
+    data_dir: str | None = None,
+    progress: Progress | None = None,
+) -> ParityResult:
+    """:func:`run_example` for an :class:`Example` that need not be in the suite, e.g. one with
+    a deliberately wrong reference: ``dataclasses.replace(get_example(name), torch_program=...)``.
+    """
     if dtype not in TOLERANCES:
         raise ValueError(f"dtype must be one of {tuple(TOLERANCES)}, got {dtype!r}")
-    setup = _setup(name, steps, dataset, data_dir)
+    setup = _setup(example, steps, dataset, data_dir)
     data = setup.data
     ref = _run_torch(setup, dtype, progress)
     params = state_dict_to_flax(ref.init_state)
-    tx = setup.example.jax_optimizer()
+    tx = example.jax_optimizer(data, setup.steps)
     on_step = None if progress is None else lambda t: progress("JAX", t, setup.steps)
     if setup.batches is None:
         run = train_full_batch(params, tx, data.x, data.y, setup.steps, dtype, on_step=on_step)
@@ -266,9 +348,9 @@ def run_example(
     diffs = np.abs(ref.losses - run.losses)
     max_loss_diff = float(np.max(diffs)) if np.all(np.isfinite(diffs)) else math.inf
     param_diff = max_rel_param_diff(state_dict_to_flax(ref.final_state), run.final_params)
-    tol = TOLERANCES[dtype] if tolerance is None else float(tolerance)
+    tol = example.tolerance_for(dtype) if tolerance is None else float(tolerance)
     return ParityResult(
-        example=name,
+        example=example.name,
         steps=setup.steps,
         dtype=dtype,
         torch_final_loss=float(ref.losses[-1]),
@@ -296,7 +378,7 @@ def float32_drift(
     The same torch program, from the same float32-drawn init, in both dtypes. This is the scale
     below which no float32 implementation can be expected to follow torch's float32 run.
     """
-    setup = _setup(name, steps, dataset, data_dir)
+    setup = _setup(get_example(name), steps, dataset, data_dir)
     float32, float64 = (_run_torch(setup, d, progress).losses for d in ("float32", "float64"))
     return np.abs(float32 - float64)
 

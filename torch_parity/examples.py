@@ -32,14 +32,14 @@ import contextlib
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.optim as optim
-from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.utils.data import DataLoader, TensorDataset
 
 from torch_parity.data import ParityData
@@ -300,21 +300,26 @@ def build(make_model: Callable[[], nn.Module], seed: int, dtype: torch.dtype) ->
 
 def train_full_batch(
     net: nn.Module,
-    optimizer: optim.Optimizer,
+    optimizer: optim.Optimizer | Sequence[optim.Optimizer],
     data: ParityData,
     steps: int,
     *,
     before_step: Callable[[], None] | None = None,
-    scheduler: ReduceLROnPlateau | None = None,
+    scheduler: ReduceLROnPlateau | LRScheduler | None = None,
     on_step: OnStep | None = None,
 ) -> TorchRun:
     """The width and per-neuron examples' loop: ``steps`` full-batch steps, CrossEntropyLoss.
 
+    ``optimizer`` may be several optimizers over disjoint parameters (``torch.optim.Muon`` for
+    the hidden matrices beside ``AdamW`` for the rest), each zeroed and stepped in turn.
     ``before_step`` runs between ``loss.backward()`` and ``optimizer.step()`` (the per-neuron
-    examples compute their rates there); ``scheduler.step(loss)`` runs after
-    ``optimizer.step()`` (the width examples' ``ReduceLROnPlateau``); ``on_step(t)`` after step
+    examples compute their rates there); after ``optimizer.step()``, ``scheduler.step(loss)``
+    for a ``ReduceLROnPlateau`` (the width examples') or ``scheduler.step()`` for an epoch
+    scheduler (``LambdaLR``, ``SequentialLR``, ...); the lr of the first group of the first
+    optimizer at each step is recorded when there is a scheduler. ``on_step(t)`` runs after step
     ``t``.
     """
+    optimizers = [optimizer] if isinstance(optimizer, optim.Optimizer) else list(optimizer)
     dtype = next(net.parameters()).dtype
     init_state = _state(net)
     input_data = torch.from_numpy(data.x).to(dtype)
@@ -322,21 +327,25 @@ def train_full_batch(
     criterion = nn.CrossEntropyLoss()
     losses, lrs = [], []
     for _epoch in range(steps):
-        optimizer.zero_grad()
+        for opt in optimizers:
+            opt.zero_grad()
         outputs = net(input_data)
         loss = criterion(outputs, target_data)
         loss.backward()
         if before_step is not None:
             before_step()
         if scheduler is not None:
-            lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        if scheduler is not None:
+            lrs.append(float(optimizers[0].param_groups[0]["lr"]))
+        for opt in optimizers:
+            opt.step()
+        if isinstance(scheduler, ReduceLROnPlateau):
             with warnings.catch_warnings():
                 # The source passes the loss tensor itself, which torch converts with float() and
                 # a warning about requires_grad; the value is the same as loss.item().
                 warnings.filterwarnings("ignore", "Converting a tensor with requires_grad")
                 scheduler.step(loss)
+        elif scheduler is not None:
+            scheduler.step()
         losses.append(loss.item())
         if on_step is not None:
             on_step(len(losses))

@@ -1,10 +1,14 @@
 """The JAX side of a parity run: jaxlr's MLP trained with an Optax transform in ``lax.scan``.
 
 A run starts from given params (the torch init, converted), trains on numpy data and returns
-the loss of every step and the final params as numpy. The JAX configuration it needs is scoped
-to the run by :func:`jax_precision`: ``jax.enable_x64`` for float64 and
-``jax.default_matmul_precision("highest")`` (full-precision float32 matmuls; on recent GPUs JAX
-would otherwise use TF32, which PyTorch does not), so nothing leaks into the caller's process.
+the loss of every step and the final params as numpy. The transform is either one
+``optax.GradientTransformation`` for every step or, for the sweep's optimizers
+(:func:`sweep_update`), the sweep's own: ``jaxlr.optimizers.make_optimizer`` rebuilt at each
+step ``t`` with that step's schedule multiplier, as the sweep's training step does. The JAX
+configuration it needs is scoped to the run by :func:`jax_precision`: ``jax.enable_x64`` for
+float64 and ``jax.default_matmul_precision("highest")`` (full-precision float32 matmuls; on
+recent GPUs JAX would otherwise use TF32, which PyTorch does not), so nothing leaks into the
+caller's process.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ from jaxlr.models import MLP
 
 DType = Literal["float64", "float32"]
 
+StepTransform = Callable[[jax.Array], optax.GradientTransformation]
+"""``tx_at(t)``: the transform of the 0-based step ``t`` (a traced int32 scalar)."""
+
+Optimizer = optax.GradientTransformation | StepTransform
+"""What a run trains with: one transform for every step, or one per step."""
+
 
 @dataclasses.dataclass(frozen=True)
 class JaxRun:
@@ -34,10 +44,11 @@ class JaxRun:
 
 
 class TrainState(NamedTuple):
-    """The scan carry: params and optimizer state."""
+    """The scan carry: params, optimizer state and the number of steps taken."""
 
     params: Any
     opt_state: optax.OptState
+    step: jax.Array  # int32, shape (): the 0-based index of the next step
 
 
 @contextlib.contextmanager
@@ -62,28 +73,39 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 TrainStep = Callable[[TrainState, tuple[jax.Array, jax.Array]], tuple[TrainState, jax.Array]]
 
 
-def make_train_step(model: MLP, tx: optax.GradientTransformation) -> TrainStep:
+def per_step(tx: Optimizer) -> StepTransform:
+    """``tx`` as a transform per step (the same one at every step if it is one transform)."""
+    if isinstance(tx, optax.GradientTransformation):
+        return lambda t: tx
+    return tx
+
+
+def make_train_step(model: MLP, tx: Optimizer) -> TrainStep:
     """``train_step(state, (x, y)) -> (state, loss)``: one optimizer step on one batch.
 
-    The loss is passed to ``tx.update`` as ``value=`` (used by ``reduce_lr_on_plateau``).
+    The loss is passed to ``tx.update`` as ``value=`` (used by ``reduce_lr_on_plateau``); with a
+    transform per step, step ``state.step`` updates with ``tx(state.step)``.
     """
-    tx = optax.with_extra_args_support(tx)
+    tx_at = per_step(tx)
 
     def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
         return cross_entropy(model.apply({"params": params}, x), y)
 
     def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array]):
         loss, grads = jax.value_and_grad(loss_fn)(state.params, *batch)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
-        return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
+        step_tx = optax.with_extra_args_support(tx_at(state.step))
+        updates, opt_state = step_tx.update(grads, state.opt_state, state.params, value=loss)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1), loss
 
     return train_step
 
 
-def _initial_state(params: Mapping[str, Any], tx: optax.GradientTransformation, dtype: DType):
-    """Params as device arrays of ``dtype`` and the optimizer state built from them."""
+def _initial_state(params: Mapping[str, Any], tx: Optimizer, dtype: DType):
+    """Params as device arrays of ``dtype``, the optimizer state built from them (by the
+    transform of step 0), and the step count 0."""
     params = jax.tree.map(lambda p: jnp.asarray(p, dtype), dict(params))
-    return TrainState(params, tx.init(params))
+    return TrainState(params, per_step(tx)(jnp.int32(0)).init(params), jnp.int32(0))
 
 
 def _result(losses: list[Any], state: TrainState) -> JaxRun:
@@ -96,7 +118,7 @@ def _result(losses: list[Any], state: TrainState) -> JaxRun:
 
 def train_full_batch(
     params: Mapping[str, Any],
-    tx: optax.GradientTransformation,
+    tx: Optimizer,
     x: np.ndarray,
     y: np.ndarray,
     steps: int,
@@ -132,9 +154,7 @@ def train_full_batch(
         return _result([losses], state)
 
 
-def make_train_epoch(
-    model: MLP, tx: optax.GradientTransformation
-) -> Callable[..., tuple[TrainState, jax.Array]]:
+def make_train_epoch(model: MLP, tx: Optimizer) -> Callable[..., tuple[TrainState, jax.Array]]:
     """``train_epoch(state, x, y, batch_idx) -> (state, losses)``, jitted, state donated.
 
     Scans over the rows of ``batch_idx`` (``[batches, batch_size]`` sample indices), gathering
@@ -151,7 +171,7 @@ def make_train_epoch(
 
 def train_minibatch(
     params: Mapping[str, Any],
-    tx: optax.GradientTransformation,
+    tx: Optimizer,
     x: np.ndarray,
     y: np.ndarray,
     batches: np.ndarray,
@@ -184,3 +204,53 @@ def train_minibatch(
             if on_step is not None:
                 on_step(start + jax.block_until_ready(epoch_losses).shape[0])
         return _result(losses, state)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataShape:
+    """The attributes of a dataset that ``jaxlr.engine.RunSpec.create`` reads."""
+
+    in_features: int
+    num_classes: int
+    n_train: int
+    n_test: int = 0
+    mean: float = 0.0
+    std: float = 1.0
+
+
+def sweep_update(
+    optimizer: str,
+    hidden: tuple[int, ...],
+    data: DataShape,
+    steps: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    **options: Any,
+) -> StepTransform:
+    r"""The sweep's update of one lane, per step:
+    ``t -> make_optimizer(spec, lr, weight_decay, spec.schedule_multiplier(t))``.
+
+    ``spec`` is the :class:`jaxlr.engine.RunSpec` that the sweep builds for ``optimizer`` and
+    architecture ``hidden`` from a :class:`jaxlr.config.SweepConfig` with ``options`` (its
+    fields: ``momentum``, ``schedule``, ``warmup``, ...), weight decay ``weight_decay`` and
+    full-batch epochs (``batch_size = data.n_train``, ``epochs = steps``), so that a
+    horizon-dependent schedule spans the run's ``steps`` steps. The config is validated as the
+    command line's is. Nothing here re-implements the update: this is what
+    ``jaxlr.engine``'s training step calls at every step.
+    """
+    from jaxlr.config import SweepConfig
+    from jaxlr.engine import RunSpec
+    from jaxlr.optimizers import make_optimizer
+
+    cfg = SweepConfig(
+        optimizers=(optimizer,),
+        hidden=(tuple(hidden),),
+        weight_decays=(weight_decay,),
+        epochs=steps,
+        batch_size=data.n_train,
+        **options,
+    )
+    spec = RunSpec.create(cfg, data, tuple(hidden), optimizer)
+    if spec.total_steps not in (0, steps):
+        raise AssertionError(f"the spec spans {spec.total_steps} steps, not {steps}")
+    return lambda t: make_optimizer(spec, lr, weight_decay, spec.schedule_multiplier(t))
