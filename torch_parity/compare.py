@@ -57,6 +57,7 @@ __all__ = [
     "max_rel_param_diff",
     "run_example",
     "run_suite",
+    "sweep_optimizer",
     "trace_steps",
 ]
 
@@ -113,10 +114,9 @@ def _fixed(make: Callable[[], optax.GradientTransformation]) -> JaxOptimizer:
     return lambda data, steps: make()
 
 
-def _sweep(name: str) -> JaxOptimizer:
-    """The sweep's update of setting ``name`` (:data:`optimizer_examples.SETTINGS`) on the
-    example's data, over the run's steps (:func:`torch_parity.jax_runs.sweep_update`)."""
-    s = opt_examples.SETTINGS[name]
+def sweep_optimizer(s: opt_examples.SweepSetting) -> JaxOptimizer:
+    """The sweep's update of lane ``s`` on the example's data, over the run's steps
+    (:func:`torch_parity.jax_runs.sweep_update`)."""
 
     def build(data: ParityData, steps: int) -> Optimizer:
         shape = DataShape(data.features, data.num_classes, len(data.x))
@@ -176,7 +176,7 @@ _IMPLEMENTATIONS: dict[str, tuple[examples.TorchProgram, JaxOptimizer]] = {
         _fixed(lambda: optax.sgd(0.1)),
     ),
     **{
-        name: (_reference(program, name), _sweep(name))
+        name: (_reference(program, name), sweep_optimizer(opt_examples.SETTINGS[name]))
         for name, program in (
             ("sgd-momentum", opt_examples.sgd),
             ("sgd-nesterov", opt_examples.sgd),
