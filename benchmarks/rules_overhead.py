@@ -11,16 +11,27 @@ as jaxlr's training programs do, so the time is compute only; ``step`` calls a j
 from Python ``--steps`` times, which adds the per-call dispatch cost to every configuration.
 Repeats are interleaved across configurations and the minimum is kept, to damp machine noise.
 
+``--schedules`` times the learning-rate schedules instead, through the sweep's real program:
+for each schedule of :data:`jaxlr.registry.SCHEDULES` (warmup 10% where it takes one), the
+:class:`jaxlr.engine.RunSpec` of a sweep that differs only in ``--schedule``, its
+:func:`jaxlr.engine.make_trainer` epoch (``lax.scan`` over the steps, the divergence guard,
+the test-set evaluation), the same lanes (seeds x lrs) and data, timed over whole epochs. The
+ratio is schedule time / constant time; the target is at most 1.03. A schedule computes
+:math:`s_t` once per step (a few scalar operations, the same for every lane) and multiplies
+each lane's lr by it; constant skips both.
+
 Usage::
 
     python benchmarks/rules_overhead.py  # widths 64,256,1024: ~30 s on 2 idle CPU cores
     python benchmarks/rules_overhead.py --widths 256 --steps 100 --repeats 7 --mode step
+    python benchmarks/rules_overhead.py --schedules  # digits, widths 32,256: ~1 min
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -29,8 +40,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxlr import transforms
+from jaxlr import engine, registry, transforms
+from jaxlr.data import device_data, load_dataset
 from jaxlr.models import apply_mlp, init_mlp
+from jaxlr.sweep import SweepConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +145,121 @@ def bench_width(width: int, cfg: BenchConfig) -> list[dict]:
     return rows
 
 
+@dataclasses.dataclass(frozen=True)
+class ScheduleBench:
+    """What ``--schedules`` times."""
+
+    widths: tuple[int, ...] = (32, 256)  # hidden widths w of in-w-w-10
+    dataset: str = "digits"  # digits (64-w-w-10, 22 steps per epoch) or synthetic (784 inputs)
+    optimizers: tuple[str, ...] = ("sgd", "adam")
+    seeds: int = 8  # lanes: seeds x lrs, as a sweep's program holds them
+    lrs: int = 8
+    epochs: int = 5  # epochs per timed call (the schedule spans them)
+    repeats: int = 7  # timed calls per schedule (minimum kept)
+
+
+LANE_LRS = {"sgd": -6.0, "adam": -12.0}  # log2 of the lowest lane lr (far from divergence)
+SYNTHETIC = dict(features=784, n_train=6400, n_test=640)  # Fashion-MNIST's shape, 100 steps
+
+
+def _data_options(bench: ScheduleBench) -> dict:
+    return SYNTHETIC if bench.dataset == "synthetic" else {}
+
+
+def schedule_specs(width: int, optimizer: str, dataset, bench: ScheduleBench) -> dict:
+    """``{schedule: RunSpec}``: the programs of sweeps that differ only in ``--schedule``."""
+    specs = {}
+    for name, entry in registry.SCHEDULES.items():
+        options = dict(warmup=0.1) if "warmup" in entry.options else {}
+        cfg = SweepConfig(
+            dataset=bench.dataset, widths=(width,), optimizers=(optimizer,), schedule=name,
+            epochs=bench.epochs, **options,
+            **_data_options(bench),
+        )  # fmt: skip
+        specs[name] = engine.RunSpec.create(cfg, dataset, (width, width), optimizer)
+    return specs
+
+
+def bench_schedules(width: int, optimizer: str, bench: ScheduleBench) -> list[dict]:
+    """Per-step milliseconds of every schedule's epoch program, and the ratio to constant."""
+    dataset = load_dataset(bench.dataset, **_data_options(bench))
+    data = device_data(dataset)
+    seeds = jnp.arange(bench.seeds, dtype=jnp.int32)
+    lrs = 2.0 ** (LANE_LRS[optimizer] + 0.5 * jnp.arange(bench.lrs))
+    specs = schedule_specs(width, optimizer, dataset, bench)
+    programs, states = {}, {}
+    for name, spec in specs.items():
+        trainer = engine.make_trainer(spec)
+        hypers = engine.lane_hypers(spec, lrs)
+        state = trainer.init(seeds, hypers)
+        state, _ = trainer.epoch(state, seeds, hypers, jnp.int32(0), data)  # compile, warm up
+        programs[name], states[name] = (trainer.epoch, hypers), jax.block_until_ready(state)
+    best = dict.fromkeys(specs, float("inf"))
+    steps = bench.epochs * specs["constant"].steps_per_epoch
+    for _ in range(bench.repeats):
+        for name, (epoch, hypers) in programs.items():
+            state = states[name]
+            start = time.perf_counter()
+            for e in range(bench.epochs):
+                state, metrics = epoch(state, seeds, hypers, jnp.int32(e), data)
+            jax.block_until_ready((state, metrics))
+            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+            states[name] = state
+    return [
+        {
+            "width": width,
+            "optimizer": optimizer,
+            "schedule": name,
+            "ms_per_step": 1e3 * seconds,
+            "ratio": seconds / best["constant"],
+        }
+        for name, seconds in best.items()
+    ]
+
+
+def format_schedule_table(rows: Sequence[dict]) -> str:
+    """A markdown table of the schedule rows."""
+    lines = [
+        "| width | optimizer | schedule | ms/step | ratio to constant |",
+        "|---:|---|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['width']} | {r['optimizer']} | {r['schedule']} | {r['ms_per_step']:.3f} "
+            f"| {r['ratio']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def schedules_main(args: argparse.Namespace) -> None:
+    """``--schedules``: the table, the worst ratio and the load average."""
+    bench = ScheduleBench(
+        widths=tuple(int(w) for w in args.widths.split(",")),
+        dataset=args.dataset,
+        seeds=args.lane_seeds,
+        lrs=args.lane_lrs,
+        repeats=args.repeats,
+    )
+    load = os.getloadavg()
+    start = time.perf_counter()
+    rows = [r for w in bench.widths for o in bench.optimizers for r in bench_schedules(w, o, bench)]
+    lanes = bench.seeds * bench.lrs
+    print(
+        f"backend={jax.default_backend()} dataset={bench.dataset} lanes={lanes} "
+        f"({bench.seeds} seeds x {bench.lrs} lrs) epochs/call={bench.epochs} "
+        f"repeats={bench.repeats} (minimum kept); load average before "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+    print(format_schedule_table(rows))
+    worst = max((r for r in rows if r["schedule"] != "constant"), key=lambda r: r["ratio"])
+    verdict = "within" if worst["ratio"] <= 1.03 else "over"
+    print(
+        f"worst ratio {worst['ratio']:.3f} ({worst['schedule']}, {worst['optimizer']}, "
+        f"w={worst['width']}): {verdict} the 3% target; total {time.perf_counter() - start:.0f} s"
+    )
+
+
 def format_table(rows: Sequence[dict]) -> str:
     """A fixed-width text table of the rows."""
     lines = [f"{'width':>6} {'dir':>5} {'rule':>15} {'ms/step':>9} {'ratio':>6}"]
@@ -151,7 +279,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=BenchConfig.repeats)
     parser.add_argument("--batch", type=int, default=BenchConfig.batch)
     parser.add_argument("--mode", choices=("scan", "step"), default=BenchConfig.mode)
+    parser.add_argument(
+        "--schedules",
+        action="store_true",
+        help="time each lr schedule against constant through the sweep's epoch program",
+    )
+    parser.add_argument("--dataset", choices=("digits", "synthetic"), default=None)
+    parser.add_argument("--lane-seeds", type=int, default=ScheduleBench.seeds)
+    parser.add_argument("--lane-lrs", type=int, default=ScheduleBench.lrs)
     args = parser.parse_args(argv)
+    if args.schedules:
+        if args.mode != BenchConfig.mode or args.steps != BenchConfig.steps:
+            parser.error("--mode and --steps time the rules; --schedules times whole epochs")
+        if args.widths == "64,256,1024":
+            args.widths = ",".join(map(str, ScheduleBench.widths))
+        args.dataset = args.dataset or ScheduleBench.dataset
+        if args.repeats == BenchConfig.repeats:
+            args.repeats = ScheduleBench.repeats
+        schedules_main(args)
+        return
+    if args.dataset is not None or (args.lane_seeds, args.lane_lrs) != (
+        ScheduleBench.seeds,
+        ScheduleBench.lrs,
+    ):
+        parser.error("--dataset, --lane-seeds and --lane-lrs apply only to --schedules")
     cfg = BenchConfig(
         widths=tuple(int(w) for w in args.widths.split(",")),
         steps=args.steps,
