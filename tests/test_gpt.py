@@ -72,6 +72,12 @@ def corpus() -> text.TextCorpus:
     return text.load_text(None)
 
 
+def _compiled(f, *args):
+    """``f`` jitted and compiled for ``args`` at XLA backend optimization level 0 (as
+    jaxlr.compilation does: compile time dominates these tiny programs)."""
+    return jax.jit(f).lower(*args).compile({"xla_backend_optimization_level": 0})
+
+
 def _one_line(e: pytest.ExceptionInfo) -> str:
     msg = str(e.value)
     assert msg and "\n" not in msg, msg
@@ -267,7 +273,8 @@ def test_forward_equals_torch_twin(twin, name):
         params = twin.to_flax(tm)
         assert _max_diff(twin.to_flax(twin.load_flax(tm, params)), params) == 0.0
         x = _tokens((3, T))
-        got = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(x, jnp.int32)))
+        args = ({"params": params}, jnp.asarray(x, jnp.int32))
+        got = np.asarray(_compiled(model.apply, *args)(*args))
     want = tm(torch.from_numpy(x)).detach().numpy()
     assert got.shape == (3, T, 256)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
@@ -276,21 +283,25 @@ def test_forward_equals_torch_twin(twin, name):
 
 def test_init_scales_match_closed_forms_and_convert_to_torch(twin):
     """muP at 4x the base width: hidden matrices N(0, 0.02^2/4), embeddings and readout
-    N(0, 0.02^2), zero biases, unit LayerNorm scales, in Flax and in the twin; the Flax init
-    loaded into the twin gives the same logits."""
+    N(0, 0.02^2), zero query, zero biases, unit LayerNorm scales, in Flax and in the twin; the
+    Flax init loaded into the twin gives the same logits."""
     import torch
 
-    cfg = dict(width=128, parametrization="mup", base_width=32, tied=False, head_dim=32)
+    cfg = dict(
+        width=128, parametrization="mup", base_width=32, tied=False, head_dim=32, zero_query=True
+    )
     with jax.enable_x64(True):
         model = _model(**cfg)
-        params = jax.jit(lambda k: init_gpt(model, k))(jax.random.key(1))
+        key = jax.random.key(1)
+        params = _compiled(functools.partial(init_gpt, model), key)(key)
         x = _tokens((2, T))
-        logits = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(x, jnp.int32)))
+        args = ({"params": params}, jnp.asarray(x, jnp.int32))
+        logits = np.asarray(_compiled(model.apply, *args)(*args))
     tm = twin.TorchGPT(twin.twin_config(model), seed=1).double()
 
     def expected(path: str) -> tuple[float, float]:
         """(mean, std) of a parameter's init."""
-        if path.endswith("bias"):
+        if path.endswith("bias") or "query" in path:
             return 0.0, 0.0
         if path.endswith("scale"):
             return 1.0, 0.0
@@ -329,7 +340,7 @@ def _train_jax(model: GPT, params, tx, xs, ys):
         u, s = tx.update(g, s, p)
         return (optax.apply_updates(p, u), s), loss
 
-    run = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), (xs, ys)))
+    run = _compiled(lambda p: jax.lax.scan(step, (p, tx.init(p)), (xs, ys)), params)
     (params, _), losses = run(params)
     return np.asarray(losses), params
 
@@ -384,8 +395,8 @@ def _mup_adamw(lr: float, scales, weight_decay: float) -> optax.GradientTransfor
 
 
 def test_mup_adamw_steps_equal_microsoft_mup(twin, corpus):
-    """muP at 2x the base width, untied with zero readout: mup.MuAdamW on the twin vs Optax
-    with gpt_mup_lr_scales; the initial loss is ln 256 (uniform logits)."""
+    """muP at 2x the base width, untied with zero readout, from the Flax init: mup.MuAdamW on
+    the twin vs Optax with gpt_mup_lr_scales; the initial loss is ln 256 (uniform logits)."""
     import mup
 
     lr, wd = 1e-2, 0.01
@@ -395,9 +406,12 @@ def test_mup_adamw_steps_equal_microsoft_mup(twin, corpus):
         model = _model(**cfg, depth_exponent=0.5)
         scales = gpt_mup_lr_scales(model, "adam")
         assert scales["block_1"]["mlp"]["proj"]["kernel"] == 0.5
-        tm = twin.TorchGPT(twin.twin_config(model), seed=5).double()
+        key = jax.random.key(5)
+        params = _compiled(functools.partial(init_gpt, model), key)(key)
+        assert not np.any(np.asarray(params["lm_head"]["kernel"]))
+        tm = twin.load_flax(twin.TorchGPT(twin.twin_config(model)).double(), params)
         got, params = _train_jax(
-            model, twin.to_flax(tm), _mup_adamw(lr, scales, wd), jnp.asarray(xs), jnp.asarray(ys)
+            model, params, _mup_adamw(lr, scales, wd), jnp.asarray(xs), jnp.asarray(ys)
         )
     want = _train_torch(tm, mup.MuAdamW(tm.parameters(), lr=lr, weight_decay=wd), xs, ys)
     assert abs(got[0] - math.log(256)) < 1e-12 and abs(want[0] - math.log(256)) < 1e-12
@@ -452,8 +466,8 @@ def test_logits_at_t_do_not_depend_on_later_tokens(twin):
     with jax.enable_x64(True):
         model = _model(width=32, tied=False)
         params = twin.to_flax(twin.TorchGPT(twin.twin_config(model), seed=6))
-        f = jax.jit(lambda x: model.apply({"params": params}, x))
         x = _tokens((2, T), seed=1)
+        f = _compiled(lambda x: model.apply({"params": params}, x), jnp.asarray(x, jnp.int32))
         base = np.asarray(f(jnp.asarray(x, jnp.int32)))
         for t in (0, 7, T - 2):
             y = x.copy()
@@ -471,8 +485,9 @@ def test_mup_at_base_width_is_sp(twin):
         assert (mp.readout_mult, mp.hidden_std, mp.attn_scale) == (1.0, 0.02, sp.attn_scale)
         params = twin.to_flax(twin.TorchGPT(twin.twin_config(sp), seed=7))
         x = jnp.asarray(_tokens((2, T)), jnp.int32)
-        a = jax.jit(sp.apply)({"params": params}, x)
-        b = jax.jit(mp.apply)({"params": params}, x)
+        args = ({"params": params}, x)
+        a = _compiled(sp.apply, *args)(*args)
+        b = _compiled(mp.apply, *args)(*args)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert set(jax.tree.leaves(gpt_mup_lr_scales(mp))) == {1.0}
 
