@@ -336,6 +336,14 @@ class TrainOptions:
         applies_to="--optimizer sgd with --lr-rule none and --parametrization sp",
     )
 
+    dynamics: bool = option(
+        False,
+        "record, per run, layer and epoch, the epoch's relative update ||dW||_F / ||W||_F and "
+        "the RMS of the layer's output on a fixed probe batch (dynamics.csv): the coordinate "
+        "check measured during real training, at every lr",
+        group="training",
+    )
+
     deterministic: bool = option(
         True,
         "GPU: deterministic reductions and scatters (XLA's xla_gpu_deterministic_ops), so the "

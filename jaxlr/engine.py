@@ -203,6 +203,57 @@ class EpochMetrics(NamedTuple):
     test_accuracy: jax.Array  # float32
     rates: jax.Array  # float32 (S, L, layers, 5): RATE_QUANTILES of each layer's rates; layers
     # is 0 for the rules whose rate is one number per layer (none, per-layer)
+    dynamics: jax.Array  # float32 (S, L, layers, 2): the epoch's ||dW||_F / ||W||_F and the
+    # layer's output RMS on the probe batch (layers is 0 without spec.dynamics); see layer_dynamics
+
+
+PROBE = 256
+"""Examples of the fixed probe batch of :func:`layer_dynamics`: the first of the test set."""
+
+DYNAMICS = ("update_ratio", "output_rms")
+"""The quantities of :func:`layer_dynamics`, in its last axis (``dynamics.csv``'s ``quantity``)."""
+
+
+def kernel_layers(params: Any) -> tuple[str, ...]:
+    """The top-level modules of a params tree that hold a ``kernel``, in the order of their
+    trailing numbers (``Dense_0``, ``Dense_1``, ..., ``Dense_10``)."""
+    import re
+
+    names = [k for k, v in params.items() if isinstance(v, dict) and "kernel" in v]
+    return tuple(
+        sorted(names, key=lambda n: (int(m.group(1)) if (m := re.search(r"(\d+)$", n)) else -1, n))
+    )
+
+
+def layer_dynamics(
+    model: Any, start: Any, params: Any, probe: jax.Array, alive: jax.Array
+) -> jax.Array:
+    r"""Per lane and layer ``l``: :math:`\lVert W_l^{(e)} - W_l^{(e-1)}\rVert_F /
+    \lVert W_l^{(e-1)}\rVert_F` (the epoch's update of the kernel relative to the kernel at
+    the epoch's start) and :math:`\sqrt{\mathrm{mean}(z_l^2)}` of the layer's output
+    :math:`z_l` (before its activation) on the ``probe`` batch after the epoch. ``start`` and
+    ``params`` have lane axes ``(S, L)``; NaN for a lane that is dead. Shape ``(S, L, layers, 2)``.
+
+    The second is what microsoft/mup's coordinate check plots, here at every lr and epoch of
+    the real training: under muP it stays flat across widths, under SP it grows with width for
+    the layers whose lr is too large.
+    """
+    layers = kernel_layers(params)
+
+    def lane(p0: Any, p: Any) -> jax.Array:
+        _, inter = model.apply(
+            {"params": p}, probe, capture_intermediates=True, mutable=["intermediates"]
+        )
+        out = []
+        for name in layers:
+            w0, w = p0[name]["kernel"], p[name]["kernel"]
+            ratio = jnp.linalg.norm(w - w0) / jnp.linalg.norm(w0)
+            z = inter["intermediates"][name]["__call__"][0]
+            out.append(jnp.stack([ratio, jnp.sqrt(jnp.mean(jnp.square(z)))]))
+        return jnp.stack(out).astype(jnp.float32)
+
+    stats = jax.vmap(jax.vmap(lane))(start, params)
+    return jnp.where(alive[..., None, None], stats, jnp.nan)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -347,6 +398,7 @@ class _Lanes(NamedTuple):
 
     batches: Callable[[jax.Array, jax.Array], jax.Array]  # (seeds, epoch) -> (steps, S, B)
     step: Callable[..., tuple[Any, jax.Array]]  # (carry, lrs, idx_t, data, epoch, t) -> ...
+    dynamics: bool  # finish reads the parameters at the epoch's start (state.params)
     finish: Callable[..., tuple[LaneState, EpochMetrics]]  # (state, carry, losses, epoch, data)
 
 
@@ -384,17 +436,24 @@ def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., LaneState]]:
         train_loss = jnp.where(alive, train_loss, jnp.nan)
         test_loss, test_acc = evaluate(params, data)
         dead = ~alive
+        if spec.dynamics:
+            probe = normalize(data.x_test[0, : min(PROBE, spec.n_test)])
+            dynamics = layer_dynamics(model, state.params, params, probe, alive)
+        else:
+            dynamics = jnp.zeros((*alive.shape, 0, len(DYNAMICS)), jnp.float32)
         metrics = EpochMetrics(
             train_loss,
             jnp.where(dead, jnp.nan, test_loss),
             jnp.where(dead, jnp.nan, test_acc),
             rate_quantiles(spec, params, opt_state, alive),
+            dynamics,
         )
         died_now = state.alive & ~alive
         div_epoch = jnp.where(died_now, epoch.astype(jnp.int32), state.diverged_epoch)
         return LaneState(params, opt_state, alive, div_epoch), metrics
 
-    return _Lanes(batches, lane_step, finish), _make_init(spec, init_params)
+    lanes = _Lanes(batches=batches, step=lane_step, dynamics=spec.dynamics, finish=finish)
+    return lanes, _make_init(spec, init_params)
 
 
 def _group_epoch(members: tuple[_Lanes, ...]) -> Callable[..., Any]:
@@ -444,7 +503,7 @@ def make_trainer(spec: RunSpec) -> Trainer:
     return Trainer(
         spec,
         CheapProgram(init_jit, options),
-        jax.jit(epoch, donate_argnums=(0,), compiler_options=options),
+        jax.jit(epoch, donate_argnums=() if spec.dynamics else (0,), compiler_options=options),
         lambda seeds, lrs: jax.eval_shape(init_jit, seeds, lrs),
     )
 
@@ -468,7 +527,7 @@ def group_epoch(specs: tuple[RunSpec, ...]) -> Callable[..., Any]:
     )
     return jax.jit(
         with_precision(epoch, specs[0].precision),
-        donate_argnums=(0,),
+        donate_argnums=() if any(s.dynamics for s in specs) else (0,),
         compiler_options=compiler_options(merged),
     )
 
@@ -483,6 +542,7 @@ class EpochProgress(NamedTuple):
     alive_at_start: jax.Array  # bool (S, L): alive when the epoch began
     diverged_epoch: jax.Array  # int32 (S, L)
     losses: jax.Array  # float32 (blocks * steps_per_call, S, L): batch losses, 0 where dead
+    start_params: Any = None  # the parameters at the epoch's start (with spec.dynamics)
 
 
 class StepBlocks(NamedTuple):
@@ -523,8 +583,9 @@ def _group_blocks(members: tuple[_Lanes, ...], steps: int, size: int):
                 s.alive,
                 s.diverged_epoch,
                 jnp.zeros((n_blocks * size, *s.alive.shape), jnp.float32),
+                s.params if m.dynamics else None,
             )
-            for s in states
+            for m, s in zip(members, states, strict=True)
         )
 
     def block(progress: tuple, seeds: tuple, lrs: tuple, epoch: jax.Array, start: jax.Array, data):
@@ -565,7 +626,7 @@ def _group_blocks(members: tuple[_Lanes, ...], steps: int, size: int):
     def finish(progress: tuple, losses: tuple, epoch: jax.Array, data):
         done = [
             m.finish(
-                LaneState(None, None, p.alive_at_start, p.diverged_epoch),
+                LaneState(p.start_params, None, p.alive_at_start, p.diverged_epoch),
                 (p.params, p.opt_state, p.alive),
                 loss[:steps],
                 epoch,
@@ -595,11 +656,15 @@ def step_blocks(specs: tuple[RunSpec, ...]) -> StepBlocks:
     )
     options = compiler_options(merged)
 
-    def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def jit(fn: Callable[..., Any], donate: bool = True) -> Callable[..., Any]:
         fn = with_precision(fn, specs[0].precision)
-        return jax.jit(fn, donate_argnums=(0,), compiler_options=options)
+        return jax.jit(fn, donate_argnums=(0,) if donate else (), compiler_options=options)
 
-    return StepBlocks(jit(begin), jit(block), jit(finish), min(size, steps), steps)
+    # with dynamics, begin keeps the epoch's starting parameters beside the running ones: two
+    # outputs of one input, so donating it would save nothing
+    keep = any(s.dynamics for s in specs)
+    blocks = jit(begin, not keep), jit(block), jit(finish, not keep)
+    return StepBlocks(*blocks, min(size, steps), steps)
 
 
 def abstract_hypers(spec: RunSpec, n_lrs: int) -> Any:

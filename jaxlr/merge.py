@@ -131,7 +131,7 @@ def merge_runs(
     }
     record.pop("elapsed_s", None)
     tables = {t: _concat(paths, t) for t in res.RUN_TABLES if t != "results.csv"}
-    return write_outputs(out, df, cfg, record, tables["rates.csv"])
+    return write_outputs(out, df, cfg, record, tables["rates.csv"], tables["dynamics.csv"])
 
 
 def _concat(dirs: list[Path], table: str) -> pd.DataFrame | None:

@@ -40,6 +40,7 @@ class SweepOutcome:
     exponents: pd.DataFrame | None = None
     rates: pd.DataFrame | None = None  # rates.csv: per-layer spread of per-neuron/-parameter rates
     transfer: pd.DataFrame | None = None  # transfer.csv: the regret of transferring lr*
+    dynamics: pd.DataFrame | None = None  # dynamics.csv: update sizes and output scales
 
 
 def outcome_of(
@@ -198,6 +199,15 @@ def title_of(cfg: SweepConfig, dataset_name: str) -> str:
     return f"{dataset_name}: {', '.join(cfg.optimizers)}, batch {cfg.batch_size}"
 
 
+def _dynamics_plot(dynamics: pd.DataFrame, summary: pd.DataFrame) -> Any:
+    """``dynamics.png`` with the plot functions' signature."""
+    from jaxlr import plots
+
+    return lambda df, path, title="", select="": plots.plot_dynamics(
+        dynamics, summary, path, title=title
+    )
+
+
 def _rates_plot(rates: pd.DataFrame, summary: pd.DataFrame) -> Any:
     """``rates.png`` with the plot functions' signature."""
     from jaxlr import plots
@@ -211,9 +221,11 @@ def write_outputs(
     cfg: SweepConfig,
     record: dict[str, Any],
     rates: pd.DataFrame | None = None,
+    dynamics: pd.DataFrame | None = None,
 ) -> SweepOutcome:
     """Writes the tables, the record and the plots of a finished sweep into ``out``."""
     outcome = outcome_of(df, cfg, rates)
+    outcome.dynamics = dynamics
     res.write_csv(out / "results.csv", df)
     res.write_csv(out / "summary.csv", outcome.summary)
     res.write_json(out / "config.json", record)
@@ -221,6 +233,9 @@ def write_outputs(
     if rates is not None and len(rates):
         res.write_csv(out / "rates.csv", rates)
         files.append("rates.csv")
+    if dynamics is not None and len(dynamics):
+        res.write_csv(out / "dynamics.csv", dynamics)
+        files.append("dynamics.csv")
     if df.empty:
         return outcome
     from jaxlr import exponent, plots, stats
@@ -243,6 +258,11 @@ def write_outputs(
         *(
             [("rates", _rates_plot(rates, outcome.summary))]
             if rates is not None and len(rates)
+            else []
+        ),
+        *(
+            [("dynamics", _dynamics_plot(dynamics, outcome.summary))]
+            if dynamics is not None and len(dynamics)
             else []
         ),
     ):

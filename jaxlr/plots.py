@@ -78,7 +78,11 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
 
 
 def _panel_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    keys = [k for k in ("optimizer", "lr_rule", "parametrization") if df[k].nunique() > 1]
+    keys = [
+        k
+        for k in ("optimizer", "lr_rule", "parametrization", "weight_decay")
+        if k in df and df[k].nunique() > 1
+    ]
     if not keys:
         return [("", df)]
     return [
@@ -386,9 +390,21 @@ def plot_lr_sensitivity(
     _save(fig, path)
 
 
+_RUN_GROUP = ["hidden", "optimizer", "lr_rule", "parametrization"]
+
+
+def _group_key(sub: pd.DataFrame) -> tuple[str, ...]:
+    """The :func:`_best_lrs` key of the rows ``sub`` (one run group)."""
+    keys = [*_RUN_GROUP, "weight_decay"] if "weight_decay" in sub else _RUN_GROUP
+    return tuple(str(v) for v in sub[keys].iloc[0])
+
+
 def _best_lrs(summary: pd.DataFrame) -> dict[tuple, float]:
-    """Each (hidden, optimizer, lr_rule, parametrization)'s best lr from ``summary.csv``."""
-    keys = ["hidden", "optimizer", "lr_rule", "parametrization"]
+    """Each (hidden, optimizer, lr_rule, parametrization, weight_decay)'s best lr from
+    ``summary.csv`` (at its longest horizon)."""
+    if "horizon" in summary:
+        summary = summary[summary["horizon"] == summary["horizon"].max()]
+    keys = [*_RUN_GROUP, "weight_decay"] if "weight_decay" in summary else _RUN_GROUP
     return {
         tuple(str(v) for v in r[keys]): float(r["best_lr"])
         for _, r in summary.iterrows()
@@ -404,7 +420,7 @@ def _rates_panel(
         sub = g[(g["hidden"] == h) & (g["layer"] == layer)]
         if sub.empty:
             continue
-        key = (h, *sub[["optimizer", "lr_rule", "parametrization"]].iloc[0].astype(str))
+        key = _group_key(sub)
         if key not in best:
             continue
         m = sub[sub["lr"] == best[key]].groupby("epoch")[list(RATE_STATS)].mean()
@@ -447,3 +463,59 @@ def plot_rates(
     band = "median (seed mean), band 5%..95%, dotted min and max, at each width's best lr"
     fig.suptitle(f"{title}  ({band})" if title else band, fontsize=10)
     _save(fig, path)
+
+
+def plot_dynamics(
+    dynamics: pd.DataFrame, summary: pd.DataFrame, path: str | os.PathLike, *, title: str = ""
+) -> None:
+    """Update size and output scale during training (``dynamics.csv``), at each width's best
+    lr: for each layer (columns), the epoch's ``||dW||_F / ||W||_F`` (top row of each group)
+    and the RMS of the layer's output on the probe batch (bottom row) against the epoch; per
+    width the median over seeds with the seeds' range shaded. Under muP both stay put across
+    widths; where SP's transfer fails, the layer whose curves spread with width is why."""
+    groups = _panel_groups(dynamics)
+    layers = sorted(dynamics["layer"].unique(), key=lambda s: int(s.rsplit("_", 1)[1]))
+    colors = _colors(sorted(dynamics["hidden"].unique(), key=_hidden_key))
+    best = _best_lrs(summary)
+    quantities = (("update_ratio", "||dW|| / ||W|| per epoch"), ("output_rms", "output RMS"))
+    fig, axes = _figure(2 * len(groups), len(layers), 3.4, 2.6, sharex=True)
+    for r, (gname, g) in enumerate(groups):
+        for q, (quantity, label) in enumerate(quantities):
+            row = 2 * r + q
+            for c, layer in enumerate(layers):
+                ax = axes[row, c]
+                _dynamics_panel(
+                    ax, g[(g["layer"] == layer) & (g["quantity"] == quantity)], colors, best
+                )
+                ax.set_title(f"{gname}  {layer}".strip(), fontsize=9)
+                if c == 0:
+                    ax.set_ylabel(label, fontsize=8)
+                if row == 2 * len(groups) - 1:
+                    ax.set_xlabel("epoch", fontsize=8)
+    note = "median over seeds, band: the seeds' range, at each width's best lr"
+    fig.suptitle(f"{title}  ({note})" if title else note, fontsize=10)
+    _save(fig, path)
+
+
+def _dynamics_panel(
+    ax: plt.Axes, g: pd.DataFrame, colors: dict[str, tuple], best: dict[tuple, float]
+) -> None:
+    """One layer's quantity over training: per width, at its best lr, median and range."""
+    for h, color in colors.items():
+        sub = g[g["hidden"] == h]
+        if sub.empty or (key := _group_key(sub)) not in best:
+            continue
+        per = sub[sub["lr"] == best[key]].groupby("epoch")["value"]
+        m = pd.DataFrame({"med": per.median(), "lo": per.min(), "hi": per.max()})
+        m = m[np.isfinite(m["med"]) & (m["lo"] > 0)]
+        if m.empty:
+            continue
+        x = m.index.to_numpy()
+        ax.plot(x, m["med"], color=color, label=f"hidden {h}, lr {lr_label(best[key])}")
+        ax.fill_between(x, m["lo"], m["hi"], color=color, alpha=0.2)
+    if ax.lines:
+        ax.set_yscale("log")
+        ax.legend(fontsize=6)
+    else:
+        ax.text(0.5, 0.5, "no stable lr", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])

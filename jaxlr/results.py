@@ -112,7 +112,10 @@ RATE_STATS = ("min", "p05", "median", "p95", "max")
 """The columns of ``rates.csv``: quantiles 0, 0.05, 0.5, 0.95 and 1 of a layer's rates."""
 RATE_COLUMNS = [*RUN_KEYS, "round", "epoch", "layer", *RATE_STATS]
 
-RUN_TABLES = ("results.csv", "rates.csv")
+DYNAMICS_COLUMNS = [*RUN_KEYS, "round", "epoch", "layer", "quantity", "value"]
+"""The columns of ``dynamics.csv`` (tidy; ``quantity`` is ``update_ratio`` or ``output_rms``)."""
+
+RUN_TABLES = ("results.csv", "rates.csv", "dynamics.csv")
 """The per-run, per-epoch tables of a sweep directory: concatenated by ``merge``, rebuilt from
 finished chunks and checkpoints by ``--resume``."""
 METRIC_TABLES = {
@@ -120,6 +123,7 @@ METRIC_TABLES = {
     "test_loss": "results.csv",
     "test_accuracy": "results.csv",
     "rates": "rates.csv",
+    "dynamics": "dynamics.csv",
 }
 """The table of :data:`RUN_TABLES` each per-epoch metric (a field of
 :class:`jaxlr.engine.EpochMetrics`) is written to; a test checks that every field has one."""
@@ -162,6 +166,50 @@ def rates_frame(
         }
     )
     return frame[RATE_COLUMNS]
+
+
+def dynamics_frame(
+    hidden: Sequence[int],
+    optimizer: str,
+    lr_rule: str,
+    parametrization: str,
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    dynamics: np.ndarray,
+    layers: Sequence[str],
+    start_epoch: int = 0,
+    round_: int = 0,
+    weight_decay: float = 0.0,
+) -> pd.DataFrame:
+    """Tidy ``dynamics.csv`` rows of one chunk: ``dynamics`` has shape ``(E, S, L, layers, 2)``
+    (:func:`jaxlr.engine.layer_dynamics`; NaN once a run diverged), ``layers`` its names."""
+    from jaxlr.engine import DYNAMICS
+
+    d = np.asarray(dynamics)
+    n_e, n_s, n_l, n_layers, n_q = d.shape
+    e, s, lr_i, layer, q = np.meshgrid(
+        np.arange(n_e), np.arange(n_s), np.arange(n_l), np.arange(n_layers), np.arange(n_q),
+        indexing="ij",
+    )  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "width": hidden[0],
+            "depth": len(hidden),
+            "hidden": "-".join(map(str, hidden)),
+            "optimizer": optimizer,
+            "lr_rule": lr_rule,
+            "parametrization": parametrization,
+            "weight_decay": float(weight_decay),
+            "lr": np.asarray(lrs, np.float64)[lr_i.ravel()],
+            "seed": np.asarray(seeds, np.int64)[s.ravel()],
+            "round": round_,
+            "epoch": e.ravel() + start_epoch + 1,
+            "layer": np.asarray(layers)[layer.ravel()],
+            "quantity": np.asarray(DYNAMICS)[q.ravel()],
+            "value": d.ravel().astype(np.float32),
+        }
+    )
+    return frame[DYNAMICS_COLUMNS]
 
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:

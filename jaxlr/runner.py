@@ -77,6 +77,7 @@ class _Sweep:
     writer: bool = True  # this process writes files (process 0)
     programs: CompilePool | None = None
     rate_frames: list[pd.DataFrame] = dataclasses.field(default_factory=list)  # rates.csv rows
+    dynamics_frames: list[pd.DataFrame] = dataclasses.field(default_factory=list)
     fuse: bool = False  # chunks of a round share programs (see jaxlr.plan.fuse_chunks)
     memory: int = 0  # device bytes a program's lanes may use
     parallel: int = 1  # programs trained at the same time (see parallel_programs)
@@ -210,9 +211,13 @@ def run(
     record["elapsed_s"] = round(time.perf_counter() - t0, 3)
     record["compilation"] = compiled.record()
     rates = res.sort_results(pd.concat(sweep.rate_frames)) if sweep.rate_frames else None
+    frames = sweep.dynamics_frames
+    dynamics = res.sort_results(pd.concat(frames)) if frames else None
     if out is None or not writer:
-        return outcome_of(df, cfg, rates)
-    return write_outputs(out, df, cfg, record, rates)
+        outcome = outcome_of(df, cfg, rates)
+        outcome.dynamics = dynamics
+        return outcome
+    return write_outputs(out, df, cfg, record, rates, dynamics)
 
 
 def _run_all(
@@ -248,6 +253,10 @@ def _run_programs(
             rates = metrics.get("rates")
             if rates is not None and rates.ndim == 5 and rates.shape[3]:
                 sweep.rate_frames.append(res.rates_frame(*keys, rates, **at))
+            dyn = metrics.get("dynamics")
+            if dyn is not None and dyn.ndim == 5 and dyn.shape[3]:
+                layers = [f"Dense_{k}" for k in range(len(b.hidden) + 1)]
+                sweep.dynamics_frames.append(res.dynamics_frame(*keys, dyn, layers, **at))
         if out is not None and sweep.writer:  # finished chunks are on disk as they finish
             res.write_csv(out / "results.csv", res.sort_results(pd.concat(frames)))
 

@@ -154,7 +154,7 @@ def _interrupt_after_first_checkpoint(monkeypatch):
 
 @pytest.mark.parametrize("rule", ["weight-norm", "adagrad-neuron"])
 def test_every_metric_field_survives_resume_and_merge(capsys, tmp_path, monkeypatch, rule):
-    args = [*TINY, "--epochs", "3", "--lr-rule", rule, "--checkpoint-every", "1"]
+    args = [*TINY, "--epochs", "3", "--lr-rule", rule, "--checkpoint-every", "1", "--dynamics"]
     assert sweep(capsys, *args, "--out", str(tmp_path / "whole"))[0] == 0
     with monkeypatch.context() as m:
         _interrupt_after_first_checkpoint(m)
@@ -174,7 +174,11 @@ def test_every_metric_field_survives_resume_and_merge(capsys, tmp_path, monkeypa
         assert (tmp_path / "m" / table).read_bytes() == whole, table
     for field in EpochMetrics._fields:  # each field is a column (or the rates' quantiles)
         cols = pd.read_csv(tmp_path / "whole" / res.METRIC_TABLES[field]).columns
-        assert field in cols or (field == "rates" and set(res.RATE_COLUMNS) <= set(cols))
+        assert (
+            field in cols
+            or (field == "rates" and set(res.RATE_COLUMNS) <= set(cols))
+            or (field == "dynamics" and set(res.DYNAMICS_COLUMNS) <= set(cols))
+        )
 
 
 def test_metric_tables_cover_every_field():
