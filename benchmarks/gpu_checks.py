@@ -75,8 +75,9 @@ GPU_TESTS = (
     "tests/test_scale.py::test_kill9_then_resume_gives_identical_results",
 )
 SMOKE_SHAPES = ["--dataset", "synthetic", "--n-train", "512", "--n-test", "128"]
-SMOKE_SHAPES += ["--features", "784", "--num-classes", "10", "--widths", "8,16,32"]
-SMOKE_SHAPES += ["--epochs", "2"]
+SMOKE_SHAPES += ["--features", "784", "--num-classes", "10", "--widths", "8,16"]
+SMOKE_SHAPES += ["--epochs", "1"]
+SMOKE_FUSE = ["--fuse", "on"]  # on the CPU too: one program per round, as on a GPU
 SYNTHETIC_FASHION = ["--dataset", "synthetic", "--n-train", "60000", "--n-test", "10000"]
 SYNTHETIC_FASHION += ["--features", "784", "--num-classes", "10"]
 
@@ -268,7 +269,7 @@ def step_device_vs_cpu(ctx: Ctx) -> list[dict]:
 def _fashion(ctx: Ctx) -> list[str]:
     args = ["--preset", ctx.preset]
     if ctx.smoke:
-        return [*args, *SMOKE_SHAPES, "--seeds", "2", "--fuse", "on"]  # one program, as on a GPU
+        return [*args, *SMOKE_SHAPES, "--seeds", "2", *SMOKE_FUSE]
     return [*args, *(["--data-dir", ctx.data_dir] if ctx.data_dir else SYNTHETIC_FASHION)]
 
 
@@ -317,12 +318,12 @@ def _bench(ctx: Ctx, name: str, args: Sequence[str]) -> tuple[dict | None, str]:
 
 
 def _widths(ctx: Ctx) -> list[str]:
-    return ["--widths", "8,16,32" if ctx.smoke else "64,256,1024"]
+    return ["--widths", "8,16" if ctx.smoke else "64,256,1024"]
 
 
 def step_fashion_programs(ctx: Ctx) -> list[dict]:
     """The grid's programs in one process: each width's, and all widths in one program."""
-    widest = "32" if ctx.smoke else "1024"
+    widest = "16" if ctx.smoke else "1024"
     args = ["--workload", "fashion-width-sgd", "--epochs", "2", *_widths(ctx), "--no-torch-func"]
     args += ["--autotune-widths", widest]  # as the sweep's policy: only long programs tune
     record, md = _bench(ctx, "fashion-programs", args)
@@ -355,7 +356,7 @@ def step_fashion_programs(ctx: Ctx) -> list[dict]:
 
 # ----------------------------------------------------------------------- second command
 def _digits(ctx: Ctx) -> list[str]:
-    return ["--epochs", "1", "--widths", "16,32", "--seeds", "1"] if ctx.smoke else []
+    return ["--epochs", "1", "--widths", "8,16", "--seeds", "1", *SMOKE_FUSE] if ctx.smoke else []
 
 
 def step_digits(ctx: Ctx) -> list[dict]:
@@ -373,7 +374,7 @@ def step_digits(ctx: Ctx) -> list[dict]:
 
 def step_sgd_and_determinism(ctx: Ctx) -> list[dict]:
     """The width-1024 program with the folded SGD step and without deterministic ops."""
-    widest = "32" if ctx.smoke else "1024"
+    widest = "16" if ctx.smoke else "1024"
     args = ["--workload", "fashion-width-sgd", "--epochs", "2", "--widths", widest]
     args += ["--no-fused", "--no-torch-func", "--compare", "sgd-update=folded"]
     args += ["--compare", "no-deterministic"]
@@ -399,7 +400,7 @@ def step_sgd_and_determinism(ctx: Ctx) -> list[dict]:
 def step_fashion_seeds(ctx: Ctx) -> list[dict]:
     """The Fashion-MNIST width grid on the real data with 5 seeds: the science."""
     if ctx.smoke:
-        args = ["--preset", ctx.preset, *SMOKE_SHAPES, "--seeds", "5"]
+        args = ["--preset", ctx.preset, *SMOKE_SHAPES, "--seeds", "5", *SMOKE_FUSE]
     elif not ctx.data_dir:
         return [_row("Fashion-MNIST grid, 5 seeds", "skipped: no --data-dir", "", None)]
     else:
@@ -418,6 +419,7 @@ def step_width_exponent(ctx: Ctx) -> list[dict]:
     if ctx.smoke:
         data = ["--dataset", "synthetic", "--n-train", "512", "--n-test", "128"]
         shape = ["--widths", "8,16", "--epochs", "1", "--seeds", "2", "--base-width", "8"]
+        shape += SMOKE_FUSE
     elif not ctx.data_dir:
         return [_row("width exponent", "skipped: no --data-dir", "", None)]
     else:
