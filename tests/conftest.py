@@ -5,6 +5,11 @@ The ``cli`` fixture runs ``python -m jaxlr.sweep ARGS`` in this process (through
 :func:`jaxlr.cli.main`), so a CLI case costs its own work, not a fresh interpreter importing JAX;
 tests start a subprocess only where the process boundary is the point (no JAX imported, kill -9,
 several processes, a device count fixed at start-up).
+
+Under ``pytest -n K`` (pytest-xdist, ``--dist loadgroup`` from pyproject.toml) the tests that
+read one expensive module-scoped result (:data:`SHARED`) run on one worker, so it is computed
+once, and the ``slow`` tests are handed out first, so that no worker is left with a long test
+at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +29,30 @@ if "xla_gpu_autotune_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_gpu_autotune_level=0"
     ).strip()
+
+
+SHARED = {
+    ("test_scale.py", "base_sweep"),  # three sweeps (whole and two shards)
+    ("test_nothing_lost.py", "shards"),  # the sharded sweeps that are merged
+    ("test_benchmarks.py", "grid_run"),  # the benchmark's grid run
+    ("test_coord_check.py", "coord_df"),  # the coordinate check's table
+}
+"""(test file, module-scoped fixture): the tests using it share one pytest-xdist worker."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups the tests of each :data:`SHARED` fixture; under xdist, ``slow`` tests first (the
+    same order in every worker; a serial run keeps the files' order, so that module-scoped
+    fixtures are set up once)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        for file, fixture in sorted(SHARED):
+            if item.path.name == file and fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(f"{file}::{fixture}"))
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)
