@@ -17,6 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -28,9 +29,15 @@ from torch_parity import optimizer_examples as oe  # noqa: E402
 from torch_parity.__main__ import main  # noqa: E402
 from torch_parity.catalog import CATALOG, MUON_TORCH_TOLERANCE, SWEEP_OPTIMIZERS  # noqa: E402
 from torch_parity.compare import compare, get_example, run_example, sweep_optimizer  # noqa: E402
+from torch_parity.convert import state_dict_to_flax  # noqa: E402
 from torch_parity.data import random_classification  # noqa: E402
 from torch_parity.examples import torch_threads  # noqa: E402
-from torch_parity.jax_runs import DataShape  # noqa: E402
+from torch_parity.jax_runs import (  # noqa: E402
+    DataShape,
+    cross_entropy,
+    model_for,
+    train_minibatch,
+)
 
 SETTINGS = oe.SETTINGS
 NAMES = [e.name for e in CATALOG if e.source == SWEEP_OPTIMIZERS]
@@ -275,3 +282,26 @@ def test_cli_runs_them_with_their_tolerances(capsys):
     assert records["muon-torch"]["tolerance"] == MUON_TORCH_TOLERANCE
     assert all(r["passed"] and r["steps"] == 20 for r in records.values())
     assert math.isfinite(records["muon-torch"]["max_abs_loss_diff"])
+
+
+# ------------------------------------------------------------------------------ JAX side
+def test_a_transform_per_step_sees_the_global_step_across_epochs():
+    """Only step 4 (the first of the third two-step epoch) moves the params: p0 - 0.1 grad."""
+    data = random_classification(0)
+    net = oe.mlp(data, (8, 8))
+    params = state_dict_to_flax(net.state_dict())
+    batches = np.arange(50).reshape(5, 10)
+    run = train_minibatch(
+        params, lambda t: optax.scale(-jnp.where(t == 4, 0.1, 0.0)),
+        data.x, data.y, batches, 2, "float64",
+    )  # fmt: skip
+    with jax.enable_x64(True):
+        model = model_for(params, "float64")
+        p0 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        x, y = jnp.asarray(data.x[batches[4]]), jnp.asarray(data.y[batches[4]])
+        grads = jax.grad(lambda p: cross_entropy(model.apply({"params": p}, x), y))(p0)
+        want = jax.tree.map(lambda p, g: np.asarray(p - 0.1 * g), p0, grads)
+    for layer, leaves in want.items():
+        for leaf, value in leaves.items():
+            np.testing.assert_allclose(run.final_params[layer][leaf], value, rtol=0, atol=1e-15)
+    assert len(set(run.losses[:5])) == 5  # different batches, same params until step 4

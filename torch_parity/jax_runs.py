@@ -130,7 +130,8 @@ def train_full_batch(
 
     Args:
       params: initial ``{"Dense_i": {"kernel", "bias"}}`` params (e.g. the converted torch init).
-      tx: the optimizer; its ``update`` gets ``params`` and ``value=loss``.
+      tx: the optimizer, or one per step (``tx(t)``); its ``update`` gets ``params`` and
+        ``value=loss``.
       x, y: the whole training set (``x`` is cast to ``dtype``).
       steps: number of optimizer steps.
       dtype: ``"float64"`` (x64 inside this call) or ``"float32"``.
@@ -184,7 +185,7 @@ def train_minibatch(
 
     Args:
       params: initial params.
-      tx: the optimizer.
+      tx: the optimizer, or one per step (``tx(t)``, ``t`` the global 0-based step).
       x, y: the training set, put on the device once.
       batches: ``[steps, batch_size]`` sample indices, row ``t`` for step ``t``.
       batches_per_epoch: rows per host call (the last epoch may be shorter).
