@@ -85,7 +85,7 @@ Parametrization = Literal["sp", "mup"]
 PARAMETRIZATIONS: tuple[str, ...] = ("sp", "mup")
 INIT_STD = 0.02
 """nanoGPT's init standard deviation :math:`\\sigma`."""
-LN_EPS = 1e-6
+LN_EPS = 1e-5
 """LayerNorm epsilon, ``torch.nn.LayerNorm``'s default."""
 MLP_RATIO = 4
 """MLP hidden size / width."""
