@@ -180,6 +180,38 @@ def schedule_specs(width: int, optimizer: str, dataset, bench: ScheduleBench) ->
     return specs
 
 
+def _count_equations(jaxpr) -> int:
+    """Equations of ``jaxpr``, those of its sub-jaxprs (scan, cond, pjit bodies) included."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += 1
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, tuple | list) else (v,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    n += _count_equations(inner)
+    return n
+
+
+def step_equations(epoch, *args) -> int:
+    """Equations of the body of the epoch's ``lax.scan`` over the steps (one training step of
+    every lane, the schedule's multiplier included)."""
+    closed = epoch.trace(*args).jaxpr  # the jitted epoch's own jaxpr (nothing compiled)
+
+    def find(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan":
+                return eqn.params["jaxpr"].jaxpr
+            for v in eqn.params.values():
+                inner = getattr(v, "jaxpr", v)
+                if hasattr(inner, "eqns") and (body := find(inner)) is not None:
+                    return body
+        return None
+
+    body = find(closed.jaxpr)
+    return _count_equations(body) if body is not None else -1
+
+
 def bench_schedules(width: int, optimizer: str, bench: ScheduleBench) -> list[dict]:
     """Per-step milliseconds of every schedule's epoch program, and the ratio to constant."""
     dataset = load_dataset(bench.dataset, **_data_options(bench))
@@ -187,11 +219,12 @@ def bench_schedules(width: int, optimizer: str, bench: ScheduleBench) -> list[di
     seeds = jnp.arange(bench.seeds, dtype=jnp.int32)
     lrs = 2.0 ** (LANE_LRS[optimizer] + 0.5 * jnp.arange(bench.lrs))
     specs = schedule_specs(width, optimizer, dataset, bench)
-    programs, states = {}, {}
+    programs, states, eqns = {}, {}, {}
     for name, spec in specs.items():
         trainer = engine.make_trainer(spec)
         hypers = engine.lane_hypers(spec, lrs)
         state = trainer.init(seeds, hypers)
+        eqns[name] = step_equations(trainer.epoch, state, seeds, hypers, jnp.int32(0), data)
         state, _ = trainer.epoch(state, seeds, hypers, jnp.int32(0), data)  # compile, warm up
         programs[name], states[name] = (trainer.epoch, hypers), jax.block_until_ready(state)
     best = dict.fromkeys(specs, float("inf"))
@@ -212,6 +245,7 @@ def bench_schedules(width: int, optimizer: str, bench: ScheduleBench) -> list[di
             "schedule": name,
             "ms_per_step": 1e3 * seconds,
             "ratio": seconds / best["constant"],
+            "step_equations": eqns[name],
         }
         for name, seconds in best.items()
     ]
@@ -220,13 +254,13 @@ def bench_schedules(width: int, optimizer: str, bench: ScheduleBench) -> list[di
 def format_schedule_table(rows: Sequence[dict]) -> str:
     """A markdown table of the schedule rows."""
     lines = [
-        "| width | optimizer | schedule | ms/step | ratio to constant |",
-        "|---:|---|---|---:|---:|",
+        "| width | optimizer | schedule | ms/step | ratio to constant | jaxpr equations per step |",
+        "|---:|---|---|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['width']} | {r['optimizer']} | {r['schedule']} | {r['ms_per_step']:.3f} "
-            f"| {r['ratio']:.3f} |"
+            f"| {r['ratio']:.3f} | {r['step_equations']} |"
         )
     return "\n".join(lines)
 

@@ -31,8 +31,9 @@ width at the narrowest width's lr*.
 Scales (``--scale``):
 
 - ``cpu`` (about 15-20 min on a shared 2-core CPU; ``--estimate`` measures it): digits,
-  widths 32..256, 8 seeds, 5 epochs. Fashion-MNIST does not fit this budget (every width of
-  every row on 12,800 images would take about 9x as long) and is left to the gpu scale.
+  widths 32..256, 8 seeds, 5 epochs. The reduced Fashion-MNIST does not fit this budget
+  (12,800 images are 200 steps per epoch against digits' 22, through a 784-wide input layer)
+  and is left to the gpu scale.
 - ``gpu`` (for one GPU; not run): Fashion-MNIST (60,000 images), widths 64..2048, 8 seeds,
   10 epochs, base width 64 (Muon's Newton-Schulz costs ~30 w³ FLOPs per hidden matrix and
   step, which is what stops the widths at 2048).
@@ -50,6 +51,7 @@ std over seeds) and ``lr_star.png``; and the generated block of its section in
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import tempfile
@@ -98,18 +100,17 @@ class Variant:
     options: Mapping[str, Any]  # SweepConfig fields (optimizers, momentum, weight decay, ...)
     log2_lr_low: Mapping[str, int]  # per schedule: the grid is 2**low ... 2**(low + N_LRS - 1)
     parametrizations: tuple[str, ...] = ("sp", "mup")
-    label: str = ""  # for the tables
 
 
 VARIANTS = (
     Variant(
         "sgd-momentum", dict(optimizers=("sgd",), momentum=0.9),
-        {"constant": -8, "warmup-cosine": -8}, label="SGD, momentum 0.9",
+        {"constant": -8, "warmup-cosine": -8},
     ),
     Variant(
         "adamw-coupled",
         dict(optimizers=("adamw",), weight_decays=(COUPLED_DECAY,), weight_decay_mode="coupled"),
-        {"constant": -11, "warmup-cosine": -10}, label=f"AdamW, coupled λ = {COUPLED_DECAY:g}",
+        {"constant": -11, "warmup-cosine": -10},
     ),
     Variant(
         "adamw-independent",
@@ -117,12 +118,11 @@ VARIANTS = (
             optimizers=("adamw",), weight_decays=(INDEPENDENT_DECAY,),
             weight_decay_mode="independent",
         ),
-        {"constant": -11, "warmup-cosine": -10}, label="AdamW, independent λ′ = 2⁻⁷",
+        {"constant": -11, "warmup-cosine": -10},
     ),
     Variant(
         "muon-rms", dict(optimizers=("muon",), muon_scaling="rms"),
         {"constant": -11, "warmup-cosine": -10}, parametrizations=("sp",),
-        label="Muon (rms scaling)",
     ),
 )  # fmt: skip
 
@@ -172,6 +172,39 @@ def final_table(out: Path, cfgs: list, data: Any, analyze: bool) -> pd.DataFrame
     return read_final(path)
 
 
+def sweeps_table(cfgs: list, final: pd.DataFrame) -> pd.DataFrame:
+    """One row per sweep: the settings that differ between the rows (``sweeps.csv``), checked
+    against the lrs, widths, seeds and epochs that ``final`` holds."""
+    rows = []
+    for tags, c in cfgs:
+        runs = final[
+            (final["variant"] == tags["variant"]) & (final["schedule"] == tags["schedule"])
+        ]
+        held = (
+            sorted(runs["lr"].unique()), sorted(runs["width"].unique()),
+            runs["seed"].nunique(), int(runs["epoch"].max()),
+        )  # fmt: skip
+        planned = (sorted(c.lrs), sorted(c.widths), len(c.seeds), c.epochs)
+        if not np.allclose(held[0], planned[0]) or held[1:] != planned[1:]:
+            raise SystemExit(
+                f"{NAME}: final.csv's {tags} sweep is not this script's (lrs, widths, seeds, "
+                "epochs differ); rerun it without --analyze"
+            )
+        rows.append(
+            dict(
+                **tags, dataset=c.dataset, optimizer=c.optimizers[0], momentum=c.momentum,
+                weight_decay=c.weight_decays[0], weight_decay_mode=c.weight_decay_mode,
+                muon_scaling=c.muon_scaling if c.optimizers[0] == "muon" else "",
+                warmup=c.warmup, final_lr_fraction=c.final_lr_fraction,
+                parametrizations=",".join(c.parametrizations), base_width=c.base_width,
+                log2_lr_min=math.log2(min(c.lrs)), log2_lr_max=math.log2(max(c.lrs)),
+                n_lrs=len(c.lrs), widths=",".join(map(str, c.widths)), seeds=len(c.seeds),
+                epochs=c.epochs, batch_size=c.batch_size,
+            )
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def per_group(fn: Any, final: pd.DataFrame) -> pd.DataFrame:
     """``fn(runs)`` (a table with the results' keys) for each variant and schedule, tagged."""
     kw = dict(chance_loss=common.CHANCE, estimator=common.ESTIMATOR)
@@ -182,7 +215,7 @@ def per_group(fn: Any, final: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def plot_lr_star(opt: pd.DataFrame, path: Path) -> None:
+def plot_lr_star(opt: pd.DataFrame, sweeps: pd.DataFrame, path: Path) -> None:
     """log2 lr* (mean ± std over seeds) against log2 width: one panel per optimizer, one line
     per schedule and parametrization."""
     fig, axes = plt.subplots(1, len(VARIANTS), figsize=(4.0 * len(VARIANTS), 3.6), sharey=False)
@@ -196,7 +229,7 @@ def plot_lr_star(opt: pd.DataFrame, path: Path) -> None:
                 marker="o", capsize=3, ls=styles[par], color=colors[sched],
                 label=f"{sched}, {'SP' if par == 'sp' else 'muP'}",
             )  # fmt: skip
-        ax.set_title(v.label, fontsize=10)
+        ax.set_title(label(sweeps, v.name), fontsize=10)
         ax.set_xlabel("log2 width")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -205,8 +238,27 @@ def plot_lr_star(opt: pd.DataFrame, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------ the README block
-def _label(variant: str) -> str:
-    return next(v.label for v in VARIANTS if v.name == variant)
+def label(sweeps: pd.DataFrame, variant: str) -> str:
+    """The optimizer of ``variant`` with its settings, as ``sweeps.csv`` records them."""
+    r = sweeps[sweeps["variant"] == variant].iloc[0]
+    if r["optimizer"] == "sgd":
+        return f"SGD, momentum {r['momentum']:g}"
+    if r["optimizer"] == "adamw":
+        lam = "λ" if r["weight_decay_mode"] == "coupled" else "λ′"
+        return f"AdamW, {r['weight_decay_mode']} {lam} = {r['weight_decay']:.3g}"
+    if r["optimizer"] == "muon":
+        return f"Muon ({r['muon_scaling']} scaling)"
+    return str(r["optimizer"])
+
+
+def schedule_text(r: pd.Series) -> str:
+    """``warmup-cosine (warmup 0.1 of the steps, to 0 × lr)``."""
+    if r["schedule"] == "constant":
+        return "constant"
+    return (
+        f"{r['schedule']} (linear warmup over {r['warmup']:g} of the steps, then to "
+        f"{r['final_lr_fraction']:g} × lr)"
+    )
 
 
 def readme_block(out: Path) -> str:
@@ -215,19 +267,33 @@ def readme_block(out: Path) -> str:
     tr = pd.read_csv(out / "transfer.csv")
     opt = pd.read_csv(out / "optimum.csv")
     final = read_final(out / "final.csv")
+    sweeps = pd.read_csv(out / "sweeps.csv", keep_default_na=False)
     widths = sorted(final["width"].unique())
     lo, hi = widths[0], widths[-1]
     rel = Path(os.path.relpath(out, README.parent)).as_posix()
+    first = sweeps.iloc[0]
     lines = [
-        f"{final['variant'].nunique()} optimizers × {final['schedule'].nunique()} schedules, "
-        f"{len(final)} runs: digits, 64-w-w-10, widths {', '.join(map(str, widths))}, "
-        f"{int(t['n_seeds'].min())} seeds, {int(final['epoch'].max())} epochs, batch 64, "
-        f"{final.groupby(list(TAGS))['lr'].nunique().min()} whole-octave lrs per sweep; lr\\* of "
-        f"each seed by final train loss ({t['estimator'].iloc[0]}), α with 95% "
+        f"The sweeps ([sweeps.csv]({rel}/sweeps.csv)): {first['dataset']}, 64-w-w-10, widths "
+        f"{', '.join(map(str, widths))}, {int(first['seeds'])} seeds, {int(first['epochs'])} "
+        f"epochs, batch {int(first['batch_size'])}, muP's base width {lo}; {len(final)} runs.",
+        "",
+        "| optimizer | schedule | lr grid (whole octaves) | parametrizations |",
+        "|---|---|---|---|",
+    ]
+    for _, r in sweeps.iterrows():
+        grid = (
+            f"2^{headline.num(r['log2_lr_min'], 0)} … 2^{headline.num(r['log2_lr_max'], 0)} "
+            f"({int(r['n_lrs'])})"
+        )
+        pars = ", ".join("SP" if p == "sp" else "muP" for p in r["parametrizations"].split(","))
+        lines.append(f"| {label(sweeps, r['variant'])} | {schedule_text(r)} | {grid} | {pars} |")
+    lines += [
+        "",
+        f"lr\\* of each seed by final train loss ({t['estimator'].iloc[0]}), α with 95% "
         f"{t['ci_method'].iloc[0]} intervals over seeds; regret: the final train loss at width "
         f"{hi} when trained at width {lo}'s lr\\*, against the best lr tested at {hi} "
         f"([width_exponent.csv]({rel}/width_exponent.csv), [transfer.csv]({rel}/transfer.csv), "
-        f"[optimum.csv]({rel}/optimum.csv)).",
+        f"[optimum.csv]({rel}/optimum.csv)):",
         "",
         f"| optimizer | schedule | parametrization | α (lr\\* ∝ width^α) [95%] | log2 lr\\* at "
         f"{lo} / {hi} | regret {lo} → {hi} [95%] | widths with lr\\* at a grid edge |",
@@ -244,11 +310,73 @@ def readme_block(out: Path) -> str:
                     f"{headline.num(x['log2_lr_star_mean'])} ± {x['log2_lr_star_std']:.2f}"
                     for x in o
                 )
+                name = label(sweeps, v.name)
                 lines.append(
-                    f"| {v.label} | {sched} | {headline.par(r)} | {headline.interval(r)} "
+                    f"| {name} | {sched} | {headline.par(r)} | {headline.interval(r)} "
                     f"| {stars} | {headline.regret(w)} | {int(r['n_widths_edge'])} |"
                 )
+    lines += ["", *findings(t, tr, opt, sweeps, lo, hi)]
     return "\n".join(lines)
+
+
+def _span(values: pd.Series, digits: int = 2) -> str:
+    """``−0.64 … 0.17`` (or the one value)."""
+    lo, hi = float(values.min()), float(values.max())
+    if round(lo, digits) == round(hi, digits):
+        return headline.num(lo, digits)
+    return f"{headline.num(lo, digits)} … {headline.num(hi, digits)}"
+
+
+def findings(
+    t: pd.DataFrame, tr: pd.DataFrame, opt: pd.DataFrame, sweeps: pd.DataFrame, lo: int, hi: int
+) -> list[str]:
+    """The section's numbered statements, each computed from the tables."""
+    out = []
+    for par, name in (("sp", "SP"), ("mup", "muP")):
+        a = t[t["parametrization"] == par]
+        zero = int(((a["alpha_lo"] <= 0) & (a["alpha_hi"] >= 0)).sum())
+        w = tr[(tr["parametrization"] == par) & (tr["width"] == hi)]
+        out.append(
+            f"- **{name}**: α from {_span(a['alpha'])} over its {len(a)} rows; {zero} of "
+            f"{len(a)} intervals contain 0. Regret {lo} → {hi}: "
+            f"{_span(w['regret_pct'], 1)}%."
+        )
+    o = opt[opt["width"] == lo].set_index(["variant", "parametrization", "schedule"])
+    shift = (
+        o.xs("warmup-cosine", level="schedule")["log2_lr_star_mean"]
+        - o.xs("constant", level="schedule")["log2_lr_star_mean"]
+    )
+    out.append(
+        f"- **Schedule**: at width {lo}, warmup-cosine's lr\\* lies {_span(shift)} octaves "
+        f"above the constant lr's. α under warmup-cosine minus α under constant, "
+        "per row: "
+        + "; ".join(
+            f"{label(sweeps, v)} {'SP' if p == 'sp' else 'muP'} {headline.num(d)}"
+            for (v, p), d in _alpha_change(t).items()
+        )
+        + "."
+    )
+    a = t.set_index(["variant", "schedule", "parametrization"])["alpha"]
+    gap = lambda s, p: a["adamw-independent", s, p] - a["adamw-coupled", s, p]
+    gaps = [
+        f"{s}, {'SP' if p == 'sp' else 'muP'} {headline.num(gap(s, p))}"
+        for s in SCHEDULES
+        for p in ("sp", "mup")
+    ]
+    out.append(
+        "- **Decay**: α with independent decay minus α with coupled decay: " + "; ".join(gaps) + "."
+    )
+    return out
+
+
+def _alpha_change(t: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """α(warmup-cosine) − α(constant) per (variant, parametrization)."""
+    a = t.set_index(["variant", "schedule", "parametrization"])["alpha"]
+    return {
+        (v.name, p): float(a[v.name, "warmup-cosine", p] - a[v.name, "constant", p])
+        for v in VARIANTS
+        for p in v.parametrizations
+    }
 
 
 def _row(table: pd.DataFrame, key: Mapping[str, Any]) -> pd.Series:
@@ -320,9 +448,11 @@ def main() -> None:
         return
     out = common.out_dir(NAME, args)
     t0 = time.perf_counter()
-    final = final_table(out, configs(args.scale, args.quick, data_dir), data, args.analyze)
+    cfgs = configs(args.scale, args.quick, data_dir)
+    final = final_table(out, cfgs, data, args.analyze)
     if not args.analyze:
         print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min", file=sys.stderr)
+    common.write_csv(sweeps_table(cfgs, final), out / "sweeps.csv")
     table = per_group(exponent.width_exponent, final)
     common.write_csv(table, out / "width_exponent.csv")
     transfer = per_group(exponent.transfer_table, final)
@@ -330,7 +460,7 @@ def main() -> None:
     keys = [*TAGS, "parametrization", "width"]
     opt = common.optimal_lr(final, keys, SELECT)
     common.write_csv(opt, out / "optimum.csv")
-    plot_lr_star(opt, out / "lr_star.png")
+    plot_lr_star(opt, pd.read_csv(out / "sweeps.csv"), out / "lr_star.png")
     if args.scale == "cpu" and not args.quick and not args.out:
         write_readme(out)
     block = readme_block(out)
