@@ -219,6 +219,7 @@ def test_fortunes_missing_says_how_to_install(tmp_path, monkeypatch):
     (tmp_path / "fortunes").mkdir()
     (tmp_path / "fortunes" / "art").write_text("A fortune.\n%\nAnother.\n")
     (tmp_path / "fortunes" / "art.dat").write_bytes(b"\x00\x00\x00\x02")
+    (tmp_path / "fortunes" / "art.u8").write_text("A fortune.\n%\nAnother.\n")  # a duplicate
     c = text.load_text(None, corpus="fortunes")
     assert c.tokens.tobytes() == b"A fortune.\n%\nAnother.\n" and "fortunes" in c.origin
 
@@ -459,6 +460,7 @@ def test_shapes_count_and_groups(twin):
         ]
         assert "block_2/ln_2/scale" in groups["block_2/mlp"]
         assert "block_0/attn/query/kernel" in groups["block_0/attn"]
+        assert "block_1/ln_1/scale" in groups["block_1/attn"]
         assert ("lm_head/kernel" in groups["readout"]) is not tied
 
 
