@@ -251,8 +251,8 @@ def _warmup(t: Any, warmup: int) -> Any:
     import jax.numpy as jnp
 
     if warmup <= 0:
-        return jnp.float32(1.0)
-    return jnp.minimum(1.0, (t + 1).astype(jnp.float32) / warmup)
+        return jnp.asarray(1.0)
+    return jnp.minimum(1.0, (t + 1).astype(jnp.result_type(float)) / warmup)
 
 
 def _progress(t: Any, start: int, total: int) -> Any:
@@ -260,7 +260,7 @@ def _progress(t: Any, start: int, total: int) -> Any:
     import jax.numpy as jnp
 
     span = max(total - start, 1)
-    return jnp.clip((t - start).astype(jnp.float32) / span, 0.0, 1.0)
+    return jnp.clip((t - start).astype(jnp.result_type(float)) / span, 0.0, 1.0)
 
 
 def _warmup_cosine(t: Any, total: int, warmup: int, o: Any) -> Any:

@@ -28,6 +28,7 @@ from torch_parity.compare import (  # noqa: E402
     run_example,
     trace_steps,
 )
+from torch_parity.catalog import CATALOG, SWEEP_OPTIMIZERS  # noqa: E402
 from torch_parity.convert import (  # noqa: E402
     flax_to_state_dict,
     linear_prefixes,
@@ -173,7 +174,9 @@ def test_batch_indices_are_shuffled_epochs():
 
 
 # ------------------------------------------------------------------------------ the suite
-@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+@pytest.mark.parametrize(  # the sweep's optimizers: tests/test_parity_optimizers.py
+    "name", [e.name for e in CATALOG if e.source != SWEEP_OPTIMIZERS]
+)
 def test_float64_parity(name):
     steps = 60 if name in ("per-layer", "weight-norm", "adagrad-param", "adagrad-neuron") else None
     x64_before = jax.config.jax_enable_x64

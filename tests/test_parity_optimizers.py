@@ -64,15 +64,10 @@ def _spec(setting: oe.SweepSetting, steps: int) -> RunSpec:
     return RunSpec.create(cfg, DataShape(10, 2, 100), setting.hidden, setting.optimizer)
 
 
-def _multiplier_dtype_under_x64() -> jnp.dtype:
+def test_the_schedule_multiplier_follows_the_run_dtype():
     with jax.enable_x64(True):
         spec = _spec(SETTINGS["sgd-momentum"], 30)
-        return jnp.asarray(spec.schedule_multiplier(jnp.int32(3))).dtype
-
-
-# jaxlr.registry's schedules compute s_t in float32 even in an x64 run (``.astype(jnp.float32)``
-# in _warmup / _progress), a relative error of ~6e-8 in the lr of a float64 run
-MULTIPLIER_IS_FLOAT32 = _multiplier_dtype_under_x64() == jnp.float32
+        assert jnp.asarray(spec.schedule_multiplier(jnp.int32(3))).dtype == jnp.float64
 
 
 def _with(
@@ -101,14 +96,6 @@ def _both_with(name: str, setting: oe.SweepSetting, **program_kw):
 def test_float64_losses_agree_to_1e10(name):
     result = run_example(name)
     assert result.steps >= 20
-    if name in SCHEDULED:
-        # what a float32 multiplier allows: |Δs_t| <= 6e-8 s_t moves the loss by ~1e-9
-        assert result.max_abs_loss_diff <= 1e-8, result
-        if MULTIPLIER_IS_FLOAT32:
-            pytest.xfail(
-                f"{name}: |Δloss| {result.max_abs_loss_diff:.1e} > 1e-10 because jaxlr.registry's "
-                "schedule multiplier is float32 under x64 (_warmup/_progress: .astype(jnp.float32))"
-            )
     assert result.passed, result
     assert result.max_abs_loss_diff <= 1e-10
     assert result.max_rel_param_diff <= 1e-9
@@ -225,8 +212,7 @@ def test_torch_schedulers_follow_the_closed_form_and_jaxlr(name):
     spec = _spec(setting, total)
     with jax.enable_x64(True):
         jaxlr = [lr * float(spec.schedule_multiplier(jnp.int32(t))) for t in range(total)]
-    # float32 rounding of s_t while jaxlr computes it in float32 (see MULTIPLIER_IS_FLOAT32)
-    np.testing.assert_allclose(jaxlr, closed, rtol=0, atol=5e-7 * lr)
+    np.testing.assert_allclose(jaxlr, closed, rtol=1e-12, atol=1e-15)
 
 
 def test_closed_form_schedules_by_hand():
