@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 from jaxlr.models import MLP  # noqa: E402
 from torch_parity import examples  # noqa: E402
 from torch_parity.__main__ import main  # noqa: E402
+from torch_parity.catalog import CATALOG, SWEEP_OPTIMIZERS  # noqa: E402
 from torch_parity.compare import (  # noqa: E402
     EXAMPLE_NAMES,
     JSON_KEYS,
@@ -28,7 +29,6 @@ from torch_parity.compare import (  # noqa: E402
     run_example,
     trace_steps,
 )
-from torch_parity.catalog import CATALOG, SWEEP_OPTIMIZERS  # noqa: E402
 from torch_parity.convert import (  # noqa: E402
     flax_to_state_dict,
     linear_prefixes,
