@@ -536,6 +536,20 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
+def _budget(cfg: SweepConfig) -> str:
+    """``digits, 20 epochs`` or, for gpt, ``text, 200 steps of 16 x 64 bytes``."""
+    if cfg.family == "gpt":
+        return f"gpt on text, {cfg.steps} steps of {cfg.batch_size} x {cfg.context} bytes"
+    return f"{cfg.dataset}, {cfg.epochs} epochs"
+
+
+def _select_name(cfg: SweepConfig) -> str:
+    """The selecting loss, as the report names it (gpt: the validation loss, in nats/byte)."""
+    if cfg.family == "gpt" and cfg.select == "test_loss":
+        return "validation loss (nats per byte; /ln 2 for bits per byte)"
+    return cfg.select.replace("_", " ")
+
+
 def _kept(cfg: SweepConfig) -> str:
     """Where finished work is, if any was saved."""
     if cfg.out and (Path(cfg.out) / "results.csv").exists():
@@ -558,8 +572,8 @@ def report(cfg: SweepConfig, outcome: Any) -> str:
         if v not in ("none", "sp")
     )
     lines = [
-        f"\nBest learning rate per width ({cfg.dataset}, {cfg.epochs} epochs, "
-        f"{len(cfg.seeds)} seed(s){extra}; final {cfg.select.replace('_', ' ')}, "
+        f"\nBest learning rate per width ({_budget(cfg)}, "
+        f"{len(cfg.seeds)} seed(s){extra}; final {_select_name(cfg)}, "
         "mean ± std over seeds):",
         format_summary(outcome.summary),
     ]

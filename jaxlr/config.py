@@ -37,6 +37,7 @@ Parametrization = Literal["sp", "mup", "lr-exp"]
 Init = Literal["torch", "flax", "mup"]
 Precision = Literal["highest", "high", "default"]
 DatasetName = Literal["digits", "fashion_mnist", "mnist", "synthetic"]
+ModelName = Literal["mlp", "gpt"]
 DataSource = Literal["idx", "tfds"]
 Select = Literal["test_loss", "train_loss"]
 LrStar = Literal["local-quadratic", "parabola", "argmin"]
@@ -101,6 +102,10 @@ def option(
         aliases=aliases,
     )
     return dataclasses.field(default=default, metadata=meta)
+
+
+def _is_gpt(c: Any) -> bool:
+    return getattr(c, "family", "mlp") == "gpt"
 
 
 def _is_synthetic(c: Any) -> bool:
@@ -186,8 +191,51 @@ class TrainOptions:
     JSON record and the compiled program at once.
     """
 
+    family: ModelName = option(
+        "mlp",
+        "the model family: mlp (in-w-...-w-out ReLU MLP on --dataset) or gpt (a decoder-only "
+        "pre-LayerNorm transformer of width d_model and --depth blocks, on byte-level text)",
+        group="grid",
+        flag="--model",
+    )
     batch_size: int = option(
-        64, "examples per step; the last partial batch of an epoch is dropped", group="training"
+        64,
+        "examples per step (gpt: sequences); the last partial batch of an epoch is dropped",
+        group="training",
+    )
+    context: int = option(
+        64,
+        "gpt: tokens (bytes) per training sequence",
+        group="training",
+        applies=_is_gpt,
+        applies_to="--model gpt",
+    )
+    head_dim: int = option(
+        16,
+        "gpt: the size of one attention head; heads = width / head-dim",
+        group="training",
+        applies=_is_gpt,
+        applies_to="--model gpt",
+    )
+    tied: bool = option(
+        True,
+        "gpt: the readout shares the token embedding",
+        group="training",
+        applies=_is_gpt,
+        applies_to="--model gpt",
+    )
+    depth_exponent: float = option(
+        0.0,
+        "gpt: residual branches scaled by depth^(-a): 0.5 depth-muP, 1 CompleteP",
+        group="training",
+        applies=_is_gpt,
+        applies_to="--model gpt",
+    )
+    clip_norm: float | None = option(
+        None,
+        "clip each lane's gradient to this global L2 norm before the optimizer (any optimizer)",
+        group="training",
+        shown_default="no clipping",
     )
     init: Init = option("torch", "initialization scheme (see jaxlr.models)", group="training")
     lr_rule: LrRule = option(
@@ -368,9 +416,10 @@ class SweepConfig(TrainOptions):
         None,
         "directory holding the dataset files; when given, the only place searched",
         group="data",
-        shown_default="search $JAXLR_DATA_DIR, the cache, /usr/share/datasets",
-        applies=lambda c: c.dataset in ("fashion_mnist", "mnist"),
-        applies_to="--dataset fashion_mnist or mnist",
+        shown_default="search $JAXLR_DATA_DIR, the cache, /usr/share/datasets; gpt: the Python "
+        "standard library's text",
+        applies=lambda c: c.dataset in ("fashion_mnist", "mnist") or _is_gpt(c),
+        applies_to="--dataset fashion_mnist or mnist, or --model gpt (a text file or directory)",
     )
     data_source: DataSource = option(
         "idx",
@@ -499,6 +548,28 @@ class SweepConfig(TrainOptions):
         applies_to="sweeps of 3 widths or more (one width per architecture)",
     )
     # --- training
+    steps: int = option(
+        200,
+        "gpt: optimizer steps of every run",
+        group="training",
+        applies=_is_gpt,
+        applies_to="--model gpt",
+    )
+    eval_every: int = option(
+        50,
+        "gpt: steps between validation evaluations (each is an 'epoch' row of results.csv)",
+        group="training",
+        applies=_is_gpt,
+        applies_to="--model gpt",
+    )
+    eval_sequences: int = option(
+        256,
+        "gpt: validation windows of --context bytes evaluated each time, evenly spaced over the "
+        "validation part (0: all of them)",
+        group="training",
+        applies=_is_gpt,
+        applies_to="--model gpt",
+    )
     epochs: int = option(
         20,
         "passes over the training set; a list (10,20,40) trains the longest and reports the "
@@ -588,6 +659,7 @@ class SweepConfig(TrainOptions):
         from jaxlr import validation
 
         validation.coerce_fields(self)
+        validation.derive_gpt_epochs(self)
         validation.validate(self)
 
     # ------------------------------------------------------------------ derived

@@ -192,7 +192,10 @@ class DeviceData(NamedTuple):
 
 def device_data(dataset: Dataset, eval_chunk: int = EVAL_CHUNK, sharding: Any = None) -> DeviceData:
     """Puts ``dataset`` on the device (``sharding``: e.g. replicated over a mesh), raw dtypes
-    kept, the test set padded into chunks of ``min(eval_chunk, n_test)`` with a 0/1 mask."""
+    kept, the test set padded into chunks of ``min(eval_chunk, n_test)`` with a 0/1 mask.
+    A :class:`TextDataset` goes as its training bytes and its validation windows."""
+    if isinstance(dataset, TextDataset):
+        return _text_device_data(dataset, eval_chunk, sharding)
     x_test, y_test = np.asarray(dataset.x_test), np.asarray(dataset.y_test)
     n_test = len(y_test)
     chunk = min(eval_chunk, n_test)
@@ -497,8 +500,108 @@ def _tfds_arrays(name: str, data_dir: Any, n_train: int | None, n_test: int | No
     return tuple(out)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class TextDataset:
+    """Byte-level text for the ``gpt`` family, in the shape the sweep reads a dataset in.
+
+    An "epoch" of a gpt sweep is ``eval_every`` steps, each drawing ``batch_size`` windows of
+    ``context + 1`` bytes at uniform random starts of the training part; so ``n_train`` is
+    ``eval_every * batch_size`` (sequences per evaluation interval) and ``n_test`` the number of
+    non-overlapping validation windows (every validation byte but the last few is a target
+    once). ``in_features`` is the context and ``num_classes`` the 256 byte values."""
+
+    train: np.ndarray  # uint8: the training part of the corpus
+    val: np.ndarray  # uint8: the validation part (the corpus's last val_fraction, contiguous)
+    context: int
+    n_train: int
+    corpus: Any  # jaxlr.text.TextCorpus
+    eval_sequences: int = 0  # validation windows evaluated, evenly spaced (0: all)
+    name: str = "text"
+    mean: float = 0.0
+    std: float = 1.0
+
+    @property
+    def origin(self) -> str:
+        return self.corpus.origin
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What ``config.json`` says of the corpus: origin, size, SHA-256, files."""
+        return self.corpus.record()
+
+    @property
+    def n_windows(self) -> int:
+        """Training windows: the starts ``0 .. len(train) - context - 1``."""
+        from jaxlr import text
+
+        return text.windows(len(self.train), self.context)
+
+    @property
+    def eval_starts(self) -> np.ndarray:
+        """The starts of the validation windows evaluated: ``eval_sequences`` of the
+        non-overlapping windows, evenly spaced (all of them if fewer or 0)."""
+        from jaxlr import text
+
+        starts = text.eval_starts(len(self.val), self.context)
+        k = self.eval_sequences
+        if k and k < len(starts):
+            starts = starts[np.linspace(0, len(starts) - 1, k).round().astype(int)]
+        return starts
+
+    @property
+    def n_test(self) -> int:
+        return len(self.eval_starts)
+
+    @property
+    def in_features(self) -> int:
+        return self.context
+
+    @property
+    def num_classes(self) -> int:
+        from jaxlr import text
+
+        return text.VOCAB
+
+
+def load_text_dataset(cfg: Any) -> TextDataset:
+    """The byte-level corpus of a gpt sweep (``cfg.data_dir``, or the standard library's text),
+    checked against the context (a :class:`DataError` in one line if it does not fit)."""
+    from jaxlr import text
+
+    corpus = text.load_text(cfg.data_dir)
+    text.check_context(corpus, cfg.context)
+    train, val = text.split(corpus.tokens)
+    n_train = cfg.eval_every * cfg.batch_size
+    return TextDataset(train, val, cfg.context, n_train, corpus, eval_sequences=cfg.eval_sequences)
+
+
+def _text_device_data(ds: TextDataset, eval_chunk: int, sharding: Any) -> DeviceData:
+    """Training bytes as ``x_train``; validation windows ``(chunks, chunk, context + 1)`` as
+    ``x_test`` with their 0/1 mask (``y_train``, ``y_test``: unused zeros)."""
+
+    starts = ds.eval_starts
+    windows = ds.val[starts[:, None] + np.arange(ds.context + 1)]
+    n = len(starts)
+    chunk = max(1, min(eval_chunk // ds.context, n))  # sequences per evaluation chunk
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    windows = np.concatenate([windows, np.zeros((pad, ds.context + 1), windows.dtype)])
+    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    arrays = DeviceData(
+        np.asarray(ds.train),
+        np.zeros(1, np.int32),
+        windows.reshape(n_chunks, chunk, ds.context + 1),
+        np.zeros((n_chunks, chunk), np.int32),
+        mask.reshape(n_chunks, chunk),
+    )
+    return jax.device_put(arrays, sharding)
+
+
 def load_config_dataset(cfg: Any) -> Any:
-    """The :class:`Dataset` that ``cfg`` (a :class:`jaxlr.config.SweepConfig`) asks for."""
+    """The :class:`Dataset` that ``cfg`` (a :class:`jaxlr.config.SweepConfig`) asks for (a
+    :class:`TextDataset` for ``--model gpt``)."""
+    if getattr(cfg, "family", "mlp") == "gpt":
+        return load_text_dataset(cfg)
     return load_dataset(
         cfg.dataset,
         data_dir=cfg.data_dir,

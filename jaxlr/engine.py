@@ -67,6 +67,7 @@ class RunSpec(TrainOptions):
     autotune: bool = True  # GPU: let XLA autotune the kernels (the plan decides per program)
     steps_per_call: int = 0  # > 0: an epoch runs as device calls of this many steps (StepBlocks)
     decays: bool = False  # the lanes take a weight decay (Hypers.weight_decay)
+    n_windows: int = 0  # gpt: training windows (random starts 0 .. n_windows - 1)
     total_steps: int = 0  # the run's steps, for a schedule that depends on them (else 0)
 
     @classmethod
@@ -105,6 +106,7 @@ class RunSpec(TrainOptions):
             optimizer=optimizer,
             parametrization=parametrization,
             steps_per_epoch=steps,
+            n_windows=getattr(dataset, "n_windows", 0),
             n_train=dataset.n_train,
             n_test=dataset.n_test,
             data_mean=float(dataset.mean),
@@ -126,8 +128,28 @@ class RunSpec(TrainOptions):
         assert self.base_width is not None
         return (self.base_width,) * len(self.hidden)
 
-    def model(self) -> tuple[MLP, Callable[[jax.Array], Any]]:
+    def gpt(self) -> Any:
+        """The :class:`jaxlr.gpt.GPT` of a ``gpt`` program."""
+        from jaxlr.gpt import GPT
+
+        return GPT(
+            self.hidden[0],
+            len(self.hidden),
+            self.context,
+            head_dim=self.head_dim,
+            tied=self.tied,
+            parametrization="mup" if self.parametrization == "mup" else "sp",
+            base_width=self.base_width if self.parametrization == "mup" else None,
+            depth_exponent=self.depth_exponent,
+        )
+
+    def model(self) -> tuple[Any, Callable[[jax.Array], Any]]:
         """The model and a pure ``init(key) -> params`` (muP's init under ``mup``)."""
+        if self.family == "gpt":
+            from jaxlr.gpt import init_gpt
+
+            gpt = self.gpt()
+            return gpt, lambda key: init_gpt(gpt, key)
         if self.parametrization == "mup":
             from jaxlr import mup
 
@@ -283,6 +305,15 @@ def epoch_batches(seed: jax.Array, epoch: jax.Array, n: int, batch: int, steps: 
     return perm[: steps * batch].reshape(steps, batch)
 
 
+def window_starts(seed: jax.Array, epoch: jax.Array, n: int, batch: int, steps: int) -> jax.Array:
+    """gpt: the window starts of each step of an evaluation interval, ``(steps, batch)`` int32,
+    uniform over ``0 .. n - 1`` from ``fold_in(data_key, epoch)`` (common random numbers: every
+    lr of a seed sees the same windows)."""
+    _, data_key = seed_keys(seed)
+    key = jax.random.fold_in(data_key, epoch)
+    return jax.random.randint(key, (steps, batch), 0, n, jnp.int32)
+
+
 def _make_init(spec: RunSpec, init_params: Callable[[jax.Array], Any]) -> Callable[..., LaneState]:
     """``init(seeds (S,), lrs (L,))``: per seed one set of parameters, shared by its lrs."""
 
@@ -374,7 +405,12 @@ def _make_evaluate(
 ) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """Test loss and accuracy of every lane, over the test set in chunks of ``EVAL_CHUNK``."""
 
+    gpt = spec.family == "gpt"
+    per_example = spec.context if gpt else 1  # gpt: every position of a window is a target
+
     def lane_eval(params: Any, x: jax.Array, y: jax.Array, m: jax.Array) -> jax.Array:
+        if gpt:  # x: validation windows (chunk, T + 1); the targets are the next bytes
+            x, y, m = x[:, :-1], x[:, 1:], m[:, None]
         logits = model.apply({"params": params}, x)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
@@ -384,11 +420,12 @@ def _make_evaluate(
         def chunk(c):
             x, y, m = c
             return jax.vmap(jax.vmap(lane_eval, (0, None, None, None)), (0, None, None, None))(
-                params, normalize(x), y, m
+                params, x.astype(jnp.int32) if gpt else normalize(x), y, m
             )
 
         sums = jax.lax.map(chunk, (data.x_test, data.y_test, data.test_mask)).sum(0)
-        return sums[..., 0] / spec.n_test, sums[..., 1] / spec.n_test
+        n = spec.n_test * per_example
+        return sums[..., 0] / n, sums[..., 1] / n
 
     return evaluate
 
@@ -413,10 +450,13 @@ def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., LaneState]]:
     step = _make_step(spec, model)
     evaluate = _make_evaluate(spec, model, normalize)
 
+    def one_seed(s: jax.Array, epoch: jax.Array) -> jax.Array:
+        if spec.family == "gpt":
+            return window_starts(s, epoch, spec.n_windows, spec.batch_size, spec.steps_per_epoch)
+        return epoch_batches(s, epoch, spec.n_train, spec.batch_size, spec.steps_per_epoch)
+
     def batches(seeds: jax.Array, epoch: jax.Array) -> jax.Array:
-        idx = jax.vmap(
-            lambda s: epoch_batches(s, epoch, spec.n_train, spec.batch_size, spec.steps_per_epoch)
-        )(seeds)
+        idx = jax.vmap(lambda s: one_seed(s, epoch))(seeds)
         return jnp.swapaxes(idx, 0, 1)  # (steps, S, B)
 
     def lane_step(
@@ -424,8 +464,13 @@ def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., LaneState]]:
     ) -> Any:
         """One step of every lane: step ``t`` of epoch ``epoch``."""
         params, opt_state, alive = carry
-        x = normalize(data.x_train[idx_t])
-        y = data.y_train[idx_t]
+        if spec.family == "gpt":  # idx_t: window starts in the training bytes
+            from jaxlr.text import window_batch
+
+            x, y = window_batch(data.x_train, idx_t, spec.context)
+        else:
+            x = normalize(data.x_train[idx_t])
+            y = data.y_train[idx_t]
         s_t = spec.schedule_multiplier(epoch * spec.steps_per_epoch + t)
         params, opt_state, alive, loss = step(params, opt_state, alive, lrs, x, y, s_t)
         return (params, opt_state, alive), loss

@@ -112,15 +112,28 @@ def _layer_index(name: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def readout_module(params: Any) -> str | None:
+    """The top-level module that is the readout: ``readout`` if there is one, else the last
+    ``Dense_i`` of an MLP (by its number: ``Dense_10`` after ``Dense_2``); ``None`` otherwise
+    (a GPT whose readout is the tied token embedding)."""
+    if "readout" in params:
+        return "readout"
+    if params and all(re.fullmatch(r"Dense_\d+", k) for k in params):
+        return max(params, key=_layer_index)
+    return None
+
+
 def hidden_matrices(params: Any) -> Any:
-    """``True`` for the leaves Muon trains: the 2-D leaves of every top-level module but the
-    last (the readout), in the order of the modules' trailing numbers (``Dense_0``,
-    ``Dense_1``, ..., ``Dense_10``); ``False`` for the rest."""
-    last = max(params, key=_layer_index)
-    return {
-        name: jax.tree.map(lambda p, out=name == last: (not out) and jnp.ndim(p) == 2, sub)
-        for name, sub in params.items()
-    }
+    """``True`` for the leaves Muon trains: the 2-D ``kernel`` leaves of every module but the
+    readout (:func:`readout_module`); ``False`` for the rest (biases, LayerNorm scales,
+    embeddings, the readout), which take Adam."""
+    last = readout_module(params)
+
+    def mark(path: Any, p: Any) -> bool:
+        names = [getattr(k, "key", None) for k in path]
+        return names[0] != last and names[-1] == "kernel" and jnp.ndim(p) == 2
+
+    return jax.tree_util.tree_map_with_path(mark, params)
 
 
 def muon_direction(

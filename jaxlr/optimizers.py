@@ -122,6 +122,8 @@ def make_optimizer(
         from jaxlr import mup
 
         base = optax.chain(base, mup.scale_by_tree(scales))
+    if spec.clip_norm is not None:  # PyTorch's clip_grad_norm_ before the optimizer's step
+        base = optax.chain(optax.clip_by_global_norm(spec.clip_norm), base)
     if independent:
         wd = weight_decay
         if spec.weight_decay_scaling == "width":
@@ -170,11 +172,13 @@ def lr_exp_scales(spec: RunSpec) -> dict[str, dict[str, float]]:
 @functools.cache
 def mup_scales(spec: RunSpec) -> Any:
     """muP per-parameter lr multipliers for ``spec`` (a tree of floats)."""
-    from jaxlr import mup
+    from jaxlr import mup, registry
 
+    if spec.family == "gpt":
+        from jaxlr.gpt import gpt_mup_lr_scales
+
+        return gpt_mup_lr_scales(spec.gpt(), registry.optimizer(spec.optimizer).mup_kind)
     shapes = mup.mlp_shapes(spec.in_features, spec.hidden, spec.num_classes)
     base_shapes = mup.mlp_shapes(spec.in_features, spec.base_hidden, spec.num_classes)
-    from jaxlr import registry
-
     kind = registry.optimizer(spec.optimizer).mup_kind
     return mup.mup_lr_scales(shapes, base_shapes, optimizer=kind)

@@ -107,6 +107,7 @@ def dataset_record(dataset: Any, batch_size: int) -> dict[str, Any]:
         "normalization": {"mean": float(dataset.mean), "std": float(dataset.std)},
         "steps_per_epoch": dataset.n_train // batch_size,
         "dropped_per_epoch": dataset.n_train % batch_size,
+        **({"corpus": dataset.record} if hasattr(dataset, "record") else {}),
     }
 
 

@@ -147,11 +147,34 @@ def lane_bytes(
     batch_size: int,
     slots: int,
     eval_chunk: int = EVAL_CHUNK,
+    cfg: Any = None,
 ) -> int:
-    """Estimated device bytes one lane needs (see the module docstring)."""
-    p = param_count(in_features, hidden, num_classes)
-    a = sum(layer_sizes(in_features, hidden, num_classes))
+    """Estimated device bytes one lane needs (see the module docstring); ``cfg`` says the
+    model family (:func:`footprint`)."""
+    p, a, _ = footprint(cfg, in_features, hidden, num_classes)
     return 4 * (p * (4 + slots) + batch_size * a * 3 + eval_chunk * a)
+
+
+def footprint(
+    cfg: Any, in_features: int, hidden: tuple[int, ...], num_classes: int
+) -> tuple[int, int, int]:
+    """``(parameters, activations per example, multiply-adds of one example's forward pass)``.
+
+    MLP: the layer sizes. GPT (``cfg.family == "gpt"``, width :math:`w`, :math:`L` blocks,
+    context :math:`T`, vocabulary :math:`V`): :math:`T(12Lw^2 + Vw) + LT^2w` multiply-adds
+    and :math:`T(16Lw + V) + LT^2 w / 16` activations per sequence (an estimate: the attention
+    scores for ``head_dim`` 16)."""
+    if getattr(cfg, "family", "mlp") == "gpt":
+        from jaxlr.gpt import param_count as gpt_param_count
+
+        w, depth, t, v = hidden[0], len(hidden), cfg.context, num_classes
+        p = gpt_param_count(w, depth, t, vocab=v, tied=cfg.tied)
+        acts = t * (16 * depth * w + v) + depth * t * t * max(w // 16, 1)
+        macs = t * (12 * depth * w * w + v * w) + depth * t * t * w
+        return p, acts, macs
+    sizes = layer_sizes(in_features, hidden, num_classes)
+    macs = sum(a * b for a, b in itertools.pairwise(sizes))
+    return param_count(in_features, hidden, num_classes), sum(sizes), macs
 
 
 def make_buckets(cfg: SweepConfig) -> list[Bucket]:
@@ -236,6 +259,7 @@ def make_plan(
             num_classes,
             batch_size=cfg.batch_size,
             slots=optimizer_slots(b.optimizer, cfg),
+            cfg=cfg,
         )
         if per_lane > memory_bytes:
             raise ConfigError(
@@ -286,8 +310,7 @@ def estimate_seconds(
     lane_step = _LANE_STEP_S.get(backend, _LANE_STEP_S["cpu"]) / max(devices, 1)
     total = 0.0
     for c in chunks:
-        sizes = layer_sizes(in_features, c.bucket.hidden, num_classes)
-        m = sum(a * b for a, b in itertools.pairwise(sizes))
+        m = footprint(cfg, in_features, c.bucket.hidden, num_classes)[2]
         flops = c.n_lanes * m * (6 * cfg.batch_size * steps_per_epoch + 2 * n_test)
         steps = steps_per_epoch * c.n_lanes * lane_step
         total += cfg.epochs * (flops / rate + steps)
@@ -422,6 +445,7 @@ def chunk_bytes(chunk: Chunk, cfg: SweepConfig, in_features: int, num_classes: i
         num_classes,
         batch_size=cfg.batch_size,
         slots=optimizer_slots(chunk.bucket.optimizer, cfg),
+        cfg=cfg,
     )
     return per_lane * chunk.n_lanes
 

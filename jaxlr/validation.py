@@ -42,6 +42,18 @@ def validate(c: SweepConfig) -> None:
     _validate(c)
 
 
+def derive_gpt_epochs(c: SweepConfig) -> None:
+    """A gpt sweep's "epochs" are its evaluations: ``steps / eval_every`` of them."""
+    if c.family != "gpt":
+        return
+    if c.steps < 1 or c.eval_every < 1 or c.steps % c.eval_every:
+        _fail(f"--steps ({c.steps}) must be a positive multiple of --eval-every ({c.eval_every})")
+    n = c.steps // c.eval_every
+    if c.epochs not in (n, SweepConfig.epochs):
+        _fail("--epochs does not apply to --model gpt: its budget is --steps and --eval-every")
+    object.__setattr__(c, "epochs", n)
+
+
 # ---------------------------------------------------------------------------------- coercion
 def _coerce_fields(c: Any) -> None:
     """Converts each field to its declared type in place (lists -> tuples, ints -> floats)."""
@@ -148,6 +160,8 @@ def _validate_train(c: TrainOptions) -> None:
             _fail(f"--lr-exponents must be finite, got {list(c.lr_exponents)}")
     if not (c.divergence_loss > 0):
         _fail(f"--divergence-loss must be positive, got {c.divergence_loss}")
+    if c.clip_norm is not None and not (math.isfinite(c.clip_norm) and c.clip_norm > 0):
+        _fail(f"--clip-norm must be positive, got {c.clip_norm:g}")
     _validate_optimizer_options(c)
     _validate_schedule(c)
 
@@ -256,6 +270,32 @@ def _validate_grid(c: SweepConfig) -> None:
         _check_per_layer(c, name)
 
 
+def _validate_gpt(c: SweepConfig) -> None:
+    """What a gpt sweep needs: byte-level text, uniform widths that split into heads."""
+    for name in ("dataset", "data_source", "n_train", "n_test"):
+        if getattr(c, name) != getattr(SweepConfig, name):
+            _fail(
+                f"--{name.replace('_', '-')} does not apply to --model gpt: it trains on text "
+                "(the standard library's by default, or --data-dir FILE_OR_DIR)"
+            )
+    if c.hidden is not None:
+        _fail("--hidden does not apply to --model gpt: give --widths (d_model) and --depth")
+    for w in c.widths:
+        if w % c.head_dim:
+            _fail(
+                f"width {w} is not divisible by --head-dim {c.head_dim}: heads = width / "
+                "head-dim; choose widths that are multiples of it"
+            )
+    if c.context < 1 or c.head_dim < 1:
+        _fail(f"--context and --head-dim must be positive, got {c.context} and {c.head_dim}")
+    if c.lr_rule != "none":
+        _fail(f"--lr-rule {c.lr_rule} is for --model mlp; gpt takes --lr-rule none")
+    if c.dynamics:
+        _fail("--dynamics is for --model mlp (its layers); drop it for gpt")
+    if "lr-exp" in c.parametrizations:
+        _fail("--parametrization lr-exp is for --model mlp; gpt takes sp or mup")
+
+
 def _validate_weight_decays(c: SweepConfig) -> None:
 
     wds = c.weight_decays
@@ -298,6 +338,8 @@ def _validate(c: SweepConfig) -> None:
     _validate_grid(c)
     _validate_train(c)
     check_applies(c)
+    if c.family == "gpt":
+        _validate_gpt(c)
     if c.epochs < 1:
         _fail(f"--epochs must be at least 1, got {c.epochs}")
     if c.horizons:
