@@ -30,10 +30,11 @@ width at the narrowest width's lr*.
 
 Scales (``--scale``):
 
-- ``cpu`` (about 15-20 min on a shared 2-core CPU; ``--estimate`` measures it): digits,
-  widths 32..256, 8 seeds, 5 epochs. The reduced Fashion-MNIST does not fit this budget
-  (12,800 images are 200 steps per epoch against digits' 22, through a 784-wide input layer)
-  and is left to the gpu scale.
+- ``cpu`` (19.8 min from a cold compilation cache on the shared 2-core CPU at load average
+  ~10, of which compilation is more than half; ``--estimate`` measures it on the machine at
+  hand): digits, widths 32..256, 8 seeds, 5 epochs. The reduced Fashion-MNIST does not fit
+  this budget (12,800 images are 200 steps per epoch against digits' 22, through a 784-wide
+  input layer) and is left to the gpu scale.
 - ``gpu`` (for one GPU; not run): Fashion-MNIST (60,000 images), widths 64..2048, 8 seeds,
   10 epochs, base width 64 (Muon's Newton-Schulz costs ~30 w³ FLOPs per hidden matrix and
   step, which is what stops the widths at 2048).
