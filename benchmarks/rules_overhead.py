@@ -15,16 +15,18 @@ Repeats are interleaved across configurations and the minimum is kept, to damp m
 for each schedule of :data:`jaxlr.registry.SCHEDULES` (warmup 10% where it takes one), the
 :class:`jaxlr.engine.RunSpec` of a sweep that differs only in ``--schedule``, its
 :func:`jaxlr.engine.make_trainer` epoch (``lax.scan`` over the steps, the divergence guard,
-the test-set evaluation), the same lanes (seeds x lrs) and data, timed over whole epochs. The
-ratio is schedule time / constant time; the target is at most 1.03. A schedule computes
-:math:`s_t` once per step (a few scalar operations, the same for every lane) and multiplies
-each lane's lr by it; constant skips both.
+the test-set evaluation), the same lanes (seeds x lrs) and data, timed over whole epochs, the
+schedules in a shuffled order each round. The ratio is the median over rounds of schedule
+time / constant time in the same round (paired, so that a slow spell of a shared machine
+cancels); the target is at most 1.03. A schedule computes :math:`s_t` once per step (a few
+scalar operations, the same for every lane) and multiplies each lane's lr by it; constant
+skips both. The last column counts the equations of the scan body's jaxpr (one step).
 
 Usage::
 
     python benchmarks/rules_overhead.py  # widths 64,256,1024: ~30 s on 2 idle CPU cores
     python benchmarks/rules_overhead.py --widths 256 --steps 100 --repeats 7 --mode step
-    python benchmarks/rules_overhead.py --schedules  # digits, widths 32,256: ~1 min
+    python benchmarks/rules_overhead.py --schedules  # digits, widths 32,128: ~3 min idle
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxlr import engine, registry, transforms
@@ -149,13 +153,13 @@ def bench_width(width: int, cfg: BenchConfig) -> list[dict]:
 class ScheduleBench:
     """What ``--schedules`` times."""
 
-    widths: tuple[int, ...] = (32, 256)  # hidden widths w of in-w-w-10
+    widths: tuple[int, ...] = (32, 128)  # hidden widths w of in-w-w-10
     dataset: str = "digits"  # digits (64-w-w-10, 22 steps per epoch) or synthetic (784 inputs)
     optimizers: tuple[str, ...] = ("sgd", "adam")
     seeds: int = 8  # lanes: seeds x lrs, as a sweep's program holds them
     lrs: int = 8
-    epochs: int = 5  # epochs per timed call (the schedule spans them)
-    repeats: int = 7  # timed calls per schedule (minimum kept)
+    epochs: int = 2  # epochs per timed call (the schedule spans them)
+    repeats: int = 15  # timed calls per schedule, in a shuffled order each round
 
 
 LANE_LRS = {"sgd": -6.0, "adam": -12.0}  # log2 of the lowest lane lr (far from divergence)
@@ -227,40 +231,53 @@ def bench_schedules(width: int, optimizer: str, bench: ScheduleBench) -> list[di
         eqns[name] = step_equations(trainer.epoch, state, seeds, hypers, jnp.int32(0), data)
         state, _ = trainer.epoch(state, seeds, hypers, jnp.int32(0), data)  # compile, warm up
         programs[name], states[name] = (trainer.epoch, hypers), jax.block_until_ready(state)
-    best = dict.fromkeys(specs, float("inf"))
+    times: dict[str, list[float]] = {name: [] for name in specs}
     steps = bench.epochs * specs["constant"].steps_per_epoch
+    order = random.Random(0)
     for _ in range(bench.repeats):
-        for name, (epoch, hypers) in programs.items():
+        names = list(programs)
+        order.shuffle(names)  # no schedule always runs first (or after the slowest)
+        for name in names:
+            epoch, hypers = programs[name]
             state = states[name]
             start = time.perf_counter()
             for e in range(bench.epochs):
                 state, metrics = epoch(state, seeds, hypers, jnp.int32(e), data)
             jax.block_until_ready((state, metrics))
-            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+            times[name].append((time.perf_counter() - start) / steps)
             states[name] = state
-    return [
-        {
-            "width": width,
-            "optimizer": optimizer,
-            "schedule": name,
-            "ms_per_step": 1e3 * seconds,
-            "ratio": seconds / best["constant"],
-            "step_equations": eqns[name],
-        }
-        for name, seconds in best.items()
-    ]
+    base = np.asarray(times["constant"])
+    rows = []
+    for name, t in times.items():
+        ratios = np.asarray(t) / base  # paired: the same repeat, within seconds of each other
+        q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+        rows.append(
+            {
+                "width": width,
+                "optimizer": optimizer,
+                "schedule": name,
+                "ms_per_step": 1e3 * float(np.median(t)),
+                "ms_per_step_min": 1e3 * float(np.min(t)),
+                "ratio": float(med),
+                "ratio_iqr": (float(q1), float(q3)),
+                "step_equations": eqns[name],
+            }
+        )
+    return rows
 
 
 def format_schedule_table(rows: Sequence[dict]) -> str:
     """A markdown table of the schedule rows."""
     lines = [
-        "| width | optimizer | schedule | ms/step | ratio to constant | jaxpr equations per step |",
-        "|---:|---|---|---:|---:|---:|",
+        "| width | optimizer | schedule | ms/step (median) | ms/step (min) | ratio to constant "
+        "(median of paired repeats) | ratio, quartiles | jaxpr equations per step |",
+        "|---:|---|---|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['width']} | {r['optimizer']} | {r['schedule']} | {r['ms_per_step']:.3f} "
-            f"| {r['ratio']:.3f} | {r['step_equations']} |"
+            f"| {r['ms_per_step_min']:.3f} | {r['ratio']:.3f} "
+            f"| {r['ratio_iqr'][0]:.3f} – {r['ratio_iqr'][1]:.3f} | {r['step_equations']} |"
         )
     return "\n".join(lines)
 
@@ -281,7 +298,7 @@ def schedules_main(args: argparse.Namespace) -> None:
     print(
         f"backend={jax.default_backend()} dataset={bench.dataset} lanes={lanes} "
         f"({bench.seeds} seeds x {bench.lrs} lrs) epochs/call={bench.epochs} "
-        f"repeats={bench.repeats} (minimum kept); load average before "
+        f"repeats={bench.repeats} (shuffled order per round); load average before "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after "
         + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )

@@ -132,7 +132,8 @@ def test_schedule_programs_differ_only_in_the_schedule():
     from jaxlr.data import load_dataset
 
     data = load_dataset("digits")
-    specs = bench.schedule_specs(32, "adam", data, bench.ScheduleBench())
+    cfg = bench.ScheduleBench()
+    specs = bench.schedule_specs(32, "adam", data, cfg)
     assert set(specs) >= {"constant", "warmup-cosine", "warmup-linear", "wsd"}
     base = dataclasses.asdict(specs["constant"])
     for name, spec in specs.items():
@@ -140,10 +141,11 @@ def test_schedule_programs_differ_only_in_the_schedule():
         assert diff <= {"schedule", "warmup", "total_steps"}, (name, diff)
         assert spec.schedule == name
     steps = specs["constant"].steps_per_epoch
-    assert specs["warmup-cosine"].total_steps == 5 * steps
+    total = cfg.epochs * steps
+    assert specs["warmup-cosine"].total_steps == total
     # the multiplier the timed program applies: warmup to 1, then a cosine to 0 (closed form)
     spec = specs["warmup-cosine"]
-    total, warm = 5 * steps, round(0.1 * 5 * steps)
+    warm = round(0.1 * total)
     t = np.arange(total)
     cos = 0.5 * (1 + np.cos(np.pi * np.clip((t - warm) / (total - warm), 0, 1)))
     expected = np.where(t < warm, np.minimum(1, (t + 1) / warm), cos)
