@@ -180,6 +180,14 @@ def replace_block(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
+def optimizers_schedules() -> str:
+    """The optimizers-and-schedules block, rendered by its own script from its CSVs."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import optimizers_schedules as experiment
+
+    return experiment.readme_block(RESULTS / "optimizers_schedules")
+
+
 def blocks() -> dict[Path, dict[str, str]]:
     """What goes where."""
     exp = {
@@ -189,6 +197,7 @@ def blocks() -> dict[Path, dict[str, str]]:
         "calibration": calibration(),
         "neuron-rules": exponent_table(RESULTS / "neuron_rules" / "width_exponent.csv"),
         "mup-optimum": mup_optimum(),
+        "optimizers-schedules": optimizers_schedules(),
     }
     return {ROOT / "README.md": {"headline": headline()}, ROOT / "experiments" / "README.md": exp}
 

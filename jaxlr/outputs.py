@@ -55,7 +55,7 @@ def outcome_of(
     summary = res.summarize(df, select=cfg.select)
     if df.empty:
         return SweepOutcome(df, summary, rates=rates)
-    kw = dict(estimator=cfg.lr_star, chance_loss=stats.chance_level(cfg.num_classes))
+    kw = dict(estimator=cfg.lr_star, chance_loss=chance_of(cfg))
     table = exponent.width_exponent(df, select=cfg.select, **kw)
     text = exponent.format_exponent(table)
     transfer = None
@@ -93,6 +93,14 @@ def _per_horizon(df: pd.DataFrame, cfg: SweepConfig, rates: pd.DataFrame | None)
     )
     exponents = stack("exponents")
     return SweepOutcome(df, stack("summary"), [], text, exponents, rates, stack("transfer"))
+
+
+def chance_of(cfg: SweepConfig) -> float:
+    """The loss of a uniform prediction, above which a run has learned nothing: ln(classes), or
+    ln 256 for gpt's bytes."""
+    from jaxlr import stats
+
+    return stats.chance_level(256 if cfg.family == "gpt" else cfg.num_classes)
 
 
 def dataset_record(dataset: Any, batch_size: int) -> dict[str, Any]:
@@ -239,10 +247,10 @@ def write_outputs(
         files.append("dynamics.csv")
     if df.empty:
         return outcome
-    from jaxlr import exponent, plots, stats
+    from jaxlr import exponent, plots
 
     title = title_of(cfg, record["dataset"]["name"])
-    kw = dict(estimator=cfg.lr_star, chance_loss=stats.chance_level(cfg.num_classes))
+    kw = dict(estimator=cfg.lr_star, chance_loss=chance_of(cfg))
     exponents = outcome.exponents
     if not exponents.empty:  # a sweep of at least 3 widths
         res.write_csv(out / "width_exponent.csv", exponents)

@@ -152,6 +152,8 @@ def lane_bytes(
     """Estimated device bytes one lane needs (see the module docstring); ``cfg`` says the
     model family (:func:`footprint`)."""
     p, a, _ = footprint(cfg, in_features, hidden, num_classes)
+    if getattr(cfg, "family", "mlp") == "gpt":  # evaluated in chunks of eval_chunk bytes
+        eval_chunk = max(1, eval_chunk // cfg.context)
     return 4 * (p * (4 + slots) + batch_size * a * 3 + eval_chunk * a)
 
 

@@ -42,7 +42,6 @@ from jaxlr.gpt import (
     param_count,
     param_groups,
 )
-from jaxlr.mup import scale_by_tree
 
 T, BATCH, STEPS = 16, 4, 20
 SHAKESPEARE = (
@@ -380,24 +379,32 @@ def test_adamw_steps_equal_torch(twin, corpus):
     assert _max_diff(params, twin.to_flax(tm)) < 1e-9
 
 
-def _mup_adamw(lr: float, scales, weight_decay: float) -> optax.GradientTransformation:
-    """muP AdamW as jaxlr.optimizers.make_optimizer composes it for the MLP: Adam's direction,
-    the coupled decay divided by the multiplier c_p, then c_p and the learning rate."""
+def _sweep_update(model: GPT, lr: float, weight_decay: float) -> optax.GradientTransformation:
+    """The sweep's own update of a muP AdamW gpt program shaped like ``model``
+    (``jaxlr.optimizers.make_optimizer`` of its ``RunSpec``)."""
+    import types
 
-    def decay(updates, params):
-        return jax.tree.map(lambda u, p, c: u + (weight_decay / c) * p, updates, params, scales)
+    from jaxlr.config import SweepConfig
+    from jaxlr.engine import RunSpec
+    from jaxlr.optimizers import make_optimizer
 
-    return optax.chain(
-        optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
-        optax.stateless(decay),
-        scale_by_tree(scales),
-        optax.scale_by_learning_rate(lr),
+    cfg = SweepConfig(
+        family="gpt", widths=(model.width,), depth=model.depth, context=model.context,
+        head_dim=model.head_dim, tied=model.tied, depth_exponent=model.depth_exponent,
+        optimizers=("adamw",), parametrizations=("mup",), base_width=model.base_width,
+        weight_decays=(weight_decay,), steps=20, eval_every=20,
+    )  # fmt: skip
+    data = types.SimpleNamespace(
+        in_features=model.context, num_classes=256, n_train=20, n_test=1, mean=0.0, std=1.0
     )
+    spec = RunSpec.create(cfg, data, (model.width,) * model.depth, "adamw", "mup")
+    return make_optimizer(spec, lr, weight_decay)
 
 
 def test_mup_adamw_steps_equal_microsoft_mup(twin, corpus):
     """muP at 2x the base width, untied with zero readout, from the Flax init: mup.MuAdamW on
-    the twin vs Optax with gpt_mup_lr_scales; the initial loss is ln 256 (uniform logits)."""
+    the twin vs the sweep's own update (make_optimizer of a gpt muP AdamW program); the initial
+    loss is ln 256 (uniform logits)."""
     import mup
 
     lr, wd = 1e-2, 0.01
@@ -412,7 +419,7 @@ def test_mup_adamw_steps_equal_microsoft_mup(twin, corpus):
         assert not np.any(np.asarray(params["lm_head"]["kernel"]))
         tm = twin.load_flax(twin.TorchGPT(twin.twin_config(model)).double(), params)
         got, params = _train_jax(
-            model, params, _mup_adamw(lr, scales, wd), jnp.asarray(xs), jnp.asarray(ys)
+            model, params, _sweep_update(model, lr, wd), jnp.asarray(xs), jnp.asarray(ys)
         )
     want = _train_torch(tm, mup.MuAdamW(tm.parameters(), lr=lr, weight_decay=wd), xs, ys)
     assert abs(got[0] - math.log(256)) < 1e-12 and abs(want[0] - math.log(256)) < 1e-12
