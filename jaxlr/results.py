@@ -62,6 +62,37 @@ COLUMNS = [
 ]
 
 
+def _run_columns(
+    hidden: Sequence[int],
+    optimizer: str,
+    lr_rule: str,
+    parametrization: str,
+    weight_decay: float,
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    s: np.ndarray,
+    lr_i: np.ndarray,
+    e: np.ndarray,
+    start_epoch: int,
+    round_: int,
+) -> dict[str, Any]:
+    """The :data:`RUN_KEYS`, ``round`` and ``epoch`` columns of long-format rows whose seed,
+    lr and epoch indices are ``s``, ``lr_i`` and ``e`` (flat)."""
+    return {
+        "width": hidden[0],
+        "depth": len(hidden),
+        "hidden": "-".join(map(str, hidden)),
+        "optimizer": optimizer,
+        "lr_rule": lr_rule,
+        "parametrization": parametrization,
+        "weight_decay": float(weight_decay),
+        "lr": np.asarray(lrs, np.float64)[lr_i],
+        "seed": np.asarray(seeds, np.int64)[s],
+        "round": round_,
+        "epoch": e + start_epoch + 1,
+    }
+
+
 def chunk_frame(
     hidden: Sequence[int],
     optimizer: str,
@@ -85,19 +116,10 @@ def chunk_frame(
     epoch = e + start_epoch + 1
     div = np.asarray(diverged_epoch)[s, lr_i]
     div_1 = np.where(div >= 0, div + 1, 0)
+    keys = (hidden, optimizer, lr_rule, parametrization, weight_decay, seeds, lrs)
     frame = pd.DataFrame(
         {
-            "width": hidden[0],
-            "depth": len(hidden),
-            "hidden": "-".join(map(str, hidden)),
-            "optimizer": optimizer,
-            "lr_rule": lr_rule,
-            "parametrization": parametrization,
-            "weight_decay": float(weight_decay),
-            "lr": np.asarray(lrs, np.float64)[lr_i],
-            "seed": np.asarray(seeds, np.int64)[s],
-            "round": round_,
-            "epoch": epoch,
+            **_run_columns(*keys, s, lr_i, e, start_epoch, round_),
             "train_loss": metrics["train_loss"].ravel().astype(np.float32),
             "test_loss": metrics["test_loss"].ravel().astype(np.float32),
             "test_accuracy": metrics["test_accuracy"].ravel().astype(np.float32),
@@ -148,19 +170,11 @@ def rates_frame(
     e, s, lr_i, layer = np.meshgrid(
         np.arange(n_e), np.arange(n_s), np.arange(n_l), np.arange(n_layers), indexing="ij"
     )
+    keys = (hidden, optimizer, lr_rule, parametrization, weight_decay, seeds, lrs)
+    idx = (s.ravel(), lr_i.ravel(), e.ravel())
     frame = pd.DataFrame(
         {
-            "width": hidden[0],
-            "depth": len(hidden),
-            "hidden": "-".join(map(str, hidden)),
-            "optimizer": optimizer,
-            "lr_rule": lr_rule,
-            "parametrization": parametrization,
-            "weight_decay": float(weight_decay),
-            "lr": np.asarray(lrs, np.float64)[lr_i.ravel()],
-            "seed": np.asarray(seeds, np.int64)[s.ravel()],
-            "round": round_,
-            "epoch": e.ravel() + start_epoch + 1,
+            **_run_columns(*keys, *idx, start_epoch, round_),
             "layer": [f"Dense_{k}" for k in layer.ravel()],
             **{k: rates[..., j].ravel().astype(np.float32) for j, k in enumerate(RATE_STATS)},
         }
@@ -191,19 +205,11 @@ def dynamics_frame(
         np.arange(n_e), np.arange(n_s), np.arange(n_l), np.arange(n_layers), np.arange(n_q),
         indexing="ij",
     )  # fmt: skip
+    keys = (hidden, optimizer, lr_rule, parametrization, weight_decay, seeds, lrs)
+    idx = (s.ravel(), lr_i.ravel(), e.ravel())
     frame = pd.DataFrame(
         {
-            "width": hidden[0],
-            "depth": len(hidden),
-            "hidden": "-".join(map(str, hidden)),
-            "optimizer": optimizer,
-            "lr_rule": lr_rule,
-            "parametrization": parametrization,
-            "weight_decay": float(weight_decay),
-            "lr": np.asarray(lrs, np.float64)[lr_i.ravel()],
-            "seed": np.asarray(seeds, np.int64)[s.ravel()],
-            "round": round_,
-            "epoch": e.ravel() + start_epoch + 1,
+            **_run_columns(*keys, *idx, start_epoch, round_),
             "layer": np.asarray(layers)[layer.ravel()],
             "quantity": np.asarray(DYNAMICS)[q.ravel()],
             "value": d.ravel().astype(np.float32),
