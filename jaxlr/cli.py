@@ -119,6 +119,13 @@ def _parse_value(tp: Any, s: str) -> Any:
         return _parse_value(inner, s)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return tuple(_parse_value(args[0], v) for v in _split(s))
+    if origin is tuple:  # a fixed-length tuple, e.g. --betas B1,B2
+        items = _split(s)
+        if len(items) != len(args):
+            raise argparse.ArgumentTypeError(
+                f"expected {len(args)} comma-separated values, got {s!r}"
+            )
+        return tuple(_parse_value(a, v) for a, v in zip(args, items, strict=True))
     if origin is Literal:
         if s not in args:
             raise argparse.ArgumentTypeError(f"unknown value {s!r}; choose from {', '.join(args)}")

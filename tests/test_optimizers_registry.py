@@ -227,6 +227,8 @@ BAD = {
     "muon under mup": ["--optimizer", "muon", "--parametrization", "mup", "--base-width", "16"],
     "warmup of a constant lr": ["--warmup", "10"],
     "unknown schedule": ["--schedule", "step"],
+    "one beta": ["--optimizer", "lion", "--betas", "0.9"],
+    "a beta of 1.5": ["--optimizer", "lion", "--betas", "0.9,1.5"],
     "warmup longer than training": [
         "--schedule", "warmup-cosine", "--warmup", "100000", "--widths", "8", "--epochs", "1",
     ],
