@@ -403,8 +403,12 @@ def config_from_args(args: argparse.Namespace, base: SweepConfig | None = None) 
         fields.update(PRESETS[args.preset])
         fields["preset"] = args.preset
     given = _given(args)
+    if "depth" in given and "depths" in given:
+        raise ConfigError("give either --depth or --depths (a list of depths), not both")
     if "hidden" in given:
         fields.pop("widths", None)
+        fields.pop("depth", None)
+    if "depths" in given:
         fields.pop("depth", None)
     fields.update(given)
     if args.lrs is not None or args.lr_grid is not None:

@@ -28,7 +28,7 @@ import typing
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
 
-from jaxlr import registry
+from jaxlr import families, registry
 
 Optimizer = str  # a name in jaxlr.registry.OPTIMIZERS (the choices are read from the registry)
 LrRule = str  # a name in jaxlr.registry.RULES
@@ -37,7 +37,7 @@ Parametrization = Literal["sp", "mup", "lr-exp"]
 Init = Literal["torch", "flax", "mup"]
 Precision = Literal["highest", "high", "default"]
 DatasetName = Literal["digits", "fashion_mnist", "mnist", "synthetic"]
-ModelName = Literal["mlp", "gpt"]
+ModelName = str  # a name in jaxlr.families.FAMILIES (mlp, gpt, or one registered)
 DataSource = Literal["idx", "tfds"]
 Select = Literal["test_loss", "train_loss"]
 LrStar = Literal["local-quadratic", "parabola", "argmin"]
@@ -193,10 +193,12 @@ class TrainOptions:
 
     family: ModelName = option(
         "mlp",
-        "the model family: mlp (in-w-...-w-out ReLU MLP on --dataset) or gpt (a decoder-only "
-        "pre-LayerNorm transformer of width d_model and --depth blocks, on byte-level text)",
+        "the model family (jaxlr.families): mlp (in-w-...-w-out ReLU MLP on --dataset) or gpt "
+        "(a decoder-only pre-LayerNorm transformer of width d_model and --depth blocks, on "
+        "byte-level text)",
         group="grid",
         flag="--model",
+        choices=families.family_names,
     )
     batch_size: int = option(
         64,
@@ -227,6 +229,27 @@ class TrainOptions:
     depth_exponent: float = option(
         0.0,
         "gpt: residual branches scaled by depth^(-a): 0.5 depth-muP, 1 CompleteP",
+        group="training",
+        applies=_is_gpt,
+        applies_to="--model gpt",
+    )
+    base_depth: int = option(
+        1,
+        "gpt: the depth at which the residual multiplier (depth/base-depth)^(-a) is 1",
+        group="training",
+        applies=lambda c: _is_gpt(c) and c.depth_exponent != 0,
+        applies_to="--model gpt with --depth-exponent",
+    )
+    zero_readout: bool = option(
+        False,
+        "gpt: zero-initialize the untied readout (muP's option; needs --no-tied)",
+        group="training",
+        applies=lambda c: _is_gpt(c) and not c.tied,
+        applies_to="--model gpt --no-tied",
+    )
+    zero_query: bool = option(
+        False,
+        "gpt: zero-initialize the query matrices (muP's option)",
         group="training",
         applies=_is_gpt,
         applies_to="--model gpt",
@@ -479,6 +502,16 @@ class SweepConfig(TrainOptions):
         applies=lambda c: c.hidden is None,
         applies_to="uniform widths (not with --hidden)",
     )
+    depths: tuple[int, ...] | None = option(
+        None,
+        "several depths in one sweep: every width at each depth (hidden layers; gpt: blocks), "
+        "with the best lrs and the width exponent per depth",
+        group="grid",
+        metavar="D1,D2,...",
+        applies=lambda c: c.hidden is None,
+        applies_to="uniform widths (not with --hidden)",
+        shown_default="--depth only",
+    )
     hidden: tuple[tuple[int, ...], ...] | None = option(
         None,
         "explicit architectures instead of --widths/--depth, e.g. 64-16,128-32",
@@ -668,7 +701,12 @@ class SweepConfig(TrainOptions):
         """The hidden-width tuples swept, one bucket (per optimizer) each."""
         if self.hidden is not None:
             return self.hidden
-        return tuple((w,) * self.depth for w in self.widths)
+        return tuple((w,) * d for d in self.depths_swept for w in self.widths)
+
+    @property
+    def depths_swept(self) -> tuple[int, ...]:
+        """The depths of the grid: ``depths``, or ``(depth,)``."""
+        return self.depths or (self.depth,)
 
     def train_options(self) -> dict[str, Any]:
         """The :class:`TrainOptions` fields of this config (they shape the compiled program)."""

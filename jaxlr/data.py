@@ -600,7 +600,9 @@ def _text_device_data(ds: TextDataset, eval_chunk: int, sharding: Any) -> Device
 def load_config_dataset(cfg: Any) -> Any:
     """The :class:`Dataset` that ``cfg`` (a :class:`jaxlr.config.SweepConfig`) asks for (a
     :class:`TextDataset` for ``--model gpt``)."""
-    if getattr(cfg, "family", "mlp") == "gpt":
+    from jaxlr import families
+
+    if families.family_of(cfg).data == "text":
         return load_text_dataset(cfg)
     return load_dataset(
         cfg.dataset,

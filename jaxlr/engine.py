@@ -40,11 +40,10 @@ import jax.numpy as jnp
 import optax
 
 from jaxlr import data as data_lib
-from jaxlr import registry
+from jaxlr import families, registry
 from jaxlr.compilation import CheapProgram, compiler_options, with_precision
 from jaxlr.config import Optimizer, Parametrization, TrainOptions, sgd_folds, weight_decays_of
 from jaxlr.data import DeviceData
-from jaxlr.models import MLP
 from jaxlr.optimizers import make_optimizer, rate_quantiles
 
 
@@ -130,41 +129,12 @@ class RunSpec(TrainOptions):
 
     def gpt(self) -> Any:
         """The :class:`jaxlr.gpt.GPT` of a ``gpt`` program."""
-        from jaxlr.gpt import GPT
-
-        return GPT(
-            self.hidden[0],
-            len(self.hidden),
-            self.context,
-            head_dim=self.head_dim,
-            tied=self.tied,
-            parametrization="mup" if self.parametrization == "mup" else "sp",
-            base_width=self.base_width if self.parametrization == "mup" else None,
-            depth_exponent=self.depth_exponent,
-        )
+        return families.gpt_model(self)
 
     def model(self) -> tuple[Any, Callable[[jax.Array], Any]]:
-        """The model and a pure ``init(key) -> params`` (muP's init under ``mup``)."""
-        if self.family == "gpt":
-            from jaxlr.gpt import init_gpt
-
-            gpt = self.gpt()
-            return gpt, lambda key: init_gpt(gpt, key)
-        if self.parametrization == "mup":
-            from jaxlr import mup
-
-            # mup.MuReadout's default: a torch-initialized readout (readout_zero_init=False),
-            # so that at the base width muP is exactly SP
-            return mup.mup_mlp(
-                self.in_features,
-                self.hidden,
-                self.num_classes,
-                base_hidden=self.base_hidden,
-                readout_zero_init=False,
-            )
-        model = MLP(self.hidden, self.num_classes, init_scheme=self.init)
-        x0 = jnp.zeros((1, self.in_features))
-        return model, lambda key: model.init(key, x0)["params"]
+        """The model and a pure ``init(key) -> params`` (:attr:`jaxlr.families.Family.build`
+        of the program's family: muP's init under ``mup``)."""
+        return families.family_of(self).build(self)
 
 
 def _unused_options(shared: dict[str, Any], optimizer: str) -> dict[str, Any]:
@@ -283,6 +253,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+def per_example_loss(spec: RunSpec) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    r"""The family's per-example loss (:attr:`jaxlr.families.Family.loss`); by default softmax
+    cross-entropy :math:`\ell_i = -\log \operatorname{softmax}(z_i)_{y_i}`, whose batch mean is
+    :func:`cross_entropy`."""
+    return families.family_of(spec).loss or optax.softmax_cross_entropy_with_integer_labels
+
+
 class Trainer(NamedTuple):
     """The compiled program of one bucket chunk."""
 
@@ -363,8 +340,10 @@ def _make_step(spec: RunSpec, model: Any) -> Callable[..., Any]:
     loops that each read :math:`g` (12 words).
     """
 
+    per_example = per_example_loss(spec)
+
     def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-        return cross_entropy(model.apply({"params": params}, x), y)
+        return per_example(model.apply({"params": params}, x), y).mean()
 
     def folded_step(params, opt_state, alive, lr, x, y, s_t):
         loss, backward = jax.vjp(lambda p: loss_fn(p, x, y), params)
@@ -405,14 +384,15 @@ def _make_evaluate(
 ) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """Test loss and accuracy of every lane, over the test set in chunks of ``EVAL_CHUNK``."""
 
-    gpt = spec.family == "gpt"
-    per_example = spec.context if gpt else 1  # gpt: every position of a window is a target
+    gpt = families.family_of(spec).data == "text"
+    per_example = spec.context if gpt else 1  # text: every position of a window is a target
+    example_loss = per_example_loss(spec)
 
     def lane_eval(params: Any, x: jax.Array, y: jax.Array, m: jax.Array) -> jax.Array:
         if gpt:  # x: validation windows (chunk, T + 1); the targets are the next bytes
             x, y, m = x[:, :-1], x[:, 1:], m[:, None]
         logits = model.apply({"params": params}, x)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        ce = example_loss(logits, y)
         correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
         return jnp.stack([jnp.sum(ce * m), jnp.sum(correct * m)])
 
@@ -443,6 +423,7 @@ def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., LaneState]]:
     """The epoch pieces and the ``init`` of ``spec``'s lanes."""
     model, init_params = spec.model()
     mean, std = spec.data_mean, spec.data_std
+    text = families.family_of(spec).data == "text"
 
     def normalize(raw: jax.Array) -> jax.Array:
         return data_lib.normalize(raw, mean, std)
@@ -451,7 +432,7 @@ def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., LaneState]]:
     evaluate = _make_evaluate(spec, model, normalize)
 
     def one_seed(s: jax.Array, epoch: jax.Array) -> jax.Array:
-        if spec.family == "gpt":
+        if text:
             return window_starts(s, epoch, spec.n_windows, spec.batch_size, spec.steps_per_epoch)
         return epoch_batches(s, epoch, spec.n_train, spec.batch_size, spec.steps_per_epoch)
 
@@ -464,7 +445,7 @@ def _make_lanes(spec: RunSpec) -> tuple[_Lanes, Callable[..., LaneState]]:
     ) -> Any:
         """One step of every lane: step ``t`` of epoch ``epoch``."""
         params, opt_state, alive = carry
-        if spec.family == "gpt":  # idx_t: window starts in the training bytes
+        if text:  # idx_t: window starts in the training bytes
             from jaxlr.text import window_batch
 
             x, y = window_batch(data.x_train, idx_t, spec.context)

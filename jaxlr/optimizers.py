@@ -171,14 +171,11 @@ def lr_exp_scales(spec: RunSpec) -> dict[str, dict[str, float]]:
 
 @functools.cache
 def mup_scales(spec: RunSpec) -> Any:
-    """muP per-parameter lr multipliers for ``spec`` (a tree of floats)."""
-    from jaxlr import mup, registry
+    """muP per-parameter lr multipliers for ``spec`` (a tree of floats): its family's
+    :attr:`jaxlr.families.Family.mup_lr_scales`."""
+    from jaxlr import families
 
-    if spec.family == "gpt":
-        from jaxlr.gpt import gpt_mup_lr_scales
-
-        return gpt_mup_lr_scales(spec.gpt(), registry.optimizer(spec.optimizer).mup_kind)
-    shapes = mup.mlp_shapes(spec.in_features, spec.hidden, spec.num_classes)
-    base_shapes = mup.mlp_shapes(spec.in_features, spec.base_hidden, spec.num_classes)
-    kind = registry.optimizer(spec.optimizer).mup_kind
-    return mup.mup_lr_scales(shapes, base_shapes, optimizer=kind)
+    scales = families.family_of(spec).mup_lr_scales
+    if scales is None:
+        raise ValueError(f"--model {spec.family} has no muP learning-rate multipliers")
+    return scales(spec)

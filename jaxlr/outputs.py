@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from jaxlr import families
 from jaxlr import results as res
 from jaxlr.config import SweepConfig
 from jaxlr.outdir import RESULT_ENTRIES as RESULT_ENTRIES  # re-exported
@@ -100,7 +101,8 @@ def chance_of(cfg: SweepConfig) -> float:
     ln 256 for gpt's bytes."""
     from jaxlr import stats
 
-    return stats.chance_level(256 if cfg.family == "gpt" else cfg.num_classes)
+    text = families.family_of(cfg).data == "text"
+    return stats.chance_level(256 if text else cfg.num_classes)
 
 
 def dataset_record(dataset: Any, batch_size: int) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from typing import Any
 from jaxlr import registry
 from jaxlr.config import ConfigError, SweepConfig
 from jaxlr.data import EVAL_CHUNK
-from jaxlr.models import layer_sizes, param_count
+from jaxlr.models import layer_sizes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +139,13 @@ def optimizer_slots(optimizer: str, options: Any) -> int:
     return registry.state_slots(optimizer, options)
 
 
+def _text(cfg: Any) -> bool:
+    """Whether ``cfg``'s family trains on text windows (:attr:`jaxlr.families.Family.data`)."""
+    from jaxlr import families
+
+    return cfg is not None and families.family_of(cfg).data == "text"
+
+
 def lane_bytes(
     in_features: int,
     hidden: tuple[int, ...],
@@ -152,7 +159,7 @@ def lane_bytes(
     """Estimated device bytes one lane needs (see the module docstring); ``cfg`` says the
     model family (:func:`footprint`)."""
     p, a, _ = footprint(cfg, in_features, hidden, num_classes)
-    if getattr(cfg, "family", "mlp") == "gpt":  # evaluated in chunks of eval_chunk bytes
+    if _text(cfg):  # evaluated in chunks of eval_chunk bytes
         eval_chunk = max(1, eval_chunk // cfg.context)
     return 4 * (p * (4 + slots) + batch_size * a * 3 + eval_chunk * a)
 
@@ -160,23 +167,12 @@ def lane_bytes(
 def footprint(
     cfg: Any, in_features: int, hidden: tuple[int, ...], num_classes: int
 ) -> tuple[int, int, int]:
-    """``(parameters, activations per example, multiply-adds of one example's forward pass)``.
+    """``(parameters, activations per example, multiply-adds of one example's forward pass)``
+    of ``hidden`` in ``cfg``'s model family (:func:`jaxlr.families.footprint_of`: the MLP's
+    layer sizes, the GPT's closed form, a user family's parameter count)."""
+    from jaxlr import families
 
-    MLP: the layer sizes. GPT (``cfg.family == "gpt"``, width :math:`w`, :math:`L` blocks,
-    context :math:`T`, vocabulary :math:`V`): :math:`T(12Lw^2 + Vw) + LT^2w` multiply-adds
-    and :math:`T(16Lw + V) + LT^2 w / 16` activations per sequence (an estimate: the attention
-    scores for ``head_dim`` 16)."""
-    if getattr(cfg, "family", "mlp") == "gpt":
-        from jaxlr.gpt import param_count as gpt_param_count
-
-        w, depth, t, v = hidden[0], len(hidden), cfg.context, num_classes
-        p = gpt_param_count(w, depth, t, vocab=v, tied=cfg.tied)
-        acts = t * (16 * depth * w + v) + depth * t * t * max(w // 16, 1)
-        macs = t * (12 * depth * w * w + v * w) + depth * t * t * w
-        return p, acts, macs
-    sizes = layer_sizes(in_features, hidden, num_classes)
-    macs = sum(a * b for a, b in itertools.pairwise(sizes))
-    return param_count(in_features, hidden, num_classes), sum(sizes), macs
+    return families.footprint_of(cfg, in_features, hidden, num_classes)
 
 
 def make_buckets(cfg: SweepConfig) -> list[Bucket]:

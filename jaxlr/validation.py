@@ -238,6 +238,11 @@ def _validate_grid(c: SweepConfig) -> None:
             _fail(f"widths must be positive integers, got {list(c.widths)}")
         if c.depth < 1:
             _fail(f"--depth must be at least 1, got {c.depth}")
+        if c.depths is not None:
+            if c.depth != type(c).depth:
+                _fail("give either --depth or --depths (a list of depths), not both")
+            if not c.depths or any(d < 1 for d in c.depths) or len(set(c.depths)) < len(c.depths):
+                _fail(f"--depths must be distinct positive integers, got {list(c.depths)}")
     else:
         if not c.hidden or any(not h for h in c.hidden):
             _fail("the grid is empty: give at least one architecture, e.g. --hidden 64-16")
@@ -288,12 +293,27 @@ def _validate_gpt(c: SweepConfig) -> None:
             )
     if c.context < 1 or c.head_dim < 1:
         _fail(f"--context and --head-dim must be positive, got {c.context} and {c.head_dim}")
-    if c.lr_rule != "none":
-        _fail(f"--lr-rule {c.lr_rule} is for --model mlp; gpt takes --lr-rule none")
-    if c.dynamics:
-        _fail("--dynamics is for --model mlp (its layers); drop it for gpt")
-    if "lr-exp" in c.parametrizations:
-        _fail("--parametrization lr-exp is for --model mlp; gpt takes sp or mup")
+
+
+def _validate_family(c: SweepConfig) -> None:
+    """What the model family takes (:class:`jaxlr.families.Family`): its parametrizations, lr
+    rules and ``--dynamics``; a user family takes no MLP ``--init``."""
+    from jaxlr import families
+
+    entry = families.family(c.family)
+    model = f"--model {c.family}"
+    for par in c.parametrizations:
+        if par not in entry.parametrizations:
+            _fail(
+                f"--parametrization {par} does not apply to {model}; it takes "
+                f"{', '.join(entry.parametrizations)}"
+            )
+    if c.lr_rule not in entry.rules:
+        _fail(f"--lr-rule {c.lr_rule} does not apply to {model}; it takes {', '.join(entry.rules)}")
+    if c.dynamics and not entry.dynamics:
+        _fail(f"--dynamics reads an MLP's Dense layers and does not apply to {model}; drop it")
+    if c.family != "mlp" and c.init != SweepConfig.init:
+        _fail(f"--init is the MLP's initialization and does not apply to {model}; drop it")
 
 
 def _validate_weight_decays(c: SweepConfig) -> None:
@@ -338,6 +358,7 @@ def _validate(c: SweepConfig) -> None:
     _validate_grid(c)
     _validate_train(c)
     check_applies(c)
+    _validate_family(c)
     if c.family == "gpt":
         _validate_gpt(c)
     if c.epochs < 1:
