@@ -21,7 +21,9 @@ from torch_parity.catalog import (
     CATALOG,
     EXAMPLE_NAMES,
     FASHION_WIDTH_EXPERIMENT,
+    GROUPS,
     MAX_STEPS,
+    group_examples,
     info,
     selected_examples,
 )
@@ -79,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"run only these (repeatable or comma list): {', '.join(EXAMPLE_NAMES)}",
     )
+    p.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="run (or --list) only the examples of these sources (repeatable or comma list): "
+        + ", ".join(f"{k} ({v})" for k, v in GROUPS.items()),
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list instead")
     p.add_argument("--list", action="store_true", help="list the examples and exit")
     p.add_argument(
@@ -109,17 +119,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def example_names(args: argparse.Namespace) -> list[str]:
+    """The examples a command line selects: ``--group``'s, ``--example``'s, or all (in suite
+    order). Raises ``KeyError`` on an unknown name or key."""
+    if args.group is not None:
+        return group_examples(args.group)
+    return selected_examples(args.example)
+
+
 def usage_error(args: argparse.Namespace) -> str | None:
     """What is wrong with a well-formed command line (a flag that does not apply, an unknown
-    example), or ``None``. Needs neither torch nor JAX."""
+    example or group), or ``None``. Needs neither torch nor JAX."""
     given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v not in (None, False)]
-    if args.list:
-        others = [g for g in given if g != "--list"]
-        return f"--list takes no other flags; remove {' '.join(others)}" if others else None
+    if args.group is not None and args.example is not None:
+        return "--group and --example both choose the examples; give one of them"
     try:
-        names = selected_examples(args.example)
+        names = example_names(args)
     except KeyError as err:
         return err.args[0]
+    if args.list:
+        others = [g for g in given if g not in ("--list", "--group")]
+        return f"--list takes no other flags; remove {' '.join(others)}" if others else None
     on_images = [n for n in names if info(n).on_images]
     for flag in ("--dataset", "--data-dir"):
         if flag in given and not on_images:
@@ -194,8 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.list:
             width = max(15, *(len(e.name) for e in CATALOG))
+            names = example_names(args)
             for e in CATALOG:
-                print(f"{e.name:<{width}} {e.source}: {e.summary} ({e.default_length})")
+                if e.name in names:
+                    print(f"{e.name:<{width}} {e.source}: {e.summary} ({e.default_length})")
             return 0
         return _run(args)
     except KeyboardInterrupt:
@@ -213,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
     from torch_parity.compare import float32_drift, format_table, format_trace, run_example
     from torch_parity.data import image_classification
 
-    names = selected_examples(args.example)
+    names = example_names(args)
     dtype = args.dtype or "float64"
     dataset = args.dataset or "auto"
     data_kw: dict[str, Any] = {"dataset": dataset, "data_dir": args.data_dir}

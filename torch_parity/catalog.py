@@ -18,6 +18,14 @@ against PyTorch's optimizers and schedulers (``torch.optim.SGD``, ``AdamW``, ``M
 ``SequentialLR``) or, where PyTorch has none, numpy formulas (Lion, AdamW with independent
 decay, Muon with its Newton-Schulz iteration in float64); see
 :mod:`torch_parity.optimizer_examples`.
+
+A fifth, "the GPT examples", does the same for the sweep's ``gpt`` family: the sweep's GPT and
+its AdamW step (SP, or muP with its per-parameter rates) against the PyTorch twin
+(:mod:`torch_parity.torch_gpt`) with ``torch.optim.AdamW`` or ``mup.MuAdamW``, torch's
+schedulers and ``clip_grad_norm_``, on windows of a small byte corpus; see
+:mod:`torch_parity.gpt_examples`.
+
+``--group`` selects the examples of one source by a short key (:data:`GROUPS`).
 """
 
 from __future__ import annotations
@@ -29,6 +37,16 @@ WIDTH_EXAMPLES = "the width examples"
 FASHION_WIDTH_EXPERIMENT = "the Fashion-MNIST width experiment"
 PER_NEURON_LR_EXAMPLES = "the per-neuron learning-rate examples"
 SWEEP_OPTIMIZERS = "the sweep's optimizers and schedules"
+GPT_EXAMPLES = "the GPT examples"
+
+GROUPS: dict[str, str] = {
+    "width": WIDTH_EXAMPLES,
+    "fashion-mnist": FASHION_WIDTH_EXPERIMENT,
+    "per-neuron": PER_NEURON_LR_EXAMPLES,
+    "optimizers": SWEEP_OPTIMIZERS,
+    "gpt": GPT_EXAMPLES,
+}
+"""``--group`` key -> the source whose examples it selects."""
 
 # --steps above this is refused: the Fashion-MNIST width experiment's own 50 epochs are
 # 46,850 steps; 1e5 minibatch steps hold 51 MB of batch indices and take minutes in torch.
@@ -42,6 +60,13 @@ MAX_STEPS = 100_000
 # agrees to 2e-16.
 MUON_TORCH_TOLERANCE = 5e-4
 
+# gpt-sp-adamw-clip's bound on max |Δloss|: torch's clip_grad_norm_ scales by
+# c / (||g|| + 1e-6), the sweep's --clip-norm (optax.clip_by_global_norm) by c / ||g||.
+# Measured over its 24 steps (gradient norms 0.97 .. 2.2, clipped to 0.5 at every step): 2.1e-8
+# in float64; 1.8e-15 with the 1e-6 removed on the torch side; a clip norm of 0.45 for 0.5 on
+# the torch side moves it to 3.6e-6, no clipping to 3.3e-2.
+CLIP_NORM_TOLERANCE = 5e-7
+
 
 @dataclasses.dataclass(frozen=True)
 class ExampleInfo:
@@ -54,7 +79,8 @@ class ExampleInfo:
     epochs: int = 0  # default number of epochs (minibatch examples)
     batch_size: int | None = None  # None: full batch on the width examples' random data
     # bound on max |Δloss| in every dtype where the reference cannot follow to rounding
-    # (torch.optim.Muon's bfloat16 Newton-Schulz); None: the suite's per-dtype tolerance
+    # (torch.optim.Muon's bfloat16 Newton-Schulz, clip_grad_norm_'s 1e-6); None: the suite's
+    # per-dtype tolerance
     tolerance: float | None = None
 
     @property
@@ -153,6 +179,32 @@ CATALOG: tuple[ExampleInfo, ...] = (
         steps=30,
         tolerance=MUON_TORCH_TOLERANCE,
     ),
+    ExampleInfo(
+        "gpt-sp-adamw-warmup",
+        GPT_EXAMPLES,
+        "GPT w32 d2 T16 h8 tied, SP, torch.optim.AdamW 3e-3, decay 0.1; warmup-cosine "
+        "(LinearLR + CosineAnnealingLR)",
+        steps=24,
+    ),
+    ExampleInfo(
+        "gpt-mup-adamw-warmup",
+        GPT_EXAMPLES,
+        "GPT w64 (base 32) d2 T16 h16 tied, muP, mup.MuAdamW 1e-2, decay 0.1; warmup-cosine to 0",
+        steps=24,
+    ),
+    ExampleInfo(
+        "gpt-mup-adamw-untied",
+        GPT_EXAMPLES,
+        "GPT w64 (base 32) untied, depth-muP residuals, mup.MuAdamW 1e-2, decay 0.01; wsd",
+        steps=24,
+    ),
+    ExampleInfo(
+        "gpt-sp-adamw-clip",
+        GPT_EXAMPLES,
+        "GPT w32 untied, SP, torch.optim.AdamW 3e-3, clip_grad_norm_(0.5) vs --clip-norm 0.5",
+        steps=24,
+        tolerance=CLIP_NORM_TOLERANCE,
+    ),
 )
 EXAMPLE_NAMES: tuple[str, ...] = tuple(e.name for e in CATALOG)
 
@@ -163,6 +215,19 @@ def info(name: str) -> ExampleInfo:
         if entry.name == name:
             return entry
     raise KeyError(f"unknown example {name!r}; choose from: {', '.join(EXAMPLE_NAMES)}")
+
+
+def group_examples(groups: Sequence[str]) -> list[str]:
+    """The example names of the ``--group`` values ``groups`` (each a :data:`GROUPS` key or a
+    comma list of them), in suite order. Raises ``KeyError`` on an unknown or empty key."""
+    keys = [k.strip() for item in groups for k in item.split(",")]
+    if not all(keys):
+        raise KeyError(f"empty item in --group {','.join(groups)!r}; remove the extra comma")
+    unknown = [k for k in keys if k not in GROUPS]
+    if unknown:
+        raise KeyError(f"unknown group {', '.join(unknown)}; choose from: {', '.join(GROUPS)}")
+    sources = {GROUPS[k] for k in keys}
+    return [e.name for e in CATALOG if e.source in sources]
 
 
 def selected_examples(requested: Sequence[str] | None) -> list[str]:

@@ -3,6 +3,9 @@
 A comparison runs the torch program (:mod:`torch_parity.examples`), converts its initial
 ``state_dict`` to Flax params (:mod:`torch_parity.convert`), trains jaxlr's MLP with the matching
 Optax transform on the same numpy data and batch order (:mod:`torch_parity.jax_runs`), and reports
+(the GPT examples, :class:`GptExample`: the PyTorch twin of the sweep's GPT, its init converted
+by :func:`torch_parity.torch_gpt.to_flax`, and the sweep's own GPT step on the same token
+windows; see :mod:`torch_parity.gpt_examples`)
 
 * ``max_abs_loss_diff = max_t |loss_torch(t) - loss_jax(t)|`` over every step ``t``, and
 * ``max_rel_param_diff = max_leaf max|p_torch - p_jax| / max|p_torch|`` on the final params.
@@ -26,16 +29,19 @@ import optax
 import torch
 
 from jaxlr.transforms import adagrad_lr, per_layer_lr, reduce_lr_on_plateau, weight_norm_lr
-from torch_parity import examples
+from torch_parity import examples, gpt_examples
 from torch_parity import optimizer_examples as opt_examples
-from torch_parity.catalog import CATALOG, EXAMPLE_NAMES, MAX_STEPS, ExampleInfo, info
+from torch_parity.catalog import CATALOG, EXAMPLE_NAMES, GPT_EXAMPLES, MAX_STEPS, ExampleInfo, info
 from torch_parity.convert import state_dict_to_flax
 from torch_parity.data import ParityData, batch_indices, image_classification, random_classification
 from torch_parity.jax_runs import (
     DataShape,
     DType,
+    JaxRun,
     Optimizer,
+    StepTransform,
     sweep_update,
+    train_batches,
     train_full_batch,
     train_minibatch,
 )
@@ -46,6 +52,7 @@ __all__ = [
     "JSON_KEYS",
     "TOLERANCES",
     "Example",
+    "GptExample",
     "JaxOptimizer",
     "ParityResult",
     "Progress",
@@ -95,6 +102,24 @@ class Example(ExampleInfo):
         """The default bound on ``max_abs_loss_diff`` in ``dtype``: the suite's
         (:data:`TOLERANCES`), or the example's own if larger."""
         return max(TOLERANCES[dtype], self.tolerance or 0.0)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GptExample(ExampleInfo):
+    """One of the GPT examples (:class:`~torch_parity.catalog.ExampleInfo`): its sweep lane,
+    the twin's torch program and the sweep's update that should match it."""
+
+    setting: gpt_examples.GptSetting  # the lane both sides train
+    torch_program: gpt_examples.GptTorchProgram = gpt_examples.adamw_twin  # the reference
+    # jax_update(setting, steps): the sweep's update per step
+    jax_update: Callable[[gpt_examples.GptSetting, int], StepTransform] = (
+        gpt_examples.sweep_gpt_update
+    )
+
+    tolerance_for = Example.tolerance_for
+
+
+AnyExample = Example | GptExample
 
 
 def _plateau_adam(lr: float, **plateau: Any) -> optax.GradientTransformation:
@@ -189,17 +214,22 @@ _IMPLEMENTATIONS: dict[str, tuple[examples.TorchProgram, JaxOptimizer]] = {
     },
 }
 
-EXAMPLES: tuple[Example, ...] = tuple(
-    Example(
+
+def _example(entry: ExampleInfo) -> AnyExample:
+    """The runnable example of a catalog entry."""
+    if entry.source == GPT_EXAMPLES:
+        return GptExample(**dataclasses.asdict(entry), setting=gpt_examples.SETTINGS[entry.name])
+    return Example(
         **dataclasses.asdict(entry),
         torch_program=_IMPLEMENTATIONS[entry.name][0],
         jax_optimizer=_IMPLEMENTATIONS[entry.name][1],
     )
-    for entry in CATALOG
-)
 
 
-def get_example(name: str) -> Example:
+EXAMPLES: tuple[AnyExample, ...] = tuple(_example(entry) for entry in CATALOG)
+
+
+def get_example(name: str) -> AnyExample:
     """The example called ``name``; raises ``KeyError`` naming the choices."""
     return EXAMPLES[EXAMPLE_NAMES.index(info(name).name)]
 
@@ -217,7 +247,7 @@ class ParityResult:
     max_rel_param_diff: float  # max over leaves of max|Δp| / max|p_torch|, final params
     tolerance: float  # bound on max_abs_loss_diff
     passed: bool  # max_abs_loss_diff <= tolerance, all finite
-    dataset: str  # "random" or the image dataset's name
+    dataset: str  # "random", the image dataset's name or the GPT examples' text
     torch_losses: np.ndarray = dataclasses.field(repr=False)  # float64 [steps]
     jax_losses: np.ndarray = dataclasses.field(repr=False)  # float64 [steps]
 
@@ -230,16 +260,21 @@ class ParityResult:
         return record
 
 
-def max_rel_param_diff(reference: dict, other: dict) -> float:
-    """``max`` over leaves of ``max|reference - other| / max|reference|`` (inf if non-finite)."""
+def max_rel_param_diff(reference: dict, other: dict, *, scale_floor: float = 0.0) -> float:
+    """``max`` over leaves of ``max|reference - other| / max(max|reference|, scale_floor)`` (inf
+    if non-finite), for params trees of nested dicts (the MLP's ``{"Dense_i": {...}}``, the
+    GPT's deeper tree). ``scale_floor`` keeps a leaf that stays at rounding level (the GPT's key
+    biases) from dividing its rounding by itself."""
     worst = 0.0
-    for layer, leaves in reference.items():
-        for leaf, ref in leaves.items():
-            ref = np.asarray(ref, np.float64)
-            diff = np.max(np.abs(ref - np.asarray(other[layer][leaf], np.float64)))
-            scale = np.max(np.abs(ref))
-            rel = diff / scale if scale > 0 else diff
-            worst = max(worst, float(rel) if np.isfinite(rel) else math.inf)
+    for key, ref in reference.items():
+        if isinstance(ref, dict):
+            worst = max(worst, max_rel_param_diff(ref, other[key], scale_floor=scale_floor))
+            continue
+        ref = np.asarray(ref, np.float64)
+        diff = np.max(np.abs(ref - np.asarray(other[key], np.float64)))
+        scale = max(np.max(np.abs(ref)), scale_floor)
+        rel = diff / scale if scale > 0 else diff
+        worst = max(worst, float(rel) if np.isfinite(rel) else math.inf)
     return worst
 
 
@@ -317,7 +352,7 @@ def run_example(
 
 
 def compare(
-    example: Example,
+    example: AnyExample,
     *,
     dtype: DType = "float64",
     steps: int | None = None,
@@ -331,6 +366,8 @@ def compare(
     """
     if dtype not in TOLERANCES:
         raise ValueError(f"dtype must be one of {tuple(TOLERANCES)}, got {dtype!r}")
+    if isinstance(example, GptExample):
+        return _compare_gpt(example, dtype, steps, tolerance, progress)
     setup = _setup(example, steps, dataset, data_dir)
     data = setup.data
     ref = _run_torch(setup, dtype, progress)
@@ -344,23 +381,86 @@ def compare(
             params, tx, data.x, data.y, setup.batches, setup.batches_per_epoch, dtype,
             on_step=on_step,
         )  # fmt: skip
+    final = state_dict_to_flax(ref.final_state)
+    return _result(example, dtype, tolerance, ref.losses, final, run, data.name)
 
-    diffs = np.abs(ref.losses - run.losses)
+
+def _steps_of(example: ExampleInfo, steps: int | None) -> int:
+    """``steps`` (checked against :data:`MAX_STEPS`) or the example's own."""
+    if steps is not None and not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be in 1..{MAX_STEPS:,}, got {steps}")
+    return steps or example.steps
+
+
+def _gpt_torch(
+    example: GptExample, steps: int, dtype: DType, progress: Progress | None = None
+) -> gpt_examples.GptTorchRun:
+    """The GPT example's torch program on the sweep's windows, single-threaded."""
+    xs, ys = gpt_examples.window_batches(example.setting, steps)
+    on_step = None if progress is None else lambda t: progress("torch", t, steps)
+    with examples.torch_threads(1):
+        return example.torch_program(example.setting, xs, ys, TORCH_DTYPES[dtype], on_step=on_step)
+
+
+def _compare_gpt(
+    example: GptExample,
+    dtype: DType,
+    steps: int | None,
+    tolerance: float | None,
+    progress: Progress | None,
+) -> ParityResult:
+    r""":func:`compare` for a GPT example: the twin's run, then the sweep's GPT step in
+    ``lax.scan`` from the twin's init on the same windows (loss :func:`next_token_loss`).
+
+    The final params are compared per leaf relative to ``max(max|p|, init_std)``: the key
+    biases' gradient is 0 in exact arithmetic (softmax ignores the shift :math:`q \cdot b_k`
+    shared by every key of a query), so both sides leave them at rounding level (1e-14)."""
+    from jaxlr.gpt import next_token_loss
+
+    steps = _steps_of(example, steps)
+    ref = _gpt_torch(example, steps, dtype, progress)
+    xs, ys = gpt_examples.window_batches(example.setting, steps)
+    model = gpt_examples.gpt_model(example.setting, steps, dtype)
+    tx = example.jax_update(example.setting, steps)
+    on_step = None if progress is None else lambda t: progress("JAX", t, steps)
+    run = train_batches(
+        model, ref.init_params, tx, xs, ys, dtype, loss=next_token_loss, on_step=on_step
+    )
+    return _result(
+        example, dtype, tolerance, ref.losses, ref.final_params, run, gpt_examples.TEXT_DATA,
+        scale_floor=model.init_std,
+    )  # fmt: skip
+
+
+def _result(
+    example: AnyExample,
+    dtype: DType,
+    tolerance: float | None,
+    torch_losses: np.ndarray,
+    torch_final: dict,
+    run: JaxRun,
+    dataset: str,
+    *,
+    scale_floor: float = 0.0,
+) -> ParityResult:
+    """The comparison of a torch run (its losses, final params as a Flax tree) with a JAX run
+    (``scale_floor``: see :func:`max_rel_param_diff`)."""
+    diffs = np.abs(torch_losses - run.losses)
     max_loss_diff = float(np.max(diffs)) if np.all(np.isfinite(diffs)) else math.inf
-    param_diff = max_rel_param_diff(state_dict_to_flax(ref.final_state), run.final_params)
+    param_diff = max_rel_param_diff(torch_final, run.final_params, scale_floor=scale_floor)
     tol = example.tolerance_for(dtype) if tolerance is None else float(tolerance)
     return ParityResult(
         example=example.name,
-        steps=setup.steps,
+        steps=len(torch_losses),
         dtype=dtype,
-        torch_final_loss=float(ref.losses[-1]),
+        torch_final_loss=float(torch_losses[-1]),
         jax_final_loss=float(run.losses[-1]),
         max_abs_loss_diff=max_loss_diff,
         max_rel_param_diff=param_diff,
         tolerance=tol,
         passed=bool(max_loss_diff <= tol and math.isfinite(param_diff)),
-        dataset=data.name,
-        torch_losses=ref.losses,
+        dataset=dataset,
+        torch_losses=torch_losses,
         jax_losses=run.losses,
     )
 
@@ -378,7 +478,14 @@ def float32_drift(
     The same torch program, from the same float32-drawn init, in both dtypes. This is the scale
     below which no float32 implementation can be expected to follow torch's float32 run.
     """
-    setup = _setup(get_example(name), steps, dataset, data_dir)
+    example = get_example(name)
+    if isinstance(example, GptExample):
+        n = _steps_of(example, steps)
+        float32, float64 = (
+            _gpt_torch(example, n, d, progress).losses for d in ("float32", "float64")
+        )
+        return np.abs(float32 - float64)
+    setup = _setup(example, steps, dataset, data_dir)
     float32, float64 = (_run_torch(setup, d, progress).losses for d in ("float32", "float64"))
     return np.abs(float32 - float64)
 
@@ -428,7 +535,7 @@ def format_table(results: Sequence[ParityResult]) -> str:
     ]
     rule = "-+-".join("-" * w for w in widths)
     title = " | ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()
-    data = sorted({r.dataset for r in results if r.dataset != "random"})
+    data = sorted({r.dataset for r in results} - {"random", gpt_examples.TEXT_DATA})
     footer = [f"image data: {', '.join(data)}"] if data else []
     return "\n".join([title, rule, *lines, *footer])
 

@@ -40,7 +40,7 @@ class JaxRun:
     """What the JAX side did: the loss of every step and the params after the last one."""
 
     losses: np.ndarray  # float64 [steps]: loss of step t, computed before update t
-    final_params: dict[str, dict[str, np.ndarray]]  # {"Dense_i": {"kernel", "bias"}}
+    final_params: dict[str, Any]  # MLP: {"Dense_i": {"kernel", "bias"}}; GPT: its Flax tree
 
 
 class TrainState(NamedTuple):
@@ -80,16 +80,22 @@ def per_step(tx: Optimizer) -> StepTransform:
     return tx
 
 
-def make_train_step(model: MLP, tx: Optimizer) -> TrainStep:
+Loss = Callable[[jax.Array, jax.Array], jax.Array]
+"""``loss(logits, labels)``: the scalar a step differentiates."""
+
+
+def make_train_step(model: Any, tx: Optimizer, loss: Loss = cross_entropy) -> TrainStep:
     """``train_step(state, (x, y)) -> (state, loss)``: one optimizer step on one batch.
 
-    The loss is passed to ``tx.update`` as ``value=`` (used by ``reduce_lr_on_plateau``); with a
-    transform per step, step ``state.step`` updates with ``tx(state.step)``.
+    ``loss(model.apply(params, x), y)`` is differentiated (default :func:`cross_entropy`; the
+    GPT examples pass :func:`jaxlr.gpt.next_token_loss`). Its value is passed to ``tx.update``
+    as ``value=`` (used by ``reduce_lr_on_plateau``); with a transform per step, step
+    ``state.step`` updates with ``tx(state.step)``.
     """
     tx_at = per_step(tx)
 
     def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-        return cross_entropy(model.apply({"params": params}, x), y)
+        return loss(model.apply({"params": params}, x), y)
 
     def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array]):
         loss, grads = jax.value_and_grad(loss_fn)(state.params, *batch)
@@ -205,6 +211,48 @@ def train_minibatch(
             if on_step is not None:
                 on_step(start + jax.block_until_ready(epoch_losses).shape[0])
         return _result(losses, state)
+
+
+def train_batches(
+    model: Any,
+    params: Mapping[str, Any],
+    tx: Optimizer,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    dtype: DType = "float64",
+    *,
+    loss: Loss = cross_entropy,
+    on_step: Callable[[int], None] | None = None,
+) -> JaxRun:
+    """One step per given batch, ``(xs[t], ys[t])`` at step ``t``, in one jitted ``lax.scan``
+    (the GPT examples: ``xs``, ``ys`` are int token windows ``[steps, batch, context]``).
+
+    Args:
+      model: a Flax module of ``dtype`` (its ``apply`` gives the logits).
+      params: its initial params (e.g. the converted torch init), cast to ``dtype``.
+      tx: the optimizer, or one per step (``tx(t)``).
+      xs, ys: the inputs and labels of every step, kept as int32 (token ids and targets).
+      dtype: ``"float64"`` (x64 inside this call) or ``"float32"``.
+      loss: ``loss(logits, labels)``.
+      on_step: called with 0 before the (single) device call and with the steps after it.
+    """
+    with jax_precision(dtype):
+        train_step = make_train_step(model, tx, loss)
+
+        @functools.partial(jax.jit, donate_argnums=0)
+        def train(state: TrainState, xs: jax.Array, ys: jax.Array):
+            return jax.lax.scan(train_step, state, (xs, ys))
+
+        if on_step is not None:
+            on_step(0)
+        state, losses = train(
+            _initial_state(params, tx, dtype),
+            jnp.asarray(xs, jnp.int32),
+            jnp.asarray(ys, jnp.int32),
+        )
+        if on_step is not None:
+            on_step(jax.block_until_ready(losses).shape[0])
+        return _result([losses], state)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -180,7 +180,8 @@ def _flax_path(name: str) -> tuple[tuple[str, ...], bool]:
 
 
 def to_flax(model: TorchGPT) -> dict:
-    """The twin's weights as a Flax params tree of float64 numpy arrays (a tied matrix once)."""
+    """The twin's weights as a Flax params tree of float64 numpy arrays (a tied matrix once),
+    copies: training the twin afterwards does not change them."""
     tree: dict = {}
     for name, p in model.named_parameters():
         path, transpose = _flax_path(name)
@@ -188,7 +189,7 @@ def to_flax(model: TorchGPT) -> dict:
         node = tree
         for k in path[:-1]:
             node = node.setdefault(k, {})
-        node[path[-1]] = np.ascontiguousarray(a.T if transpose else a)
+        node[path[-1]] = np.array(a.T if transpose else a, order="C")  # a copy
     return tree
 
 
