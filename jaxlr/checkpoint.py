@@ -35,13 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlr import devices as dev
+from jaxlr.blocks import step_blocks
 from jaxlr.config import SweepConfig
 from jaxlr.engine import (
     EpochMetrics,
     RunSpec,
     cached_trainer,
     lane_hypers,
-    step_blocks,
     to_host,
 )
 from jaxlr.plan import Chunk

@@ -16,10 +16,11 @@ functions over a :class:`LaneState` with leading lane axes ``(seeds, lrs)``:
   lane keeps its last parameters (``where(alive, new, old)``) and the epoch it died in is
   recorded (plain SGD's folded step guards the backward pass instead; see
   :func:`_make_step`). Lanes never interact, so a NaN lane cannot change any other lane.
-* **Step blocks.** A long epoch runs as several device calls of ``steps_per_call`` steps each
-  (:func:`step_blocks`), so that the host can stop, checkpoint and report progress within
-  seconds at any width. The steps, their batches and the per-step losses are those of the
-  one-call epoch; the epoch's metrics are computed from them in a last call (tested equal).
+* **Step blocks.** A long epoch runs as several device calls of ``steps_per_call`` steps
+  each (:func:`jaxlr.blocks.step_blocks`), so that the host can stop, checkpoint and report
+  progress within seconds at any width. The steps, their batches and the per-step losses are
+  those of the one-call epoch; the epoch's metrics are computed from them in a last call
+  (tested equal).
 * **Metrics.** Per epoch: the mean batch loss of the epoch (``train_loss``), and the loss and
   accuracy on the full test set, evaluated in chunks of ``EVAL_CHUNK`` examples.
 
@@ -44,6 +45,7 @@ from jaxlr import families, registry
 from jaxlr.compilation import CheapProgram, compiler_options, with_precision
 from jaxlr.config import Optimizer, Parametrization, TrainOptions, sgd_folds, weight_decays_of
 from jaxlr.data import DeviceData
+from jaxlr.dynamics import DYNAMICS, PROBE, layer_dynamics
 from jaxlr.optimizers import make_optimizer, rate_quantiles
 
 
@@ -197,55 +199,6 @@ class EpochMetrics(NamedTuple):
     # is 0 for the rules whose rate is one number per layer (none, per-layer)
     dynamics: jax.Array  # float32 (S, L, layers, 2): the epoch's ||dW||_F / ||W||_F and the
     # layer's output RMS on the probe batch (layers is 0 without spec.dynamics); see layer_dynamics
-
-
-PROBE = 256
-"""Examples of the fixed probe batch of :func:`layer_dynamics`: the first of the test set."""
-
-DYNAMICS = ("update_ratio", "output_rms")
-"""The quantities of :func:`layer_dynamics`, in its last axis (``dynamics.csv``'s ``quantity``)."""
-
-
-def kernel_layers(params: Any) -> tuple[str, ...]:
-    """The top-level modules of a params tree that hold a ``kernel``, in the order of their
-    trailing numbers (``Dense_0``, ``Dense_1``, ..., ``Dense_10``)."""
-    import re
-
-    names = [k for k, v in params.items() if isinstance(v, dict) and "kernel" in v]
-    return tuple(
-        sorted(names, key=lambda n: (int(m.group(1)) if (m := re.search(r"(\d+)$", n)) else -1, n))
-    )
-
-
-def layer_dynamics(
-    model: Any, start: Any, params: Any, probe: jax.Array, alive: jax.Array
-) -> jax.Array:
-    r"""Per lane and layer ``l``: :math:`\lVert W_l^{(e)} - W_l^{(e-1)}\rVert_F /
-    \lVert W_l^{(e-1)}\rVert_F` (the epoch's update of the kernel relative to the kernel at
-    the epoch's start) and :math:`\sqrt{\mathrm{mean}(z_l^2)}` of the layer's output
-    :math:`z_l` (before its activation) on the ``probe`` batch after the epoch. ``start`` and
-    ``params`` have lane axes ``(S, L)``; NaN for a lane that is dead. Shape ``(S, L, layers, 2)``.
-
-    The second is what microsoft/mup's coordinate check plots, here at every lr and epoch of
-    the real training: under muP it stays flat across widths, under SP it grows with width for
-    the layers whose lr is too large.
-    """
-    layers = kernel_layers(params)
-
-    def lane(p0: Any, p: Any) -> jax.Array:
-        _, inter = model.apply(
-            {"params": p}, probe, capture_intermediates=True, mutable=["intermediates"]
-        )
-        out = []
-        for name in layers:
-            w0, w = p0[name]["kernel"], p[name]["kernel"]
-            ratio = jnp.linalg.norm(w - w0) / jnp.linalg.norm(w0)
-            z = inter["intermediates"][name]["__call__"][0]
-            out.append(jnp.stack([ratio, jnp.sqrt(jnp.mean(jnp.square(z)))]))
-        return jnp.stack(out).astype(jnp.float32)
-
-    stats = jax.vmap(jax.vmap(lane))(start, params)
-    return jnp.where(alive[..., None, None], stats, jnp.nan)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -558,141 +511,6 @@ def group_epoch(specs: tuple[RunSpec, ...]) -> Callable[..., Any]:
     )
 
 
-class EpochProgress(NamedTuple):
-    """One bucket's lanes part-way through an epoch (:func:`step_blocks`): the carry of the
-    steps so far, what the epoch's end needs of its start, and the per-step losses."""
-
-    params: Any
-    opt_state: Any
-    alive: jax.Array  # bool (S, L): alive after the steps so far
-    alive_at_start: jax.Array  # bool (S, L): alive when the epoch began
-    diverged_epoch: jax.Array  # int32 (S, L)
-    losses: jax.Array  # float32 (blocks * steps_per_call, S, L): batch losses, 0 where dead
-    start_params: Any = None  # the parameters at the epoch's start (with spec.dynamics)
-
-
-class StepBlocks(NamedTuple):
-    """An epoch of several buckets as device calls of ``size`` steps (the last may be shorter):
-
-    ``progress = begin(states)``; for ``start`` in ``0, size, 2 size, ...`` below ``steps``:
-    ``progress = block(progress, seeds, lrs, epoch, start, data)``; then
-    ``states, metrics = finish(progress, losses, epoch, data)`` (``progress`` without its
-    ``losses``, passed apart). Tuples with one entry per bucket, as in
-    :func:`group_epoch`."""
-
-    begin: Callable[..., tuple]
-    block: Callable[..., tuple]
-    finish: Callable[..., tuple]
-    size: int
-    steps: int
-
-    def starts(self, first: int = 0) -> range:
-        """The first step of each call of an epoch, from step ``first`` on."""
-        return range(first, self.steps, self.size)
-
-
-def _group_blocks(members: tuple[_Lanes, ...], steps: int, size: int):
-    """The three functions of :class:`StepBlocks` for ``members`` (see :func:`_group_epoch`).
-
-    A call runs steps ``start .. start + size - 1`` of the epoch's batch order; steps past the
-    epoch's end (in its last call) are skipped by a ``lax.cond`` on the step number, which is
-    the same for every lane, so nothing is computed for them.
-    """
-    n_blocks = -(-steps // size)
-
-    def begin(states: tuple) -> tuple:
-        return tuple(
-            EpochProgress(
-                s.params,
-                s.opt_state,
-                s.alive,
-                s.alive,
-                s.diverged_epoch,
-                jnp.zeros((n_blocks * size, *s.alive.shape), jnp.float32),
-                s.params if m.dynamics else None,
-            )
-            for m, s in zip(members, states, strict=True)
-        )
-
-    def block(progress: tuple, seeds: tuple, lrs: tuple, epoch: jax.Array, start: jax.Array, data):
-        def steps_of(m: _Lanes, s: jax.Array) -> jax.Array:
-            idx = m.batches(s, epoch)  # (steps, S, B): the whole epoch's order
-            pad = jnp.zeros((n_blocks * size - steps, *idx.shape[1:]), idx.dtype)
-            return jax.lax.dynamic_slice_in_dim(jnp.concatenate([idx, pad]), start, size)
-
-        idx = tuple(steps_of(m, s) for m, s in zip(members, seeds, strict=True))
-
-        def body(carries, xs):
-            t, idx_t = xs
-
-            def run(cs):
-                out = [
-                    m.step(c, lr, i, data, epoch, start + t)
-                    for m, c, lr, i in zip(members, cs, lrs, idx_t, strict=True)
-                ]
-                return tuple(o[0] for o in out), tuple(o[1] for o in out)
-
-            def skip(cs):
-                return cs, tuple(jnp.zeros(p.alive.shape, jnp.float32) for p in progress)
-
-            return jax.lax.cond(start + t < steps, run, skip, carries)
-
-        carries = tuple((p.params, p.opt_state, p.alive) for p in progress)
-        carries, losses = jax.lax.scan(body, carries, (jnp.arange(size), idx))
-        return tuple(
-            p._replace(
-                params=c[0],
-                opt_state=c[1],
-                alive=c[2],
-                losses=jax.lax.dynamic_update_slice_in_dim(p.losses, loss, start, 0),
-            )
-            for p, c, loss in zip(progress, carries, losses, strict=True)
-        )
-
-    def finish(progress: tuple, losses: tuple, epoch: jax.Array, data):
-        done = [
-            m.finish(
-                LaneState(p.start_params, None, p.alive_at_start, p.diverged_epoch),
-                (p.params, p.opt_state, p.alive),
-                loss[:steps],
-                epoch,
-                data,
-            )
-            for m, p, loss in zip(members, progress, losses, strict=True)
-        ]
-        return tuple(d[0] for d in done), tuple(d[1] for d in done)
-
-    return begin, block, finish
-
-
-@functools.lru_cache(maxsize=16)
-def step_blocks(specs: tuple[RunSpec, ...]) -> StepBlocks:
-    """The jitted :class:`StepBlocks` of buckets ``specs`` trained by one program, in calls of
-    ``specs[0].steps_per_call`` steps (compiled on first use)."""
-    size, steps = specs[0].steps_per_call, specs[0].steps_per_epoch
-    if size <= 0 or any((s.steps_per_call, s.steps_per_epoch) != (size, steps) for s in specs):
-        raise ValueError(f"step blocks need one positive steps_per_call, got {specs}")
-    begin, block, finish = _group_blocks(
-        tuple(_make_lanes(s)[0] for s in specs), steps, min(size, steps)
-    )
-    merged = dataclasses.replace(
-        specs[0],
-        autotune=any(s.autotune for s in specs),
-        deterministic=all(s.deterministic for s in specs),
-    )
-    options = compiler_options(merged)
-
-    def jit(fn: Callable[..., Any], donate: bool = True) -> Callable[..., Any]:
-        fn = with_precision(fn, specs[0].precision)
-        return jax.jit(fn, donate_argnums=(0,) if donate else (), compiler_options=options)
-
-    # with dynamics, begin keeps the epoch's starting parameters beside the running ones: two
-    # outputs of one input, so donating it would save nothing
-    keep = any(s.dynamics for s in specs)
-    blocks = jit(begin, not keep), jit(block), jit(finish, not keep)
-    return StepBlocks(*blocks, min(size, steps), steps)
-
-
 def abstract_hypers(spec: RunSpec, n_lrs: int) -> Any:
     """The shapes of what a program of ``spec`` takes for ``n_lrs`` lanes (:func:`lane_hypers`)."""
     lr = jax.ShapeDtypeStruct((n_lrs,), jnp.float32)
@@ -753,14 +571,17 @@ def _cached_trainer(spec: RunSpec) -> Trainer:
     return make_trainer(spec)
 
 
-_TRAINING = ("to_host", "train_lanes", "train_group", "wait_ready")
+_MOVED = {
+    **dict.fromkeys(("to_host", "train_lanes", "train_group", "wait_ready"), "jaxlr.training"),
+    **dict.fromkeys(("EpochProgress", "StepBlocks", "step_blocks"), "jaxlr.blocks"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    """The host loop's functions (:mod:`jaxlr.training`), where they were before it had a
-    module of its own."""
-    if name in _TRAINING:
-        from jaxlr import training
+    """The host loop's functions (:mod:`jaxlr.training`) and the step blocks
+    (:mod:`jaxlr.blocks`), where they were before they had modules of their own."""
+    if name in _MOVED:
+        import importlib
 
-        return getattr(training, name)
+        return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

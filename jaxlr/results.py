@@ -196,8 +196,8 @@ def dynamics_frame(
     weight_decay: float = 0.0,
 ) -> pd.DataFrame:
     """Tidy ``dynamics.csv`` rows of one chunk: ``dynamics`` has shape ``(E, S, L, layers, 2)``
-    (:func:`jaxlr.engine.layer_dynamics`; NaN once a run diverged), ``layers`` its names."""
-    from jaxlr.engine import DYNAMICS
+    (:func:`jaxlr.dynamics.layer_dynamics`; NaN once a run diverged), ``layers`` its names."""
+    from jaxlr.dynamics import DYNAMICS
 
     d = np.asarray(dynamics)
     n_e, n_s, n_l, n_layers, n_q = d.shape

@@ -16,17 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlr.blocks import EpochProgress, StepBlocks, step_blocks
 from jaxlr.data import DeviceData
 from jaxlr.engine import (
     EpochMetrics,
-    EpochProgress,
     LaneState,
     RunSpec,
-    StepBlocks,
     cached_trainer,
     group_epoch,
     lane_hypers,
-    step_blocks,
 )
 
 
