@@ -30,6 +30,7 @@ from jaxlr.config import (
     check_applies,
     flag_of,
 )
+from jaxlr.entry import Once
 
 FASHION_WIDTH_LRS = (1.0, 0.5, 0.1, 0.01, 0.001, 0.0001, 0.00001)
 
@@ -275,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--first-seed",
         type=int,
         default=None,
-        action=_Once,
+        action=Once,
         help="first seed of --seeds N (default: 0); not with a seed list",
     )
     g = groups["execution"]
@@ -330,7 +331,7 @@ def add_option_flags(
             else {"type": _field_parser(f, tp), "metavar": metavar}
         )
         if _is_list(tp):
-            kind["action"] = _Once
+            kind["action"] = Once
         target = (
             groups if isinstance(groups, argparse.ArgumentParser) else groups[f.metadata["group"]]
         )
@@ -359,15 +360,6 @@ def given_options(args: argparse.Namespace, names: Collection[str]) -> dict[str,
 def _is_list(tp: Any) -> bool:
     """Whether a field type is a tuple (a comma-separated list on the command line)."""
     return any(typing.get_origin(t) is tuple for t in (tp, *typing.get_args(tp)))
-
-
-class _Once(argparse.Action):
-    """Stores a flag's value and refuses the flag given twice (``--widths 16 --widths 64``)."""
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None):
-        if getattr(namespace, self.dest, None) is not None:
-            parser.error(f"{option_string} given twice; give it once (a list takes commas)")
-        setattr(namespace, self.dest, values)
 
 
 def _choices(tp: Any) -> tuple[str, ...]:
@@ -564,22 +556,10 @@ def _main(argv: list[str]) -> int:
         i, n = cfg.shard
         print(f"shard {i}/{n} has no runs (the grid has fewer units than shards); nothing to do")
         return 0
+    from jaxlr.outputs import report
+
     print(report(cfg, outcome))
     return 0
-
-
-def _budget(cfg: SweepConfig) -> str:
-    """``digits, 20 epochs`` or, for gpt, ``text, 200 steps of 16 x 64 bytes``."""
-    if cfg.family == "gpt":
-        return f"gpt on text, {cfg.steps} steps of {cfg.batch_size} x {cfg.context} bytes"
-    return f"{cfg.dataset}, {cfg.epochs} epochs"
-
-
-def _select_name(cfg: SweepConfig) -> str:
-    """The selecting loss, as the report names it (gpt: the validation loss, in nats/byte)."""
-    if cfg.family == "gpt" and cfg.select == "test_loss":
-        return "validation loss (nats per byte; /ln 2 for bits per byte)"
-    return cfg.select.replace("_", " ")
 
 
 def _kept(cfg: SweepConfig) -> str:
@@ -592,31 +572,6 @@ def _kept(cfg: SweepConfig) -> str:
     if cfg.out and (Path(cfg.out) / "config.json").exists():
         return f"No chunk had finished; `{prog_name()} --resume --out {cfg.out}` starts it again."
     return "Nothing was written."
-
-
-def report(cfg: SweepConfig, outcome: Any) -> str:
-    """The terminal report of a finished sweep: summary, width shift, exponent, files."""
-    from jaxlr.results import describe_shift, format_summary
-
-    extra = "".join(
-        f", {k} {v}"
-        for k, v in (("rule", cfg.lr_rule), ("parametrization", ",".join(cfg.parametrizations)))
-        if v not in ("none", "sp")
-    )
-    lines = [
-        f"\nBest learning rate per width ({_budget(cfg)}, "
-        f"{len(cfg.seeds)} seed(s){extra}; final {_select_name(cfg)}, "
-        "mean ± std over seeds):",
-        format_summary(outcome.summary),
-    ]
-    shift = describe_shift(outcome.summary)
-    if shift:
-        lines += ["", "How width moves the best learning rate:", shift]
-    if getattr(outcome, "exponent_text", ""):
-        lines += ["", outcome.exponent_text]
-    if cfg.out:
-        lines += ["", f"wrote {cfg.out}/: {' '.join(outcome.files)}"]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

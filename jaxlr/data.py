@@ -91,6 +91,8 @@ from jaxlr.idx import IdxSource as IdxSource
 from jaxlr.idx import fetch_idx_files as fetch_idx_files
 from jaxlr.idx import mirror_url as mirror_url
 from jaxlr.idx import read_idx as read_idx
+from jaxlr.text import TextDataset as TextDataset  # re-exported
+from jaxlr.text import load_text_dataset as load_text_dataset
 
 DatasetName = Literal["digits", "fashion_mnist", "mnist", "synthetic"]
 DataSource = Literal["idx", "tfds"]
@@ -498,81 +500,6 @@ def _tfds_arrays(name: str, data_dir: Any, n_train: int | None, n_test: int | No
         labels = np.asarray([item["label"] for item in items], dtype=np.int32)
         out += [images.reshape(len(items), -1), labels]
     return tuple(out)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class TextDataset:
-    """Byte-level text for the ``gpt`` family, in the shape the sweep reads a dataset in.
-
-    An "epoch" of a gpt sweep is ``eval_every`` steps, each drawing ``batch_size`` windows of
-    ``context + 1`` bytes at uniform random starts of the training part; so ``n_train`` is
-    ``eval_every * batch_size`` (sequences per evaluation interval) and ``n_test`` the number of
-    non-overlapping validation windows (every validation byte but the last few is a target
-    once). ``in_features`` is the context and ``num_classes`` the 256 byte values."""
-
-    train: np.ndarray  # uint8: the training part of the corpus
-    val: np.ndarray  # uint8: the validation part (the corpus's last val_fraction, contiguous)
-    context: int
-    n_train: int
-    corpus: Any  # jaxlr.text.TextCorpus
-    eval_sequences: int = 0  # validation windows evaluated, evenly spaced (0: all)
-    name: str = "text"
-    mean: float = 0.0
-    std: float = 1.0
-
-    @property
-    def origin(self) -> str:
-        return self.corpus.origin
-
-    @property
-    def record(self) -> dict[str, Any]:
-        """What ``config.json`` says of the corpus: origin, size, SHA-256, files."""
-        return self.corpus.record()
-
-    @property
-    def n_windows(self) -> int:
-        """Training windows: the starts ``0 .. len(train) - context - 1``."""
-        from jaxlr import text
-
-        return text.windows(len(self.train), self.context)
-
-    @property
-    def eval_starts(self) -> np.ndarray:
-        """The starts of the validation windows evaluated: ``eval_sequences`` of the
-        non-overlapping windows, evenly spaced (all of them if fewer or 0)."""
-        from jaxlr import text
-
-        starts = text.eval_starts(len(self.val), self.context)
-        k = self.eval_sequences
-        if k and k < len(starts):
-            starts = starts[np.linspace(0, len(starts) - 1, k).round().astype(int)]
-        return starts
-
-    @property
-    def n_test(self) -> int:
-        return len(self.eval_starts)
-
-    @property
-    def in_features(self) -> int:
-        return self.context
-
-    @property
-    def num_classes(self) -> int:
-        from jaxlr import text
-
-        return text.VOCAB
-
-
-def load_text_dataset(cfg: Any) -> TextDataset:
-    """The byte-level corpus of a gpt sweep (``cfg.data_dir``, or the standard library's text),
-    checked against the context (a :class:`DataError` in one line if it does not fit)."""
-    from jaxlr import text
-
-    corpus = text.load_text(cfg.data_dir)
-    text.check_context(corpus, cfg.context)
-    train, val = text.split(corpus.tokens)
-    n_train = cfg.eval_every * cfg.batch_size
-    return TextDataset(train, val, cfg.context, n_train, corpus, eval_sequences=cfg.eval_sequences)
 
 
 def _text_device_data(ds: TextDataset, eval_chunk: int, sharding: Any) -> DeviceData:

@@ -27,6 +27,7 @@ from jaxlr.outdir import load_config as load_config
 from jaxlr.outdir import probe_write as probe_write
 from jaxlr.outdir import removed_if_refused as removed_if_refused
 from jaxlr.plan import Chunk
+from jaxlr.results import describe_shift, format_summary
 
 
 @dataclasses.dataclass
@@ -283,3 +284,40 @@ def write_outputs(
         except Exception as e:  # a plot must never cost the results, which are on disk
             warnings.warn(f"could not draw {name}.png: {e}", stacklevel=2)
     return outcome
+
+
+def _budget(cfg: SweepConfig) -> str:
+    """``digits, 20 epochs`` or, for gpt, ``text, 200 steps of 16 x 64 bytes``."""
+    if cfg.family == "gpt":
+        return f"gpt on text, {cfg.steps} steps of {cfg.batch_size} x {cfg.context} bytes"
+    return f"{cfg.dataset}, {cfg.epochs} epochs"
+
+
+def _select_name(cfg: SweepConfig) -> str:
+    """The selecting loss, as the report names it (gpt: the validation loss, in nats/byte)."""
+    if cfg.family == "gpt" and cfg.select == "test_loss":
+        return "validation loss (nats per byte; /ln 2 for bits per byte)"
+    return cfg.select.replace("_", " ")
+
+
+def report(cfg: SweepConfig, outcome: Any) -> str:
+    """The terminal report of a finished sweep: summary, width shift, exponent, files."""
+    extra = "".join(
+        f", {k} {v}"
+        for k, v in (("rule", cfg.lr_rule), ("parametrization", ",".join(cfg.parametrizations)))
+        if v not in ("none", "sp")
+    )
+    lines = [
+        f"\nBest learning rate per width ({_budget(cfg)}, "
+        f"{len(cfg.seeds)} seed(s){extra}; final {_select_name(cfg)}, "
+        "mean ± std over seeds):",
+        format_summary(outcome.summary),
+    ]
+    shift = describe_shift(outcome.summary)
+    if shift:
+        lines += ["", "How width moves the best learning rate:", shift]
+    if getattr(outcome, "exponent_text", ""):
+        lines += ["", outcome.exponent_text]
+    if cfg.out:
+        lines += ["", f"wrote {cfg.out}/: {' '.join(outcome.files)}"]
+    return "\n".join(lines)

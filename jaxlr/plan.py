@@ -499,3 +499,59 @@ def chunk_bytes_of(cfg: SweepConfig, dataset: Any) -> Callable[[Chunk], int]:
         in_features=dataset.in_features,
         num_classes=dataset.num_classes,
     )
+
+
+class SweepTooLong(ConfigError):
+    """The sweep is estimated to take longer than the caller accepts without confirmation."""
+
+
+def plan_sweep(
+    cfg: SweepConfig,
+    dataset: Any,
+    mesh: Any,
+    memory: int,
+    fuse: bool,
+    confirm_long: float | None,
+    log: Callable[[str], None] | None,
+) -> tuple[list[Chunk], list[tuple[int, ...]]]:
+    """The chunks of the sweep and the programs that train them (on ``mesh``, within
+    ``memory`` bytes, fused if ``fuse``); says what they are to ``log`` and refuses a sweep
+    estimated longer than ``confirm_long`` seconds (:class:`SweepTooLong`)."""
+    import jax
+
+    from jaxlr import devices as dev
+
+    n_dev = dev.mesh_size(mesh)
+    chunks = make_plan(
+        cfg, dataset.in_features, dataset.num_classes, memory_bytes=memory, multiple=n_dev
+    )
+    if not chunks:
+        return chunks, []
+    nbytes = chunk_bytes_of(cfg, dataset)
+    programs = fuse_chunks(chunks, fuse, memory, nbytes)
+    estimate = functools.partial(
+        estimate_seconds,
+        cfg=cfg,
+        in_features=dataset.in_features,
+        num_classes=dataset.num_classes,
+        steps_per_epoch=dataset.n_train // cfg.batch_size,
+        n_test=dataset.n_test,
+        backend=jax.default_backend(),
+        devices=n_dev,
+    )
+    seconds = estimate(chunks, programs=programs)
+    chunks = autotune_chunks(chunks, cfg.autotune, lambda c: estimate([c], compile=False), programs)
+    if n_dev == 1:  # a sharded program runs its epochs in one call each
+        chunks = call_steps_chunks(
+            chunks,
+            dataset.n_train // cfg.batch_size,
+            lambda c: estimate([c], compile=False) / cfg.epochs,
+            programs,
+        )
+    per_program = max(sum(nbytes(chunks[i]) for i in members) for members in programs)
+    text = describe_plan(chunks, per_program // n_dev, seconds, len(programs))
+    if confirm_long is not None and seconds > confirm_long:
+        raise SweepTooLong(text.replace("plan: ", "this sweep plans ", 1))
+    if log is not None:
+        log(text)
+    return chunks, programs

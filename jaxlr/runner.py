@@ -10,7 +10,6 @@ tables and plots (:mod:`jaxlr.outputs`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 import threading
 import time
@@ -18,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax
 import pandas as pd
 
 from jaxlr import checkpoint as ckpt
@@ -42,6 +40,7 @@ from jaxlr.outputs import (
     write_outputs,
 )
 from jaxlr.plan import Chunk
+from jaxlr.plan import SweepTooLong as SweepTooLong  # re-exported
 from jaxlr.scheduling import (
     CompilePool,
     Program,
@@ -57,10 +56,6 @@ from jaxlr.scheduling import (
 from jaxlr.scheduling import warning as scheduling_warning
 
 MEMORY_FRACTION = 0.5  # share of device memory the lanes of one chunk may use
-
-
-class SweepTooLong(ConfigError):
-    """The sweep is estimated to take longer than the caller accepts without confirmation."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +172,7 @@ def run(
         memory = int(dev.device_memory_bytes() * MEMORY_FRACTION) * dev.mesh_size(mesh)
         fuse = fuse_enabled(cfg.fuse, mesh)
         parallel = parallel_programs(cfg.parallel, mesh)
-        chunks, programs = _plan(cfg, dataset, mesh, memory, fuse, confirm_long, log)
+        chunks, programs = planning.plan_sweep(cfg, dataset, mesh, memory, fuse, confirm_long, log)
     record = config_record(cfg, dataset, chunks, dev.mesh_size(mesh), programs)
     if out is not None and writer:
         res.write_json(out / "config.json", record)
@@ -271,55 +266,6 @@ def _run_programs(
             record(indices, train(indices))
         return
     train_concurrently(sweep, chunks, programs, train, record)
-
-
-def _plan(
-    cfg: SweepConfig,
-    dataset: Any,
-    mesh: Any,
-    memory: int,
-    fuse: bool,
-    confirm_long: float | None,
-    log: Callable[[str], None] | None,
-) -> tuple[list[Chunk], list[tuple[int, ...]]]:
-    """The chunks of the sweep and the programs that train them; says what they are and
-    refuses a long sweep unconfirmed."""
-    n_dev = dev.mesh_size(mesh)
-    chunks = planning.make_plan(
-        cfg, dataset.in_features, dataset.num_classes, memory_bytes=memory, multiple=n_dev
-    )
-    if not chunks:
-        return chunks, []
-    nbytes = planning.chunk_bytes_of(cfg, dataset)
-    programs = planning.fuse_chunks(chunks, fuse, memory, nbytes)
-    estimate = functools.partial(
-        planning.estimate_seconds,
-        cfg=cfg,
-        in_features=dataset.in_features,
-        num_classes=dataset.num_classes,
-        steps_per_epoch=dataset.n_train // cfg.batch_size,
-        n_test=dataset.n_test,
-        backend=jax.default_backend(),
-        devices=n_dev,
-    )
-    seconds = estimate(chunks, programs=programs)
-    chunks = planning.autotune_chunks(
-        chunks, cfg.autotune, lambda c: estimate([c], compile=False), programs
-    )
-    if n_dev == 1:  # a sharded program runs its epochs in one call each
-        chunks = planning.call_steps_chunks(
-            chunks,
-            dataset.n_train // cfg.batch_size,
-            lambda c: estimate([c], compile=False) / cfg.epochs,
-            programs,
-        )
-    per_program = max(sum(nbytes(chunks[i]) for i in members) for members in programs)
-    text = planning.describe_plan(chunks, per_program // n_dev, seconds, len(programs))
-    if confirm_long is not None and seconds > confirm_long:
-        raise SweepTooLong(text.replace("plan: ", "this sweep plans ", 1))
-    if log is not None:
-        log(text)
-    return chunks, programs
 
 
 def _compiled(sweep: _Sweep, jobs: list[ckpt.Job]) -> Callable[..., Any] | None:
