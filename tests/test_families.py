@@ -147,3 +147,12 @@ def test_an_unregistered_family_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="--model") as e:
         SweepConfig(family="resnet")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("model", ["mlp", "gpt"])
+def test_depths_with_hidden_exits_2_in_one_line(model, capsys):
+    from jaxlr.cli import main
+
+    assert main(["--model", model, "--hidden", "32-32", "--depths", "1,2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("--depths" in err[0] or "--hidden" in err[0]), err
