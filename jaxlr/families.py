@@ -72,6 +72,11 @@ class Family:
         activations per example, multiply-adds per example)`` for the memory planner and the
         time estimate; ``None``: from the parameter count (:func:`estimated_footprint`).
       options: the :class:`jaxlr.config.TrainOptions` fields that apply only to it.
+      layers: ``layers(spec) -> {layer: [parameter paths]}``: the layers of ``--lr-rule
+        per-layer`` in order (``--layer-lr-mults`` has one multiplier each), each a list of
+        ``/``-joined key-path prefixes of the parameters it holds.
+      n_layers: ``n_layers(hidden) -> int``: how many layers ``layers`` has at architecture
+        ``hidden`` (no JAX: the command line checks ``--layer-lr-mults`` with it).
     """
 
     name: str
@@ -85,6 +90,8 @@ class Family:
     mup_lr_scales: Callable[[Any], Any] | None = None
     footprint: Callable[[Any, int, tuple[int, ...], int], tuple[int, int, int]] | None = None
     options: tuple[str, ...] = ()
+    layers: Callable[[Any], dict[str, list[str]]] | None = None
+    n_layers: Callable[[tuple[int, ...]], int] | None = None
 
     @classmethod
     def from_module(
@@ -220,6 +227,21 @@ def _mlp_footprint(
     return param_count(in_features, hidden, num_classes), sum(sizes), macs
 
 
+def _mlp_layers(spec: Any) -> dict[str, list[str]]:
+    """The MLP's Dense layers, hidden then readout: ``Dense_i`` holds its kernel and bias."""
+    return {f"Dense_{i}": [f"Dense_{i}"] for i in range(len(spec.hidden) + 1)}
+
+
+def _gpt_layers(spec: Any) -> dict[str, list[str]]:
+    """:func:`jaxlr.gpt.param_groups`: ``embeddings`` (``wte``, ``wpe``), each block's ``attn``
+    (``ln_1`` and the attention) and ``mlp`` (``ln_2`` and the MLP), ``readout`` (``ln_f`` and
+    an untied ``lm_head``; a tied readout is ``wte``, with the embeddings)."""
+    from jaxlr.gpt import gpt_shapes, param_groups
+
+    shapes = gpt_shapes(spec.hidden[0], len(spec.hidden), spec.context, tied=spec.tied)
+    return param_groups(shapes)
+
+
 def gpt_model(spec: Any) -> Any:
     """The :class:`jaxlr.gpt.GPT` of a ``gpt`` program: width ``spec.hidden[0]`` (d_model),
     ``len(spec.hidden)`` blocks, and the program's gpt options."""
@@ -290,6 +312,8 @@ MLP_FAMILY = register_family(
         dynamics=True,
         mup_lr_scales=_mlp_mup_scales,
         footprint=_mlp_footprint,
+        layers=_mlp_layers,
+        n_layers=lambda hidden: len(hidden) + 1,
     )
 )
 GPT_FAMILY = register_family(
@@ -300,7 +324,10 @@ GPT_FAMILY = register_family(
         _build_gpt,
         data="text",
         parametrizations=("sp", "mup"),
+        rules=("none", "per-layer"),
         mup_lr_scales=_gpt_mup_scales,
+        layers=_gpt_layers,
+        n_layers=lambda hidden: 2 * len(hidden) + 2,
         footprint=_gpt_footprint,
         options=(
             "context",

@@ -335,7 +335,8 @@ class TrainOptions:
     )
     layer_lr_mults: tuple[float, ...] | None = option(
         None,
-        "per-layer: one multiplier per layer (hidden + readout), lr_l = lr * mult_l",
+        "per-layer: one multiplier per layer, lr_l = lr * mult_l (mlp: hidden layers + readout; "
+        "gpt: embeddings, each block's attention and MLP, readout)",
         group="training",
         metavar="M1,M2,...",
         applies=lambda c: c.lr_rule == "per-layer",

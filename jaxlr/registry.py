@@ -366,9 +366,12 @@ def _no_rule(spec: Any, lr: Any, inner: Any) -> Any:
 
 def _per_layer(spec: Any, lr: Any, inner: Any) -> Any:
     from jaxlr import transforms
+    from jaxlr.families import family_of
 
     assert spec.layer_lr_mults is not None
-    lrs = {f"Dense_{i}": lr * m for i, m in enumerate(spec.layer_lr_mults)}
+    layers = family_of(spec).layers(spec)
+    mults = dict(zip(layers, spec.layer_lr_mults, strict=True))
+    lrs = {path: lr * mults[name] for name, paths in layers.items() for path in paths}
     return transforms.per_layer_lr(lrs, inner=inner)
 
 

@@ -336,13 +336,17 @@ def _validate_weight_decays(c: SweepConfig) -> None:
 
 def _check_per_layer(c: SweepConfig, name: str) -> None:
     """One value per layer (hidden layers + readout) in ``c.<name>``, if it is set."""
+    from jaxlr import families
+
     values = getattr(c, name)
-    if values is not None:
-        n_layers = {len(h) + 1 for h in c.architectures}
+    count = families.family(c.family).n_layers
+    if values is not None and count is not None:
+        n_layers = {count(h) for h in c.architectures}
         if len(n_layers) != 1 or len(values) not in n_layers:
+            what = "hidden + readout" if c.family == "mlp" else "its --lr-rule per-layer groups"
             _fail(
                 f"--{name.replace('_', '-')} has {len(values)} values but the model has "
-                f"{sorted(n_layers)} layers (hidden + readout); give one value per layer"
+                f"{sorted(n_layers)} layers ({what}); give one value per layer"
             )
 
 
