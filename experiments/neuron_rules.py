@@ -5,8 +5,9 @@ under each of jaxlr's rate rules (see :mod:`jaxlr.transforms`), the swept lr bei
 base rate:
 
 - ``none``: one global rate;
-- ``per-layer``: rates lr x (1, 0.5, 0.2) for the three layers (seed 002's 1e-3, 5e-4, 2e-4);
-- ``weight-norm``: per neuron, lr (1 + 0.01 ||w_j||) (seed 002's factor);
+- ``per-layer``: rates lr x (1, 0.5, 0.2) for the three layers (the per-neuron lr examples'
+  1e-3, 5e-4, 2e-4);
+- ``weight-norm``: per neuron, lr (1 + 0.01 ||w_j||) (the per-neuron lr examples' factor);
 - ``adagrad-param``: per parameter, lr / (sqrt(sum of squared grads) + 1e-8);
 - ``adagrad-neuron``: the same with the squared gradients summed over each neuron's input row.
 

@@ -1,12 +1,12 @@
 """width_vs_lr_adam: do wider layers tolerate (and prefer) larger learning rates under Adam?
 
-Seed 000 trains a narrow 10-32-2 net at lr 1e-3 and a wide 10-256-2 net at lr 1e-2 with Adam and
-claims that wider layers tolerate larger rates. This script measures the optimal Adam lr of
-one-hidden-layer MLPs of widths 16 ... 1024 on a log2 lr grid, with several seeds:
+The width examples train a narrow 10-32-2 net at lr 1e-3 and a wide 10-256-2 net at lr 1e-2
+with Adam and claim that wider layers tolerate larger rates. This script measures the optimal
+Adam lr of one-hidden-layer MLPs of widths 16 ... 1024 on a log2 lr grid, with several seeds:
 
-- ``synthetic``: seed 000's task, 100 x 10 Gaussian inputs with 2 uniformly random classes,
+- ``synthetic``: the width examples' task, 100 x 10 Gaussian inputs with 2 uniformly random classes,
   full batch. The labels are random, so the only thing to learn is memorization: the reported
-  loss is the *train* loss, after 10 steps (seed 000's horizon) and after 100 steps;
+  loss is the *train* loss, after 10 steps (the width examples' horizon) and after 100 steps;
 - ``digits``: 64-w-10 on scikit-learn's digits, batch 64, test loss after 15 epochs.
 
     python experiments/width_vs_lr_adam.py [--quick]

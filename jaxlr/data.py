@@ -323,7 +323,7 @@ def load_dataset(
 
 
 def _synthetic(*, n_train: int, n_test: int, features: int, num_classes: int, data_seed: int):
-    """Seed 000's data: ``x ~ N(0, 1)`` float32, ``y ~ U{0..num_classes-1}`` int32."""
+    """The width examples' data: ``x ~ N(0, 1)`` float32, ``y ~ U{0..num_classes-1}`` int32."""
     rng = np.random.default_rng(data_seed)
     x_train = rng.standard_normal((n_train, features), dtype=np.float32)
     y_train = rng.integers(0, num_classes, n_train, dtype=np.int32)

@@ -339,7 +339,8 @@ def test_adagrad_lr_parameter_follows_torch_adagrad():
 
 
 def test_per_layer_lr_adam_follows_torch_adam_parameter_groups():
-    lrs = [1e-2, 5e-3, 2e-3]  # seed 002 example 1's three groups, scaled up to move visibly
+    # the per-neuron lr examples' first three groups, scaled up to move visibly
+    lrs = [1e-2, 5e-3, 2e-3]
     _compare_with_torch(
         T.per_layer_lr({f"Dense_{i}": lr for i, lr in enumerate(lrs)}, inner=optax.scale_by_adam()),
         lambda layers: torch.optim.Adam(

@@ -1,4 +1,4 @@
-"""Per-neuron rules on third-party layouts, learning_rates, tree_get and TrainState (issue #11).
+"""Per-neuron rules on third-party layouts, learning_rates, tree_get and TrainState.
 
 Every expected value is computed with numpy from an explicit list of each weight's fan-in axes
 (written by hand per case below), not from jaxlr's own layout code.
