@@ -8,11 +8,18 @@ so the same final test losses), and the FLOP count against ``torch.utils.flop_co
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import math
+import os
+import subprocess
 import sys
+import traceback
+import types
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -97,6 +104,7 @@ def test_torch_func_ensemble_equals_sequential_loop(grid_run):
         np.testing.assert_allclose(rows[m]["final_test_loss"], np.log(10), rtol=0.2)
 
 
+@pytest.mark.slow  # the whole workload: 2 widths, torch.func, 2 variants, the fused grid
 def test_fashion_workload_reports_totals_ceiling_and_variants(bench, tmp_path):
     out = tmp_path / "workload.md"
     argv = [
@@ -175,6 +183,7 @@ def _dot_precisions(spec, data, n_seeds, n_lrs):
     return {p for line in dots for p in re.findall(r"precision = \[(\w+), \w+\]", line)}
 
 
+@pytest.mark.slow  # 4 programs trained, then lowered again
 def test_each_row_trains_at_its_own_precision(bench, monkeypatch, tmp_path):
     """``--precision`` reaches jaxlr's programs, and a ``--compare precision=...`` re-run is
     compiled at its own precision: every program the benchmark trains is lowered again here
@@ -322,20 +331,113 @@ def test_gpu_checks_bad_arguments_exit_2(checks, argv, capsys):
     assert err.startswith("bash benchmarks/gpu_checks.sh: error: ") and err.count("\n") == 1
 
 
-@pytest.mark.slow
-def test_gpu_checks_smoke(tmp_path):
-    """Every step of both GPU commands, on the CPU with tiny shapes, through the shell script:
-    each stage writes its table and JSON, no step fails to run, and the figures are there."""
-    import subprocess
+class _CommandsInProcess:
+    """``subprocess`` as benchmarks/gpu_checks.py sees it in the smoke test: its ``python -m
+    jaxlr.sweep ARGS`` and ``python benchmarks/sweep_vs_torch.py ARGS`` commands run in this
+    process (12 fresh interpreters would each spend 3-6 s importing JAX and torch), after
+    checking that each is the command a subprocess would have run (this interpreter, from the
+    repository root, with the repository on ``PYTHONPATH`` and the CPU as the platform), under
+    the environment variables it was given. Anything else (the step that runs pytest, git) is a
+    real subprocess, so the script's own process handling runs too."""
 
-    out, script = tmp_path / "out", str(ROOT / "benchmarks" / "gpu_checks.sh")
+    def __init__(self):
+        self.ran: list[tuple[str, list[str]]] = []  # (entry point, args) run in this process
+
+    def __getattr__(self, name):  # DEVNULL, STDOUT, run, TimeoutExpired, ...
+        return getattr(subprocess, name)
+
+    def _entry_point(self, cmd):
+        if list(cmd[:3]) == [sys.executable, "-m", "jaxlr.sweep"]:
+            from jaxlr.cli import main
+
+            return main, list(cmd[1:])
+        if list(cmd[:2]) == [sys.executable, "benchmarks/sweep_vs_torch.py"]:
+            return _load_script().main, list(cmd[1:])
+        return None, None
+
+    def _run(self, main, args, env, cwd, stdout) -> int:
+        assert Path(cwd) == ROOT, cwd
+        assert str(ROOT) in env["PYTHONPATH"].split(os.pathsep) and env["JAX_PLATFORMS"] == "cpu"
+        changed = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        sink = io.StringIO() if stdout in (None, subprocess.DEVNULL) else stdout
+        self.ran.append((" ".join(args[:2]) if args[0] == "-m" else args[0], args))
+        args = args[2:] if args[0] == "-m" else args[1:]
+        with (
+            mock.patch.dict(os.environ, changed),
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+        ):
+            try:
+                return main(args)
+            except SystemExit as e:
+                return e.code if isinstance(e.code, int) else int(e.code is not None)
+            except Exception:  # as a subprocess would: the traceback, exit status 1
+                traceback.print_exc()
+                return 1
+
+    def call(self, cmd, *, stdout=None, stderr=None, env=None, cwd=None, **kw):
+        main, args = self._entry_point(cmd)
+        if main is None:
+            return subprocess.call(cmd, stdout=stdout, stderr=stderr, env=env, cwd=cwd, **kw)
+        assert stderr in (subprocess.STDOUT, stdout) and not kw, (stderr, kw)
+        return self._run(main, args, env, cwd, stdout)
+
+    def Popen(self, cmd, *, stdout=None, stderr=None, env=None, cwd=None, **kw):
+        main, args = self._entry_point(cmd)
+        if main is None:
+            return subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=cwd, **kw)
+        assert stderr in (subprocess.STDOUT, subprocess.DEVNULL, stdout) and not kw
+        rc = self._run(main, args, env, cwd, stdout)  # at once: the caller only waits for it
+        return types.SimpleNamespace(wait=lambda timeout=None: rc, poll=lambda: rc, returncode=rc)
+
+
+@pytest.fixture
+def jax_cache_restored():
+    """The sweeps run in this process point JAX's persistent compilation cache at their
+    ``--work`` directory; the tests that follow get this process's setting back."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    saved = {n: getattr(jax.config, n) for n in names}
+    yield
+    for n, v in saved.items():
+        jax.config.update(n, v)
+    compilation_cache.reset_cache()
+
+
+def test_gpu_checks_shell_script_runs_from_anywhere(tmp_path):
+    """``benchmarks/gpu_checks.sh`` (the wrapper the GPU machine runs) from another directory:
+    it finds the repository and its Python, and prints the plan."""
     p = subprocess.run(
-        ["bash", script, str(out), "--smoke", "--work", str(tmp_path / "work")],
+        ["bash", str(ROOT / "benchmarks" / "gpu_checks.sh"), str(tmp_path / "out"), "--plan"],
         capture_output=True,
         text=True,
-        timeout=900,
+        cwd=tmp_path,
+        timeout=300,
     )
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("The main command:") and "| **total** |" in p.stdout
+
+
+@pytest.mark.slow
+def test_gpu_checks_smoke(checks, tmp_path, monkeypatch, jax_cache_restored):
+    """Every step of both GPU commands, on the CPU with tiny shapes (``--smoke``): each stage
+    writes its table and JSON, no step fails to run, and the figures are there. The sweeps and
+    benchmark runs are in-process (see :class:`_CommandsInProcess`); the step that runs pytest
+    is a real subprocess."""
+    out = tmp_path / "out"
+    commands = _CommandsInProcess()
+    monkeypatch.setattr(checks, "subprocess", commands)
+    rc = checks.main([str(out), "--smoke", "--work", str(tmp_path / "work")])
+    assert rc == 0, (out / "gpu_checks.log").read_text()[-3000:]
+    # every sweep and benchmark command of both plans ran (the pytest step in its own process)
+    ran = [entry for entry, _ in commands.ran]
+    assert ran.count("-m jaxlr.sweep") >= 10 and ran.count("benchmarks/sweep_vs_torch.py") >= 2
     stages = ("correctness", "fashion", "digits", "steps", "science")
     for stage in stages:
         record = json.loads((out / f"{stage}.json").read_text())

@@ -86,10 +86,11 @@ def test_four_devices_equal_one_device(tmp_path):
         )))
     """)
     # virtual devices are CPU devices: the test runs on the CPU on every machine
+    flags = os.environ.get("XLA_FLAGS", "")  # the tests' compiler flags (conftest.py)
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=4".strip(),
     }
     p = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
@@ -261,9 +262,9 @@ def test_two_processes_equal_two_devices(tmp_path):
         port = s.getsockname()[1]
     grid = ["--widths", "8,32", "--lrs", "0.02,0.1,0.3,0.05", "--seeds", "2", "--epochs", "2",
             "--n-train", "512", "--n-test", "120"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"  # virtual devices are CPU devices, also on a GPU machine
-    two_dev = {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # virtual devices are CPU devices, also on a GPU
+    flags = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
+    two_dev = {**env, "XLA_FLAGS": flags}  # the same compiler flags as the 2 processes
     p = _sweep(*grid, "--devices", "2", "--out", str(tmp_path / "dev"), env=two_dev)
     assert p.returncode == 0, p.stderr
     cluster = ["--coordinator-address", f"localhost:{port}", "--num-processes", "2"]
