@@ -88,6 +88,7 @@ def test_list_names_the_source_documents(capsys):
         "the Fashion-MNIST width experiment",
         "the per-neuron learning-rate examples",
         "the sweep's optimizers and schedules",
+        "the GPT examples",
     }
     assert all(any(s in line for s in sources) for line in lines)
     assert not any("seed" in line.lower() for line in lines)

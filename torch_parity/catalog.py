@@ -189,13 +189,13 @@ CATALOG: tuple[ExampleInfo, ...] = (
     ExampleInfo(
         "gpt-mup-adamw-warmup",
         GPT_EXAMPLES,
-        "GPT w64 (base 32) d2 T16 h16 tied, muP, mup.MuAdamW 1e-2, decay 0.1; warmup-cosine to 0",
+        "GPT w64 (base 32) d2 T16 h16 tied, muP, mup.MuAdamW 5e-3, decay 0.1; warmup-cosine to 0",
         steps=24,
     ),
     ExampleInfo(
         "gpt-mup-adamw-untied",
         GPT_EXAMPLES,
-        "GPT w64 (base 32) untied, depth-muP residuals, mup.MuAdamW 1e-2, decay 0.01; wsd",
+        "GPT w64 (base 32) untied, depth-muP residuals, mup.MuAdamW 5e-3, decay 0.01; wsd",
         steps=24,
     ),
     ExampleInfo(

@@ -1,4 +1,5 @@
-"""The JAX side of a parity run: jaxlr's MLP trained with an Optax transform in ``lax.scan``.
+"""The JAX side of a parity run: jaxlr's MLP (or, for the GPT examples, the sweep's GPT on
+given token windows, :func:`train_batches`) trained with an Optax transform in ``lax.scan``.
 
 A run starts from given params (the torch init, converted), trains on numpy data and returns
 the loss of every step and the final params as numpy. The transform is either one
