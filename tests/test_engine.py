@@ -340,6 +340,7 @@ def test_rate_quantiles_match_numpy_from_the_final_params(digits, parametrizatio
     assert plain["rates"].shape == (1, 1, 2, 0, 5)  # one rate per layer: nothing recorded
 
 
+@pytest.mark.slow  # three architectures fused, then each alone: 4 programs
 def test_buckets_in_one_program_equal_their_own_programs(digits):
     """train_group (several architectures, lane shapes and optimizers per scan step) gives each
     member the bits of train_lanes alone on the CPU: final state, metrics and rates."""
@@ -363,6 +364,7 @@ def test_buckets_in_one_program_equal_their_own_programs(digits):
     assert np.isnan(metrics[1]["train_loss"][-1, :, 1]).all()  # lr 1e3 diverged, alone too
 
 
+@pytest.mark.slow  # two sweeps of 4 programs each
 def test_folded_sgd_in_a_mixed_sweep(digits, tmp_path):
     """``--sgd-update folded`` changes only the plain-SGD programs: the Adam runs of the same
     sweep keep their bytes, the SGD runs agree with the generic step to float32 rounding, and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import jax
@@ -39,22 +40,39 @@ def _cfg(corpus_file, **kw) -> SweepConfig:
     return SweepConfig(**{**base, **kw})
 
 
+def _reference_tx(clip_norm: float, lr, wd) -> optax.GradientTransformation:
+    """Plain ``optax.adamw`` after global-norm clipping."""
+    return optax.chain(
+        optax.clip_by_global_norm(clip_norm),
+        optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=wd),
+    )
+
+
+@functools.cache
+def _reference_step(spec: RunSpec):
+    """One optax step of ``spec``'s GPT, the rate and decay as arguments: compiled once for
+    every lane of the test (the optimizer's state does not depend on them)."""
+    model = spec.gpt()
+
+    @jax.jit
+    def step(p, s, x, y, lr, wd):
+        loss, g = jax.value_and_grad(lambda q: next_token_loss(model.apply({"params": q}, x), y))(p)
+        u, s = _reference_tx(spec.clip_norm, lr, wd).update(g, s, p)
+        return optax.apply_updates(p, u), s, loss
+
+    return step
+
+
 def _reference(spec: RunSpec, ds, seed: int, lr: float, wd: float):
     """One lane alone: the same windows, plain ``optax.adamw`` after global-norm clipping."""
     model = spec.gpt()
     params = init_gpt(model, seed_keys(jnp.int32(seed))[0])
-    tx = optax.chain(
-        optax.clip_by_global_norm(spec.clip_norm),
-        optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=wd),
-    )
-    state = tx.init(params)
+    state = _reference_tx(spec.clip_norm, lr, wd).init(params)
     train = jnp.asarray(ds.train)
+    rate, decay = jnp.float32(lr), jnp.float32(wd)
 
-    @jax.jit
     def step(p, s, x, y):
-        loss, g = jax.value_and_grad(lambda q: next_token_loss(model.apply({"params": q}, x), y))(p)
-        u, s = tx.update(g, s, p)
-        return optax.apply_updates(p, u), s, loss
+        return _reference_step(spec)(p, s, x, y, rate, decay)
 
     losses = []
     for e in range(spec.total_steps // spec.steps_per_epoch if spec.total_steps else 2):
