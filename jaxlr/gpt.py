@@ -19,7 +19,7 @@ with causal multi-head attention of ``heads = width / head_dim`` heads,
 
 an MLP ``GELU(h W_fc + b_fc) W_proj + b_proj`` of hidden size ``4 width`` (the exact erf GELU,
 as ``torch.nn.GELU()``), and LayerNorms with :math:`\epsilon = 10^{-5}` (``torch.nn.LayerNorm``).
-The PyTorch twin ``tests/torch_gpt.py`` is the same network; weights convert both ways.
+The PyTorch twin ``torch_parity/torch_gpt.py`` is the same network; weights convert both ways.
 
 **Parametrizations** (``parametrization=``), with :math:`m = \mathrm{width} /
 \mathrm{base\_width}` and :math:`\sigma` = ``init_std`` (0.02, nanoGPT's):

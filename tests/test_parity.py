@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 from jaxlr.models import MLP  # noqa: E402
 from torch_parity import examples  # noqa: E402
 from torch_parity.__main__ import main  # noqa: E402
-from torch_parity.catalog import CATALOG, SWEEP_OPTIMIZERS  # noqa: E402
+from torch_parity.catalog import CATALOG, GPT_EXAMPLES, SWEEP_OPTIMIZERS  # noqa: E402
 from torch_parity.compare import (  # noqa: E402
     EXAMPLE_NAMES,
     JSON_KEYS,
@@ -174,8 +174,8 @@ def test_batch_indices_are_shuffled_epochs():
 
 
 # ------------------------------------------------------------------------------ the suite
-@pytest.mark.parametrize(  # the sweep's optimizers: tests/test_parity_optimizers.py
-    "name", [e.name for e in CATALOG if e.source != SWEEP_OPTIMIZERS]
+@pytest.mark.parametrize(  # the sweep's optimizers and the GPT: their own test files
+    "name", [e.name for e in CATALOG if e.source not in (SWEEP_OPTIMIZERS, GPT_EXAMPLES)]
 )
 def test_float64_parity(name):
     steps = 60 if name in ("per-layer", "weight-norm", "adagrad-param", "adagrad-neuron") else None

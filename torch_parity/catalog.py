@@ -60,13 +60,6 @@ MAX_STEPS = 100_000
 # agrees to 2e-16.
 MUON_TORCH_TOLERANCE = 5e-4
 
-# gpt-sp-adamw-clip's bound on max |Δloss|: torch's clip_grad_norm_ scales by
-# c / (||g|| + 1e-6), the sweep's --clip-norm (optax.clip_by_global_norm) by c / ||g||.
-# Measured over its 24 steps (gradient norms 0.97 .. 2.2, clipped to 0.5 at every step): 2.1e-8
-# in float64; 1.8e-15 with the 1e-6 removed on the torch side; a clip norm of 0.45 for 0.5 on
-# the torch side moves it to 3.6e-6, no clipping to 3.3e-2.
-CLIP_NORM_TOLERANCE = 5e-7
-
 
 @dataclasses.dataclass(frozen=True)
 class ExampleInfo:
@@ -203,7 +196,6 @@ CATALOG: tuple[ExampleInfo, ...] = (
         GPT_EXAMPLES,
         "GPT w32 untied, SP, torch.optim.AdamW 3e-3, clip_grad_norm_(0.5) vs --clip-norm 0.5",
         steps=24,
-        tolerance=CLIP_NORM_TOLERANCE,
     ),
 )
 EXAMPLE_NAMES: tuple[str, ...] = tuple(e.name for e in CATALOG)
