@@ -165,7 +165,9 @@ def test_help_and_flag_errors_import_no_jax():
         import contextlib, io, sys
         from jaxlr.coord_check.__main__ import main
         codes = []
-        for argv in (["--help"], ["--out", "/proc/x"], ["--out", "o", "--widths", "64,,128"]):
+        for argv in (["--help"], ["--out", "/proc/x"], ["--out", "o", "--widths", "64,,128"],
+                     ["--out", "o", "--head-dim", "8"], ["--out", "o", "--model", "gpt",
+                     "--widths", "32,40"]):
             out = io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 try:
@@ -179,7 +181,7 @@ def test_help_and_flag_errors_import_no_jax():
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
-    assert proc.stdout.strip() == "[0, 2, 2] []", proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "[0, 2, 2, 2, 2] []", proc.stdout + proc.stderr
 
 
 # ------------------------------------------------------------------------ flags
@@ -213,6 +215,30 @@ def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
         (["--widths", "256,64"], "increasing"),
         (["--seeds", "0,0"], "without repeats"),
         (["--adam-lr", "nan"], "finite and > 0"),
+        (["--head-dim", "8"], "--head-dim applies to --model gpt only; drop it or add --model gpt"),
+        (["--context", "8"], "--context applies to --model gpt only"),
+        (["--data-dir", "corpus.txt"], "--data-dir applies to --model gpt only"),
+        (
+            ["--optimizer", "adam", "--sgd-lr", "1"],
+            "--sgd-lr applies only when --optimizer "
+            "includes sgd (it is adam); drop --sgd-lr or add sgd to --optimizer",
+        ),
+        (["--model", "gpt", "--optimizer", "sgd", "--adam-lr", "1"], "--adam-lr applies only"),
+        (
+            ["--model", "gpt", "--widths", "32,40"],
+            "width 40: not a multiple of the head size 16",
+        ),
+        (
+            ["--model", "gpt", "--head-dim", "64"],
+            "width 32, base width 32: not a multiple of the head size 64; choose multiples of 64",
+        ),
+        (["--model", "gpt", "--context", "0"], "context=0: each must be >= 1"),
+        (["--model", "transformer"], "invalid choice: 'transformer'"),
+        (["--model", "gpt", "--model", "mlp"], "--model given twice"),
+        (["--optimizer", "lion"], "unknown 'lion'; choose from adam,sgd"),
+        (["--optimizer", "adam", "sgd"], "--optimizer takes one comma list: --optimizer adam,sgd"),
+        (["--parametrizations", "sp,,mup"], "empty item"),
+        (["--parametrizations", "sp,sp"], "parametrizations sp,sp: choose one or more of sp,mup"),
     ],
 )
 def test_list_and_value_errors_are_one_line_exit_2(tmp_path, capsys, flags, expected):
@@ -233,6 +259,36 @@ def test_comma_lists_parse_like_the_sweeps():
     assert config_from_args(build_parser().parse_args(["--out", "o"])).widths == (
         64, 128, 256, 512, 1024
     )  # fmt: skip
+
+
+def test_model_gpt_builds_the_gpt_config():
+    from jaxlr.coord_check.__main__ import build_parser, config_from_args
+    from jaxlr.coord_check.config import CoordCheckConfig, GPTCoordCheckConfig
+
+    argv = "--out o --model gpt --optimizer sgd --parametrizations mup --sgd-lr 0.5 --head-dim 8"
+    cfg = config_from_args(build_parser().parse_args(argv.split()))
+    assert cfg == GPTCoordCheckConfig(
+        optimizers=("sgd",), parametrizations=("mup",), sgd_lr=0.5, head_dim=8
+    )
+    argv = "--out o --optimizer adam --parametrizations sp,mup"
+    assert config_from_args(build_parser().parse_args(argv.split())) == CoordCheckConfig(
+        optimizers=("adam",)
+    )
+
+
+def test_gpt_data_problems_are_one_line_exit_2(tmp_path, capsys):
+    """A --data-dir that does not exist, or a corpus too short for --context: one line, exit 2,
+    nothing written."""
+    missing = tmp_path / "no-such-corpus"
+    out = tmp_path / "out"
+    base = ["--out", str(out), "--model", "gpt", "--widths", "16,32", "--head-dim", "16"]
+    err = _one_line_error(capsys, [*base, "--data-dir", str(missing)])
+    assert f"{missing} does not exist" in err
+    short = tmp_path / "short.txt"
+    short.write_text("a short corpus of some forty-odd bytes\n")
+    err = _one_line_error(capsys, [*base, "--data-dir", str(short), "--context", "32"])
+    assert "context 32 is too long" in err
+    assert list(out.iterdir()) == []
 
 
 def test_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):

@@ -12,7 +12,12 @@ the test of Tensor Programs V, Appendix D.1 and ``mup.coord_check``.
 * :func:`plot_coord_check`: mup's figure (:math:`\ell_1` against width, one panel per step);
 * :func:`run_coord_check`: SP and muP, Adam and SGD, on a fixed ``digits`` batch
   (:class:`CoordCheckConfig`), which is what ``python -m jaxlr.coord_check --out DIR`` runs and
-  writes as ``coord_check.csv``, ``coord_check_summary.csv`` and ``coord_check.png``.
+  writes as ``coord_check.csv``, ``coord_check_summary.csv`` and ``coord_check.png``;
+* :func:`gpt_coord_check` and :func:`run_gpt_coord_check` (:class:`GPTCoordCheckConfig`): the
+  same for the GPT of :mod:`jaxlr.gpt` on a fixed batch of text (:func:`text_batch`), recording
+  the RMS :math:`\sqrt{\mathrm{mean}\, y^2}` of its embedding output, each block's attention
+  logits, attention output, MLP output and residual stream, and the readout logits
+  (``python -m jaxlr.coord_check --model gpt --out DIR``: ``gpt_coord_check.*``).
 
 The package imports JAX, Optax and pandas only when one of these is first used (its computation
 is in :mod:`jaxlr.coord_check.check`), so ``python -m jaxlr.coord_check --help`` and its flag
@@ -37,7 +42,7 @@ import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from jaxlr.coord_check.config import CoordCheckConfig, Parametrization
+from jaxlr.coord_check.config import CoordCheckConfig, GPTCoordCheckConfig, Parametrization
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
     import jax
@@ -47,17 +52,30 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from jaxlr.coord_check.check import digits_batch as digits_batch
     from jaxlr.coord_check.check import plot_coord_check as plot_coord_check
     from jaxlr.coord_check.check import run_coord_check as run_coord_check
+    from jaxlr.coord_check.gpt_check import run_gpt_coord_check as run_gpt_coord_check
+    from jaxlr.coord_check.gpt_check import text_batch as text_batch
 
 __all__ = [
     "CoordCheckConfig",
+    "GPTCoordCheckConfig",
     "coord_check",
     "coord_check_summary",
     "digits_batch",
+    "gpt_coord_check",
     "plot_coord_check",
     "run_coord_check",
+    "run_gpt_coord_check",
+    "text_batch",
 ]
 
-_LAZY = ("coord_check_summary", "digits_batch", "plot_coord_check", "run_coord_check")
+_LAZY = {  # name -> the module defining it, imported on first use
+    "coord_check_summary": "jaxlr.coord_check.check",
+    "digits_batch": "jaxlr.coord_check.check",
+    "plot_coord_check": "jaxlr.coord_check.check",
+    "run_coord_check": "jaxlr.coord_check.check",
+    "run_gpt_coord_check": "jaxlr.coord_check.gpt_check",
+    "text_batch": "jaxlr.coord_check.gpt_check",
+}
 
 
 def coord_check(
@@ -122,12 +140,71 @@ def coord_check(
     )  # fmt: skip
 
 
+def gpt_coord_check(
+    widths: Sequence[int],
+    *,
+    parametrization: Parametrization,
+    optimizer: Literal["adam", "sgd"],
+    lr: float,
+    steps: int = 4,
+    base_width: int,
+    seeds: Sequence[int] = (0, 1, 2),
+    data: tuple[jax.typing.ArrayLike, jax.typing.ArrayLike],
+    depth: int = 2,
+    head_dim: int = 16,
+) -> pd.DataFrame:
+    r"""The coordinate check of :class:`jaxlr.gpt.GPT`: the RMS of its activations against
+    width, during training.
+
+    For each width :math:`n` and seed, ``GPT(n, depth, T, head_dim=head_dim)`` (tied readout,
+    :math:`T` the windows' length) is trained for ``steps`` full-batch steps on the fixed token
+    windows ``data`` with next-token cross-entropy; before each step and after the last, the
+    RMS :math:`\sqrt{\mathrm{mean}\, y^2}` of each activation :math:`y` is recorded:
+    ``embedding`` (:math:`x_0 = W_{te}[s] + W_{pe}`), for each block ``block_i/attn_logits``
+    (:math:`\tau q k^\top` over the causal pairs), ``block_i/attn_out``, ``block_i/mlp_out``
+    (the branches, before the residual multiplier) and ``block_i/residual`` (:math:`x_{i+1}`),
+    and the readout ``logits``. Under muP (:math:`\tau = 1/d_{\mathrm{head}}`, readout
+    multiplier :math:`1/m`, ``MuAdam`` / ``MuSGD`` rates) each trained curve stays about flat
+    in :math:`n`; under SP the hidden activations and the logits grow with :math:`n`.
+
+    SP: ``optax.adam`` / ``optax.sgd``; muP: :func:`~jaxlr.mup.mup_adam` /
+    :func:`~jaxlr.mup.mup_sgd` with :func:`~jaxlr.gpt.gpt_mup_lr_scales`. Seed ``s``'s init is
+    ``init_gpt(model, jax.random.key(s))``'s; training is vmapped over seeds, one program per
+    (width, parametrization, optimizer). The activations come from Flax's
+    ``capture_intermediates`` (:mod:`jaxlr.coord_check.gpt_check`), the model unchanged.
+
+    Args:
+      widths: ``d_model`` values to compare, multiples of ``head_dim``.
+      parametrization: ``"sp"`` or ``"mup"``.
+      optimizer: ``"adam"`` or ``"sgd"``.
+      lr: the (base) learning rate.
+      steps: number of optimizer steps.
+      base_width: muP base width (ignored for SP), a multiple of ``head_dim``.
+      seeds: init seeds (vmapped).
+      data: a fixed batch ``(x, y)`` of int token windows ``(B, T)`` and their next tokens
+        (:func:`text_batch`).
+      depth: number of transformer blocks.
+      head_dim: size of one attention head (``heads = width / head_dim``).
+
+    Returns:
+      A DataFrame with one row per (width, seed, step, activation) and columns
+      ``parametrization, optimizer, lr, width, layer, step, seed, rms, loss`` (``layer``: the
+      activation's name, in the order above; ``loss``: the batch loss at that step).
+    """
+    from jaxlr.coord_check.gpt_check import measure_gpt
+
+    return measure_gpt(
+        widths, parametrization=parametrization, optimizer=optimizer, lr=lr, steps=steps,
+        base_width=base_width, seeds=seeds, data=data, depth=depth, head_dim=head_dim,
+    )  # fmt: skip
+
+
 def __getattr__(name: str) -> Any:
-    """A public function of :mod:`jaxlr.coord_check.check`, imported on first use (then cached
-    in this module)."""
+    """A public function of :mod:`jaxlr.coord_check.check` or
+    :mod:`jaxlr.coord_check.gpt_check`, imported on first use (then cached in this module)."""
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module("jaxlr.coord_check.check"), name)
+    value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value
     return value
 

@@ -207,64 +207,93 @@ def measure(
     return pd.concat(frames, ignore_index=True)
 
 
-def coord_check_summary(df: pd.DataFrame) -> pd.DataFrame:
-    r"""Growth of :math:`\ell_1` with width, per (parametrization, optimizer, layer, step).
+def _value_column(df: pd.DataFrame) -> str:
+    """The measured column: ``l1`` (the MLP's table) or ``rms`` (the GPT's)."""
+    for name in ("l1", "rms"):
+        if name in df.columns:
+            return name
+    raise ValueError(f"a coordinate-check table has an l1 or rms column; got {list(df.columns)}")
 
-    Seeds are averaged first. ``ratio`` is :math:`\ell_1(n_{\max}) / \ell_1(n_{\min})` and
-    ``slope`` the least-squares slope of :math:`\log_2 \ell_1` against :math:`\log_2 n` (0: flat,
-    1: linear growth). Zero activations (the zero-init readout at step 0) give ``nan``.
+
+def coord_check_summary(df: pd.DataFrame) -> pd.DataFrame:
+    r"""Growth of each activation's size with width, per (parametrization, optimizer, layer,
+    step), for the MLP's table (:math:`\ell_1`) and the GPT's (RMS) alike.
+
+    Seeds are averaged first. With :math:`a(n)` the seed-averaged size at width :math:`n`,
+    ``ratio`` is :math:`a(n_{\max}) / a(n_{\min})` and ``slope`` the least-squares slope of
+    :math:`\log_2 a` against :math:`\log_2 n` (0: flat, 1: linear growth). Zero activations
+    (the zero-init readout at step 0) give ``nan``. Rows keep the table's layer order.
     """
+    value = _value_column(df)
     keys = ["parametrization", "optimizer", "layer", "step"]
-    mean = df.groupby([*keys, "width"], as_index=False)["l1"].mean()
+    mean = df.groupby([*keys, "width"], as_index=False, sort=False)[value].mean()
     out = []
-    for key, g in mean.groupby(keys):
+    for key, g in mean.groupby(keys, sort=False):
         g = g.sort_values("width")
-        lw, l1 = np.log2(g["width"].to_numpy(float)), g["l1"].to_numpy(float)
-        ratio = l1[-1] / l1[0] if l1[0] > 0 else np.nan
-        slope = np.polyfit(lw, np.log2(l1), 1)[0] if len(l1) > 1 and np.all(l1 > 0) else np.nan
+        lw, a = np.log2(g["width"].to_numpy(float)), g[value].to_numpy(float)
+        ratio = a[-1] / a[0] if a[0] > 0 else np.nan
+        slope = np.polyfit(lw, np.log2(a), 1)[0] if len(a) > 1 and np.all(a > 0) else np.nan
         out.append(dict(zip(keys, key, strict=True), ratio=float(ratio), slope=float(slope)))
-    return pd.DataFrame(out)
+    rank = {layer: i for i, layer in enumerate(df["layer"].unique())}
+    table = pd.DataFrame(out)
+    return table.sort_values(
+        keys, key=lambda c: c.map(rank) if c.name == "layer" else c, ignore_index=True
+    )
 
 
 def plot_coord_check(df: pd.DataFrame, path: str | Path) -> Path:
     r"""Saves mup-style coordinate-check plots to ``path`` (PNG, written atomically).
 
-    One panel per (optimizer, parametrization) row and step column; in each, :math:`\ell_1`
-    against width (log-log, seeds averaged), one line per layer. Rows share their y axis, so a
-    flat line is width-independent and the panels of a row show the growth over steps. Zeros
-    (the zero-init readout at step 0) are not drawn. Uses matplotlib's object API (no pyplot,
-    no global backend change).
+    One panel per (optimizer, parametrization) row and step column; in each, the activation
+    size (:math:`\ell_1` for the MLP's table, RMS for the GPT's) against width (log-log, seeds
+    averaged), one line per layer in the table's order. Rows share their y axis, so a flat line
+    is width-independent and the panels of a row show the growth over steps. Zeros (the
+    zero-init readout at step 0) are not drawn. Uses matplotlib's object API (no pyplot, no
+    global backend change).
     """
     from matplotlib.figure import Figure
 
+    value = _value_column(df)
     order = {p: i for i, p in enumerate(PARAMETRIZATIONS)}
     keys = sorted(
         df.groupby(["optimizer", "parametrization"]).groups, key=lambda k: (k[0], order[k[1]])
     )
     steps = sorted(df["step"].unique())
-    n_layers = df["layer"].nunique()
-    fig = Figure(figsize=(2.6 * len(steps), 2.3 * len(keys)))
+    layers = list(df["layer"].unique())
+    mlp = value == "l1"
+    fig = Figure(figsize=(2.6 * len(steps), 2.3 * len(keys) + (0 if mlp else 0.9)))
     axes = fig.subplots(len(keys), len(steps), squeeze=False, sharex=True, sharey="row")
     for r, (opt, par) in enumerate(keys):
         g = df[(df["optimizer"] == opt) & (df["parametrization"] == par)]
-        mean = g.groupby(["layer", "step", "width"], as_index=False)["l1"].mean()
+        mean = g.groupby(["layer", "step", "width"], as_index=False)[value].mean()
         for c, t in enumerate(steps):
             ax = axes[r, c]
-            for li, (layer, lg) in enumerate(mean[mean["step"] == t].groupby("layer")):
-                lg = lg.sort_values("width")
-                role = "logits" if li == n_layers - 1 else f"hidden {li + 1}"
-                ax.plot(lg["width"], lg["l1"].where(lg["l1"] > 0), marker="o", ms=3,
-                        label=f"{layer} ({role})")  # fmt: skip
+            at_t = mean[mean["step"] == t]
+            for li, layer in enumerate(layers):
+                lg = at_t[at_t["layer"] == layer].sort_values("width")
+                if mlp:
+                    role = "logits" if li == len(layers) - 1 else f"hidden {li + 1}"
+                    label = f"{layer} ({role})"
+                else:
+                    label = layer
+                ax.plot(lg["width"], lg[value].where(lg[value] > 0), marker="o", ms=3,
+                        label=label, color=f"C{li % 10}",
+                        linestyle="-" if li < 10 else "--")  # fmt: skip
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_title(f"{par.upper()} {opt}, step {t}", fontsize=8)
             ax.tick_params(which="both", labelsize=7)
             if c == 0:
-                ax.set_ylabel("mean |layer output|", fontsize=8)
+                ax.set_ylabel("mean |layer output|" if mlp else "RMS of activation", fontsize=8)
             if r == len(keys) - 1:
                 ax.set_xlabel("width", fontsize=8)
-    axes[0, -1].legend(fontsize=6)
-    fig.tight_layout()
+    if mlp:
+        axes[0, -1].legend(fontsize=6)
+        fig.tight_layout()
+    else:  # many activations: one legend under the panels
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(layers), 5), fontsize=6)
+        fig.tight_layout(rect=(0, 0.9 / fig.get_figheight(), 1, 1))
     atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
     return Path(path)
 
@@ -285,7 +314,8 @@ def digits_batch(n: int = 256) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_coord_check(cfg: CoordCheckConfig) -> pd.DataFrame:
-    """:func:`coord_check` for SP and muP, Adam and SGD, on :func:`digits_batch` ``(cfg.batch)``."""
+    """:func:`coord_check` for each of ``cfg``'s optimizers and parametrizations (by default SP
+    and muP, Adam and SGD), on :func:`digits_batch` ``(cfg.batch)``."""
     data = digits_batch(cfg.batch)
     frames = [
         measure(
@@ -300,7 +330,7 @@ def run_coord_check(cfg: CoordCheckConfig) -> pd.DataFrame:
             depth=cfg.depth,
             num_classes=10,
         )
-        for opt in OPTIMIZERS
-        for par in PARAMETRIZATIONS
+        for opt in cfg.optimizers
+        for par in cfg.parametrizations
     ]
     return pd.concat(frames, ignore_index=True)
