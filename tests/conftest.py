@@ -1,5 +1,6 @@
 """Test isolation: no system-wide dataset directories, whatever this machine has installed, and
-no persistent compilation cache (tests that need one set their own directory).
+no persistent compilation cache (tests that need one set their own directory), and cheaper
+compilation (:data:`TEST_XLA_FLAGS`).
 
 The ``cli`` fixture runs ``python -m jaxlr.sweep ARGS`` in this process (through
 :func:`jaxlr.cli.main`), so a CLI case costs its own work, not a fresh interpreter importing JAX;
@@ -25,10 +26,36 @@ os.environ["JAXLR_COMPILATION_CACHE"] = "0"  # inherited by the CLI subprocesses
 # On a GPU: no whole-GPU preallocation per process (pytest -n K and the CLI subprocesses share
 # the card), and no autotuning (compile time dominates the tests; results stay deterministic).
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-if "xla_gpu_autotune_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_gpu_autotune_level=0"
-    ).strip()
+
+
+def _cpu_only() -> bool:
+    """No JAX GPU plugin is installed, or ``JAX_PLATFORMS`` asks for the CPU alone."""
+    import importlib.metadata
+
+    if os.environ.get("JAX_PLATFORMS", "") == "cpu":
+        return True
+    names = (d.metadata["Name"] or "" for d in importlib.metadata.distributions())
+    return not any(n.lower().replace("_", "-").startswith(("jax-cuda", "jax-rocm")) for n in names)
+
+
+TEST_XLA_FLAGS = {"xla_gpu_autotune_level": "0"}
+"""XLA flags for the test processes (and the subprocesses they start, which inherit
+``XLA_FLAGS``), unless ``XLA_FLAGS`` already sets them."""
+if _cpu_only() and os.environ.get("JAXLR_TEST_XLA_OPT", "") != "default":
+    # On the CPU: LLVM at optimization level 0 (XLA's own HLO passes still run). A small sweep
+    # program, whose compilation is most of the suite's time, compiles in about half the CPU
+    # time and runs about as fast at the tests' sizes. Float32 rounding moves in places against
+    # a default build; every test compares programs built under the same flags, or a program
+    # with numpy or PyTorch within its tolerance (the engine, parity, muP and optimizer tests
+    # pass unchanged under it). JAXLR_TEST_XLA_OPT=default keeps XLA's default level.
+    TEST_XLA_FLAGS["xla_backend_optimization_level"] = "0"
+_given = os.environ.get("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = " ".join(
+    [
+        _given,
+        *(f"--{k}={v}" for k, v in TEST_XLA_FLAGS.items() if f"--{k}=" not in _given),
+    ]
+).strip()
 
 
 SHARED = {
