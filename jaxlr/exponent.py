@@ -65,10 +65,13 @@ COLUMNS = [
 ]
 __all__ = [
     "COLUMNS",
+    "DEPTH_COLUMNS",
     "KEYS",
     "MIN_WIDTHS",
     "GroupFit",
+    "depth_exponent",
     "fit_line",
+    "format_depth_exponent",
     "format_exponent",
     "group_fits",
     "log2_threshold",
@@ -76,6 +79,22 @@ __all__ = [
     "transfer_table",
     "width_exponent",
 ]
+
+_DEPTH_NAMES = {
+    "depth": "width",
+    "alpha": "beta",
+    "alpha_lo": "beta_lo",
+    "alpha_hi": "beta_hi",
+    "n_widths": "n_depths",
+    "alpha_div": "beta_div",
+    "alpha_div_lo": "beta_div_lo",
+    "alpha_div_hi": "beta_div_hi",
+    "n_widths_div": "n_depths_div",
+    "n_widths_edge": "n_depths_edge",
+}
+DEPTH_COLUMNS = [_DEPTH_NAMES.get(c, c) for c in COLUMNS]
+"""``depth_exponent.csv``'s columns: :data:`COLUMNS` with depth and width exchanged (``beta`` for
+``alpha``, ``n_depths`` for ``n_widths``, a ``width`` key for the ``depth`` key)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -478,3 +497,46 @@ def plot_width_exponent(
     )
     res.atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, format="png"))
     plt.close(fig)
+
+
+def depth_exponent(
+    results: pd.DataFrame,
+    select: str = "test_loss",
+    *,
+    estimator: str = stats.DEFAULT_ESTIMATOR,
+    n_boot: int = 1000,
+    seed: int = 0,
+    chance_loss: float | None = None,
+) -> pd.DataFrame:
+    r"""How the best lr moves with depth at each width: :math:`\mathrm{lr}^* \propto
+    L^{\beta}` with :math:`L` the depth (hidden layers, or transformer blocks), per (optimizer,
+    lr_rule, parametrization, weight_decay, width) group that swept at least :data:`MIN_WIDTHS`
+    depths (``--depths``).
+
+    The estimate and its interval are :func:`width_exponent`'s with depth in the place of
+    width: each seed's lr* per depth, the least-squares slope of :math:`\log_2 \mathrm{lr}^*`
+    on :math:`\log_2 L`, the seeds resampled once for all depths. :math:`\beta \approx 0`
+    says the lr transfers across depth (what depth-muP's residual scaling
+    :math:`L^{-1/2}` aims at). Columns :data:`DEPTH_COLUMNS`; empty with fewer depths.
+    """
+    swapped = results.rename(columns={"width": "depth", "depth": "width"})
+    kw = dict(estimator=estimator, n_boot=n_boot, seed=seed, chance_loss=chance_loss)
+    table = width_exponent(swapped, select=select, **kw)
+    return table.rename(columns=_DEPTH_NAMES)[DEPTH_COLUMNS]
+
+
+def format_depth_exponent(table: pd.DataFrame) -> str:
+    """The terminal lines of :func:`depth_exponent`'s table, one per group (empty if none)."""
+    if table.empty:
+        return ""
+    lines = ["Depth exponent (each seed's lr*; slope of log2 lr* on log2 depth, at each width):"]
+    for _, r in table.iterrows():
+        name = [r["optimizer"], *([r["lr_rule"]] if r["lr_rule"] != "none" else [])]
+        name += [r["parametrization"], f"width {r['width']}"]
+        est = r.rename({v: k for k, v in _DEPTH_NAMES.items()})
+        value = _estimate(est, "alpha", "n_widths").replace("width", "depth")
+        lines.append(
+            f"lr* ∝ depth^β, β = {value}  ({', '.join(name)}, {r['n_depths']} depths, "
+            f"n_seeds {r['n_seeds']})"
+        )
+    return "\n".join(lines)

@@ -43,6 +43,7 @@ class SweepOutcome:
     rates: pd.DataFrame | None = None  # rates.csv: per-layer spread of per-neuron/-parameter rates
     transfer: pd.DataFrame | None = None  # transfer.csv: the regret of transferring lr*
     dynamics: pd.DataFrame | None = None  # dynamics.csv: update sizes and output scales
+    depth_exponents: pd.DataFrame | None = None  # depth_exponent.csv: lr* against --depths
 
 
 def outcome_of(
@@ -64,7 +65,13 @@ def outcome_of(
     if not table.empty:  # the transfer line ("muP: ... costs 0.4% [0.1, 0.9]") under α's
         transfer = exponent.transfer_table(df, cfg.select, **kw)
         text += "\n" + stats.format_transfer(transfer)
-    return SweepOutcome(df, summary, [], text, table, rates, transfer)
+    depths = None
+    if df["depth"].nunique() >= exponent.MIN_WIDTHS:  # --depths with 3 depths or more
+        depths = exponent.depth_exponent(df, select=cfg.select, **kw)
+        text = "\n".join(t for t in (text, exponent.format_depth_exponent(depths)) if t)
+    outcome = SweepOutcome(df, summary, [], text, table, rates, transfer)
+    outcome.depth_exponents = depths
+    return outcome
 
 
 def _per_horizon(df: pd.DataFrame, cfg: SweepConfig, rates: pd.DataFrame | None) -> SweepOutcome:
@@ -94,7 +101,9 @@ def _per_horizon(df: pd.DataFrame, cfg: SweepConfig, rates: pd.DataFrame | None)
         if o.exponent_text.strip()
     )
     exponents = stack("exponents")
-    return SweepOutcome(df, stack("summary"), [], text, exponents, rates, stack("transfer"))
+    outcome = SweepOutcome(df, stack("summary"), [], text, exponents, rates, stack("transfer"))
+    outcome.depth_exponents = stack("depth_exponents")
+    return outcome
 
 
 def chance_of(cfg: SweepConfig) -> float:
@@ -259,6 +268,9 @@ def write_outputs(
         res.write_csv(out / "width_exponent.csv", exponents)
         res.write_csv(out / "transfer.csv", outcome.transfer)
         files += ["width_exponent.csv", "transfer.csv"]
+    if outcome.depth_exponents is not None and not outcome.depth_exponents.empty:
+        res.write_csv(out / "depth_exponent.csv", outcome.depth_exponents)
+        files.append("depth_exponent.csv")
     for name, plot in (
         ("loss_curves", plots.plot_loss_curves),
         ("lr_sensitivity", plots.plot_lr_sensitivity),

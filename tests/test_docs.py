@@ -433,6 +433,7 @@ def test_output_columns_match_the_code() -> None:
     for columns in (
         results.COLUMNS,
         exponent.COLUMNS,
+        exponent.DEPTH_COLUMNS,
         stats.TRANSFER_COLUMNS,
         list(results.RATE_STATS),
     ):
