@@ -40,8 +40,10 @@ with :math:`W` = ``round(warmup * T)`` and the step's lr :math:`\eta s_t`.
 
 **One process per framework.** The command starts a child process for jaxlr and one for
 PyTorch (``--repeats R``: R of each, alternating, the fastest kept), so that XLA's and torch's
-thread pools never compete; torch uses ``torch.set_num_threads(cores)`` (``--threads``), XLA its
-own pool over all cores. The parent imports neither framework.
+thread pools never compete. Each child uses every core the parent may use, or is pinned to the
+first ``--threads N`` of them (``sched_setaffinity`` before the framework starts: XLA sizes its
+pool from the mask, torch gets ``torch.set_num_threads(N)``). The parent imports neither
+framework.
 
 **FLOPs.** Per step of one run (:func:`flops_per_step`), the usual estimate
 :math:`6 P B T + 12 L B T^2 w` (:math:`P` parameters, a tied matrix once: the matmul FLOPs of the
@@ -123,16 +125,17 @@ class BenchConfig:
     context: int = 32  # bytes per training window
     head_dim: int = 16  # heads = width / head_dim
     batch_size: int = 16  # windows per step
-    steps: int = 200  # optimizer steps of every run
-    eval_every: int = 100  # steps between validation evaluations
+    steps: int = 100  # optimizer steps of every run
+    eval_every: int = 50  # steps between validation evaluations
     eval_sequences: int = 64  # validation windows per evaluation
     warmup: float = 0.1  # warmup steps (a fraction of the steps if below 1)
     weight_decay: float = 0.1  # AdamW's coupled decay (theta -= lr * s_t * wd * theta)
     corpus_bytes: int = 2**20  # the first bytes of jaxlr's default corpus (0: all 8 MiB)
     data_dir: str | None = None  # a text file or directory instead of the default corpus
     torch_func: bool = True  # also time (c)
+    autotune: bool = True  # GPU: XLA autotunes jaxlr's kernels (RunSpec's default; seconds each)
     repeats: int = 1  # processes per framework, alternating; the fastest of each kept
-    threads: int = 0  # torch.set_num_threads; 0: the number of cores this process may use
+    threads: int = 0  # cores of each side's process (pinned; torch threads); 0: all it may use
     ceiling_size: int | None = None  # n of the n x n matmul ceiling (None: 8192 GPU, 2048 CPU)
     out: str | None = None  # markdown file (and .json beside it)
     note: str = ""  # free text for the report (e.g. the machine's conditions)
@@ -269,6 +272,7 @@ def run_jaxlr(cfg: BenchConfig) -> dict[str, Any]:
     rows = []
     for w in cfg.widths:
         spec = engine.RunSpec.create(sweep, ds, (w,) * cfg.depth, "adamw")
+        spec = dataclasses.replace(spec, autotune=cfg.autotune)
         hypers = engine.lane_hypers(spec, list(cfg.lrs), cfg.weight_decay)
         t0 = time.perf_counter()
         program = engine.compile_epoch(spec, cfg.seeds, len(cfg.lrs), data)
@@ -293,7 +297,11 @@ def run_jaxlr(cfg: BenchConfig) -> dict[str, Any]:
     return {
         "rows": rows,
         "ceiling": {"n": n, "seconds": ceiling, "flops_per_s": 2.0 * n**3 / ceiling},
-        "versions": {"jax": jax.__version__, "jax_device": str(jax.devices()[0])},
+        "versions": {
+            "jax": jax.__version__,
+            "jax_device": str(jax.devices()[0]),
+            "jax_cores": _cores(),
+        },
         "data": {"sha256": text_corpus.sha256, "n_eval": int(ds.n_test)},
     }
 
@@ -556,9 +564,23 @@ def run_torch(cfg: BenchConfig) -> dict[str, Any]:
 WORKERS = {"jaxlr": run_jaxlr, "torch": run_torch}
 
 
+def pin_cores(threads: int) -> list[int]:
+    """Restricts this process to the first ``threads`` cores it may use (all for 0), before a
+    framework starts its thread pool: XLA sizes its pool from the affinity mask, torch gets
+    ``torch.set_num_threads`` of the same number. Returns the cores."""
+    if not hasattr(os, "sched_setaffinity"):
+        return []
+    cores = sorted(os.sched_getaffinity(0))
+    if 0 < threads < len(cores):
+        cores = cores[:threads]
+        os.sched_setaffinity(0, cores)
+    return cores
+
+
 def worker_main(side: str, config_path: str, result_path: str) -> int:
     """A child process: runs one framework's side of ``config_path``'s grid, writes its JSON."""
     cfg = config_from_record(json.loads(Path(config_path).read_text()))
+    pin_cores(cfg.threads)  # before JAX or torch is imported
     try:
         result = WORKERS[side](cfg)
     except BenchError as e:
@@ -593,12 +615,15 @@ def _child(side: str, cfg: BenchConfig, tmp: Path, log: Any) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side]
     cmd += ["--worker-config", str(config), "--worker-result", str(result)]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    for line in p.stdout.splitlines():
-        log(line)
-    if p.returncode != 0 or not result.exists():
-        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise BenchError(f"the {side} process failed (exit {p.returncode}): {tail}")
+    with (tmp / f"{side}.err").open("w+") as err:  # a file: a full pipe would block the child
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        for line in p.stdout:  # the child's progress, as it comes
+            log(line.rstrip("\n"))
+        rc = p.wait()
+        err.seek(0)
+        tail = (err.read().strip().splitlines() or ["(no output)"])[-1]
+    if rc != 0 or not result.exists():
+        raise BenchError(f"the {side} process failed (exit {rc}): {tail}")
     out = json.loads(result.read_text())
     out["process_s"] = time.perf_counter() - t0
     return out
@@ -767,13 +792,15 @@ def markdown_report(result: dict[str, Any]) -> str:
     lines = [
         f"# jaxlr GPT sweep vs PyTorch ({cfg.device}{', smoke' if cfg.smoke else ''})",
         "",
-        f"- Date: {env['date']}; device: {env['cpu']}; {env['cores']} cores; "
-        f"`torch.set_num_threads({env.get('torch_threads')})`; load average at start "
+        f"- Date: {env['date']}; device: {env['cpu']}; {env['cores']} cores; each side's process "
+        f"on {env.get('jax_cores')} (JAX) / {env.get('torch_threads')} (torch, "
+        "`torch.set_num_threads`) of them; load average at start "
         f"{loads(env['load_average'])}, at the end {loads(env['load_average_end'])} "
         "(1, 5, 15 min).",
         f"- jax {env.get('jax')} ({env.get('jax_device')}), torch {env.get('torch')} "
         f"({env.get('torch_device')}); float32, matmul precision `highest` on both; one process "
-        f"per framework, {cfg.repeats} of each (alternating), the fastest kept.",
+        f"per framework, {cfg.repeats} of each (alternating), the fastest kept"
+        + (f"; XLA autotuning {'on' if cfg.autotune else 'off'}." if cfg.device == "gpu" else "."),
         f"- Grid: GPT (tied, pre-LN, GELU MLP 4w, SP init std 0.02), depth {cfg.depth}, "
         f"context {cfg.context}, head size {cfg.head_dim}; widths "
         f"{', '.join(map(str, cfg.widths))} x lrs {', '.join(f'{lr:g}' for lr in cfg.lrs)} x "
@@ -863,8 +890,16 @@ def _parser() -> argparse.ArgumentParser:
         "--torch-func", action=argparse.BooleanOptionalAction, default=True,
         help="time (c), the torch.func ensemble (default: on)",
     )  # fmt: skip
+    p.add_argument(
+        "--autotune", action=argparse.BooleanOptionalAction, default=True,
+        help="GPU: let XLA autotune jaxlr's kernels (compile seconds; the sweep tunes only "
+        "programs that train long enough to pay it back); default: on",
+    )  # fmt: skip
     p.add_argument("--repeats", type=int, default=1, help="processes per framework, alternating")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    p.add_argument(
+        "--threads", type=int, default=0,
+        help="pin each side's process to this many cores (torch threads too); default: all",
+    )  # fmt: skip
     p.add_argument("--ceiling-size", type=int, help="n of the n x n float32 matmul ceiling")
     p.add_argument("--smoke", action="store_true", help="tiny shapes (seconds), for the tests")
     p.add_argument("--note", default="", help="a note for the report (machine conditions)")

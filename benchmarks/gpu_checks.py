@@ -17,6 +17,10 @@ value, each stage writing its own report as it finishes (a run cut short keeps w
   deterministic GPU ops, on the width-1024 program) and ``science`` (the Fashion-MNIST width grid
   with 5 seeds on the real data, and what fits of the width-exponent experiment).
 
+The **gpt** command (``--gpt``, about 2 minutes) has one stage, ``gpt``: the GPT sweep's
+programs against PyTorch one run at a time and ``torch.func`` (``benchmarks/gpt_vs_torch.py``,
+widths 128..1024); its own command because the main and second ones are full.
+
 ``--smoke`` runs every step on the CPU with tiny shapes (about a minute or two), so that the
 script and every GPU-only path it drives (the compiler options the CPU ignores, the autotuning
 policy, deterministic ops, fused programs, the benchmark's precision handling) run on every
@@ -26,6 +30,8 @@ Usage (from the repository root; ``benchmarks/gpu_checks.sh`` wraps it)::
 
     bash benchmarks/gpu_checks.sh OUT [--data-dir DIR]             # the main command
     bash benchmarks/gpu_checks.sh OUT --second [--data-dir DIR]    # the second command
+    bash benchmarks/gpu_checks.sh OUT --gpt                        # the gpt command
+    bash benchmarks/gpu_checks.sh OUT --smoke [--gpt]              # --gpt: its stage only
     bash benchmarks/gpu_checks.sh OUT --smoke                      # every step, CPU, tiny
     bash benchmarks/gpu_checks.sh OUT --plan [--second]            # the plan and its estimate
 
@@ -68,6 +74,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 MAIN_LIMIT_S = 360.0  # the main command's plan must fit in 6 minutes
 SECOND_LIMIT_S = 300.0  # the second command's in 5
+GPT_LIMIT_S = 180.0  # the gpt command's in 3
+GPT_GPU_SHAPES = ["--widths", "128,256,512,1024", "--lrs", "3e-4,1e-3,3e-3,1e-2", "--seeds", "2"]
+GPT_GPU_SHAPES += ["--depth", "2", "--context", "64", "--batch-size", "16", "--steps", "100"]
+GPT_GPU_SHAPES += ["--eval-every", "50", "--no-autotune"]  # 100 steps do not pay autotuning back
 FASHION_LRS = "1,0.5,0.1,0.01,0.001,0.0001,0.00001"  # the preset's 7 lrs (for the benchmark)
 GPU_TESTS = (
     "tests/test_engine.py::test_nan_lane_leaves_other_lanes_identical",
@@ -438,6 +448,38 @@ def step_width_exponent(ctx: Ctx) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------------- gpt
+def step_gpt(ctx: Ctx) -> list[dict]:
+    """``benchmarks/gpt_vs_torch.py``: the GPT sweep's program (a) against torch one run at a
+    time (b) and torch.func (c), per width, with the share of the fp32 matmul ceiling."""
+    out = ctx.work / "gpt.md"
+    args = ["--smoke", "--threads", "1"] if ctx.smoke else ["--device", "gpu", *GPT_GPU_SHAPES]
+    cmd = [sys.executable, "benchmarks/gpt_vs_torch.py", *args, "--note", "gpu_checks.py"]
+    _, rc = _timed(ctx, "gpt", [*cmd, "--out", str(out)])
+    if rc != 0 or not out.with_suffix(".json").exists():
+        return [_row("the GPT benchmark (gpt_vs_torch.py)", f"failed (exit {rc})", "", False)]
+    record = json.loads(out.with_suffix(".json").read_text())
+    ctx.records.setdefault("gpt", {})["gpt_report"] = out.read_text()
+    rows = {(r["width"], r["method"]): r for r in record["rows"]}
+    ceiling = max(c["flops_per_s"] for c in record["environment"]["ceilings"].values())
+    table = [_row("fp32 matmul ceiling (the faster of JAX's and torch's)",
+                  round(ceiling / 1e12, 3), "measured", None, "TFLOP/s")]  # fmt: skip
+    widths = sorted(w for w, _ in rows if w != "all")
+    for w in [*widths, "all"]:
+        a = rows[w, "jaxlr"]
+        table.append(_row(f"width {w}: jaxlr compiled vs (b) torch one run at a time",
+                          f"{a['vs_b']:.2f}x", "> 1x", a["vs_b"] > 1))  # fmt: skip
+        if (w, "torch_func") in rows:
+            c = rows[w, "torch_func"]
+            table.append(_row(f"width {w}: jaxlr compiled vs (c) torch.func vmap",
+                              f"{a['vs_b'] / c['vs_b']:.2f}x", "measured", None))  # fmt: skip
+        table.append(_row(f"width {w}: jaxlr's share of the ceiling",
+                          f"{100 * a['share_of_ceiling']:.1f}%", "measured", None))  # fmt: skip
+    table.append(_row("jaxlr compile, all widths", round(rows["all", "jaxlr_e2e"]["compile_s"], 1),
+                      "measured", None, "s"))  # fmt: skip
+    return table
+
+
 # ---------------------------------------------------------------------------- the plan
 STEPS: dict[str, tuple[Step, ...]] = {
     "main": (
@@ -462,6 +504,13 @@ STEPS: dict[str, tuple[Step, ...]] = {
              "37 s compiled x 5/3", step_fashion_seeds),
         Step("science", "width-exponent", 55, "6 s start + 2 programs at ~15 s compile + 15 "
              "programs' lanes over 5 epochs (~15 s)", step_width_exponent),
+    ),
+    "gpt": (
+        Step("gpt", "gpt-vs-torch", 120, "2 processes at ~6 s; 4 untuned GPT programs at "
+             "~8 s compile; jaxlr ~10 s (width 1024: 8 runs x 100 steps x ~160 GFLOP at ~40% "
+             "of ~50 TFLOP/s fp32, smaller widths launch-bound); torch (b) ~20 s (~4 ms a step "
+             "x 800 run-steps per width); torch.func (c) ~20 s; no GPU measurement yet",
+             step_gpt),
     ),
 }  # fmt: skip
 
@@ -588,6 +637,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("out", help="directory for the reports (at most 8 files)")
     p.add_argument("--data-dir", help="the real Fashion-MNIST's IDX files (see the README)")
     p.add_argument("--second", action="store_true", help="the second, optional command")
+    p.add_argument("--gpt", action="store_true", help="the gpt command (its stage alone)")
     p.add_argument("--smoke", action="store_true", help="every step on the CPU, tiny shapes")
     p.add_argument("--plan", action="store_true", help="print the plan and its estimate only")
     p.add_argument("--work", help="sweep directories and caches (default: a temporary dir)")
@@ -600,6 +650,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         raise CheckError(f"--data-dir {a.data_dir}: no such directory")
     if a.smoke and a.data_dir:
         raise CheckError("--smoke runs on synthetic data; remove --data-dir")
+    if a.second and a.gpt:
+        raise CheckError("--second and --gpt are two commands; give one")
     if a.budget is not None and not a.budget > 0:
         raise CheckError(f"--budget must be positive, got {a.budget}")
     return a
@@ -615,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckError as e:
         print(f"bash benchmarks/gpu_checks.sh: error: {e}", file=sys.stderr)
         return 2
-    which = "second" if a.second else "main"
+    which = "gpt" if a.gpt else "second" if a.second else "main"
     if a.plan:
         print(plan_text(which))
         return 0
@@ -627,8 +679,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(out, work, a.data_dir, a.smoke, preset, out / "gpu_checks.log")
     budget = a.budget if a.budget is not None else math.ceil(plan_total(which) * 4 / 3)
-    if a.smoke:  # both commands, on the CPU
-        return max(run("main", ctx, math.inf), run("second", ctx, math.inf))
+    if a.smoke and a.gpt:  # the gpt stage alone, on the CPU
+        return run("gpt", ctx, math.inf)
+    if a.smoke:  # every command, on the CPU
+        return max(run(w, ctx, math.inf) for w in ("main", "second", "gpt"))
     return run(which, ctx, budget)
 
 

@@ -129,3 +129,43 @@ def test_smoke_run_writes_the_table_and_json(bench, tmp_path, capsys):
     md = out.read_text()
     assert "| all | (a) jaxlr compiled |" in md and "FLOP ceiling" in md
     assert "(a) jaxlr compiled" in capsys.readouterr().out
+
+
+# --------------------------------------------------- the gpt command of benchmarks/gpu_checks.py
+
+
+@pytest.fixture(scope="module")
+def checks():
+    path = ROOT / "benchmarks" / "gpu_checks.py"
+    spec = importlib.util.spec_from_file_location("gpu_checks_for_gpt", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_checks_for_gpt"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_checks_gpt_command_fits_its_slot(checks, capsys):
+    """The gpt command's plan fits its limit; ``--gpt`` with ``--second`` is refused."""
+    assert 0 < checks.plan_total("gpt") <= checks.GPT_LIMIT_S
+    assert [s.stage for s in checks.STEPS["gpt"]] == ["gpt"]
+    assert checks.main(["out", "--second", "--gpt"]) == 2
+    assert "--second and --gpt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gpu_checks_gpt_stage_smoke(checks, tmp_path):
+    """``gpu_checks.sh OUT --smoke --gpt``: the gpt stage alone on the CPU writes its table,
+    every figure there and none broken."""
+    out = tmp_path / "out"
+    assert checks.main([str(out), "--smoke", "--gpt", "--work", str(tmp_path / "work")]) == 0
+    record = json.loads((out / "gpt.json").read_text())
+    rows = {r["what"]: r for r in record["rows"]}
+    assert record["smoke"] and not any(r["broken"] for r in rows.values()), rows
+    assert rows["fp32 matmul ceiling (the faster of JAX's and torch's)"]["value"] > 0
+    for w in (16, 32, "all"):
+        ratio = rows[f"width {w}: jaxlr compiled vs (b) torch one run at a time"]
+        assert ratio["value"].endswith("x") and isinstance(ratio["ok"], bool)
+    assert (
+        "## gpt" in (out / "gpt.md").read_text()
+        and "| (a) jaxlr compiled |" in (record["gpt_report"])
+    )
