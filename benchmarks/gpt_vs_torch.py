@@ -57,7 +57,7 @@ on a GPU), each measured in its own process of the same run. The rate is
 
 Usage::
 
-    python benchmarks/gpt_vs_torch.py                              # CPU: widths 32,64, ~3 min
+    python benchmarks/gpt_vs_torch.py                              # CPU: widths 32,64, minutes
     python benchmarks/gpt_vs_torch.py --repeats 2 --out cpu_gpt_vs_torch.md
     python benchmarks/gpt_vs_torch.py --device gpu --widths 128,256,512,1024 --context 64 \\
         --steps 100 --eval-every 50 --out gpu_gpt_vs_torch.md
@@ -279,7 +279,12 @@ def run_jaxlr(cfg: BenchConfig) -> dict[str, Any]:
         compile_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         state, metrics = training.train_lanes(
-            spec, data, seeds, hypers, spec_epochs(cfg), epoch_fn=program
+            spec,
+            data,
+            seeds,
+            hypers,
+            cfg.evals,
+            epoch_fn=program,  # evaluations = epochs
         )
         jax.block_until_ready(state)
         train_s = time.perf_counter() - t0
@@ -304,11 +309,6 @@ def run_jaxlr(cfg: BenchConfig) -> dict[str, Any]:
         },
         "data": {"sha256": text_corpus.sha256, "n_eval": int(ds.n_test)},
     }
-
-
-def spec_epochs(cfg: BenchConfig) -> int:
-    """The sweep's "epochs" of a gpt run: its evaluations, ``steps / eval_every``."""
-    return cfg.evals
 
 
 def _best_time(fn: Any, repeats: int = 5) -> float:
