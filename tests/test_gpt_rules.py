@@ -91,3 +91,20 @@ def test_layer_lr_mults_count_the_gpt_groups(corpus_file):
         )
     with pytest.raises(ConfigError, match="--lr-rule weight-norm does not apply to --model gpt"):
         SweepConfig(family="gpt", widths=(32,), lr_rule="weight-norm")
+
+
+def test_the_sweeps_zero_init_options_reach_the_model(corpus_file):
+    cfg = SweepConfig(
+        family="gpt", widths=(32,), depth=2, context=16, head_dim=16, data_dir=str(corpus_file),
+        parametrizations=("mup",), base_width=16, tied=False, zero_readout=True, zero_query=True,
+        optimizers=("adamw",),
+    )  # fmt: skip
+    spec = RunSpec.create(cfg, load_text_dataset(cfg), (32, 32), "adamw", "mup")
+    _, init = spec.model()
+    params = init(jax.random.PRNGKey(0))
+    assert not np.any(params["lm_head"]["kernel"])
+    for b in ("block_0", "block_1"):
+        assert not np.any(params[b]["attn"]["query"]["kernel"])
+        assert np.any(params[b]["attn"]["key"]["kernel"])
+    with pytest.raises(ConfigError, match="--zero-readout only applies to --model gpt --no-tied"):
+        SweepConfig(family="gpt", widths=(32,), zero_readout=True)
