@@ -63,6 +63,7 @@ SHARED = {
     ("test_nothing_lost.py", "shards"),  # the sharded sweeps that are merged
     ("test_benchmarks.py", "grid_run"),  # the benchmark's grid run
     ("test_coord_check.py", "coord_df"),  # the coordinate check's table
+    ("test_coord_check_gpt.py", "coord_df"),  # the GPT coordinate check's table (~95 s)
 }
 """(test file, module-scoped fixture): the tests using it share one pytest-xdist worker."""
 
