@@ -188,6 +188,14 @@ def optimizers_schedules() -> str:
     return experiment.readme_block(RESULTS / "optimizers_schedules")
 
 
+def transformer_width() -> str:
+    """The GPT width block (SP vs muP under AdamW + warmup), rendered by its own script."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import transformer_width as experiment
+
+    return experiment.readme_block(RESULTS / "transformer_width")
+
+
 def blocks() -> dict[Path, dict[str, str]]:
     """What goes where."""
     exp = {
@@ -198,6 +206,7 @@ def blocks() -> dict[Path, dict[str, str]]:
         "neuron-rules": exponent_table(RESULTS / "neuron_rules" / "width_exponent.csv"),
         "mup-optimum": mup_optimum(),
         "optimizers-schedules": optimizers_schedules(),
+        "transformer-width": transformer_width(),
     }
     return {ROOT / "README.md": {"headline": headline()}, ROOT / "experiments" / "README.md": exp}
 
