@@ -8,8 +8,10 @@ script replaces what is between them (nothing else) and fails if a marker is mis
 - ``experiments/README.md``: ``exponent`` (every row of ``width_exponent.csv``), ``transfer``
   (the regret at every width, from ``width_exponent`` and ``mup_transfer``), ``dense-check``
   (``adam_dense_check/check.csv``), ``calibration`` (``simulator/calibration.csv``),
-  ``neuron-rules`` (``neuron_rules/width_exponent.csv``) and ``mup-optimum``
-  (``mup_transfer/optimum.csv``).
+  ``neuron-rules`` (``neuron_rules/width_exponent.csv``), ``mup-optimum``
+  (``mup_transfer/optimum.csv``), and the blocks that experiments render from their own results,
+  ``transformer-width`` among them (``experiments/transformer_width.py`` from
+  ``transformer_width/``).
 
     python experiments/headline.py [--check]
 
