@@ -65,7 +65,14 @@ SHARED = {
     ("test_coord_check.py", "coord_df"),  # the coordinate check's table
     ("test_coord_check_gpt.py", "coord_df"),  # the GPT coordinate check's table (~95 s)
 }
-"""(test file, module-scoped fixture): the tests using it share one pytest-xdist worker."""
+"""(test file, module-scoped fixture): the tests using it share one pytest-xdist worker.
+
+Not in effect with pytest 9.2 and pytest-xdist 3.8: xdist groups by a ``@group`` suffix that it
+writes to ``item._nodeid``, which pytest 9's ``Item.nodeid`` (``str(item._id)``) no longer reads,
+so even a plain ``@pytest.mark.xdist_group`` test runs on either worker, and each of these
+fixtures is computed once per worker (measured: ``test_coord_check.py``'s ``coord_df`` set up on
+both workers, 19 s each). A scheduler of our own (``pytest_xdist_make_scheduler``) or a fixed
+xdist would restore it."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
