@@ -67,12 +67,19 @@ SHARED = {
 }
 """(test file, module-scoped fixture): the tests using it share one pytest-xdist worker.
 
-Not in effect with pytest 9.2 and pytest-xdist 3.8: xdist groups by a ``@group`` suffix that it
-writes to ``item._nodeid``, which pytest 9's ``Item.nodeid`` (``str(item._id)``) no longer reads,
-so even a plain ``@pytest.mark.xdist_group`` test runs on either worker, and each of these
-fixtures is computed once per worker (measured: ``test_coord_check.py``'s ``coord_df`` set up on
-both workers, 19 s each). A scheduler of our own (``pytest_xdist_make_scheduler``) or a fixed
-xdist would restore it."""
+pytest-xdist 3.8's own ``@group`` suffix has no effect under pytest 9.2 (see :func:`_group_suffix`):
+each of these fixtures was computed once per worker (``test_coord_check.py``'s ``coord_df`` on
+both workers, 19 s each) until this file wrote the suffix itself."""
+
+
+def _group_suffix(item: pytest.Item, group: str) -> None:
+    """``ID@group`` as the item's node id, as pytest-xdist's ``loadgroup`` expects: xdist 3.8
+    writes it to ``item._nodeid``, which pytest 9 no longer reads (``nodeid`` is ``str(_id)``)."""
+    node_id = getattr(item, "_id", None)
+    if node_id is None or "@" in item.nodeid or not hasattr(node_id, "_str_cache"):
+        return  # an older pytest, where xdist's own suffix works
+    item._id = dataclasses.replace(node_id)
+    object.__setattr__(item._id, "_str_cache", f"{item.nodeid}@{group}")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
@@ -82,10 +89,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     fixtures are set up once)."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
+    loadgroup = hasattr(config, "workerinput") and bool(config.getvalue("loadgroup"))
     for item in items:
         for file, fixture in sorted(SHARED):
             if item.path.name == file and fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(f"{file}::{fixture}"))
+                if loadgroup:
+                    _group_suffix(item, f"{file}::{fixture}")
     if hasattr(config, "workerinput"):  # a pytest-xdist worker
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
