@@ -88,18 +88,27 @@ def _train_coords(
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), l1
 
     def run(p: dict) -> tuple[jax.Array, jax.Array]:
-        def step(carry: Any, _: None) -> Any:
-            p, opt_state = carry
-            (loss, l1), grads = jax.value_and_grad(stats, has_aux=True)(p)
-            updates, opt_state = tx.update(grads, opt_state, p)
-            return (optax.apply_updates(p, updates), opt_state), (loss, l1)
-
-        p = jax.tree.map(lambda a, f: a * f, p, init_factors)
-        (p, _), (loss, l1) = jax.lax.scan(step, (p, tx.init(p)), None, steps)
-        last_loss, last_l1 = stats(p)
-        return jnp.append(loss, last_loss), jnp.vstack([l1, last_l1])
+        return record_steps(stats, tx, jax.tree.map(lambda a, f: a * f, p, init_factors), steps)
 
     return jax.vmap(run)(params)
+
+
+def record_steps(
+    stats: Any, tx: optax.GradientTransformation, params: Any, steps: int
+) -> tuple[jax.Array, jax.Array]:
+    """``steps`` full-batch steps of ``tx`` on ``stats(p) -> (loss, recorded)``, in ``lax.scan``;
+    returns the loss ``(steps + 1,)`` and what was recorded ``(steps + 1, ...)`` at every forward
+    pass, the last after the final update (shared by the MLP's and the GPT's checks)."""
+
+    def step(carry: Any, _: None) -> Any:
+        p, opt_state = carry
+        (loss, rec), grads = jax.value_and_grad(stats, has_aux=True)(p)
+        updates, opt_state = tx.update(grads, opt_state, p)
+        return (optax.apply_updates(p, updates), opt_state), (loss, rec)
+
+    (params, _), (loss, rec) = jax.lax.scan(step, (params, tx.init(params)), None, steps)
+    last_loss, last_rec = stats(params)
+    return jnp.append(loss, last_loss), jnp.vstack([rec, last_rec])
 
 
 def _parametrize(

@@ -37,10 +37,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pandas as pd
 
 from jaxlr import text
+from jaxlr.coord_check.check import record_steps
 from jaxlr.coord_check.config import PARAMETRIZATIONS, GPTCoordCheckConfig, Parametrization
 from jaxlr.gpt import GPT, gpt_mup_lr_scales, init_gpt, next_token_loss
 from jaxlr.mup import OPTIMIZERS, Optimizer, mup_adam, mup_sgd
@@ -114,15 +114,7 @@ def _train_coords(
             logits, rms = _forward_coords(model, p, x)
             return next_token_loss(logits, y), rms
 
-        def step(carry: Any, _: None) -> Any:
-            p, opt_state = carry
-            (loss, rms), grads = jax.value_and_grad(stats, has_aux=True)(p)
-            updates, opt_state = tx.update(grads, opt_state, p)
-            return (optax.apply_updates(p, updates), opt_state), (loss, rms)
-
-        (params, _), (loss, rms) = jax.lax.scan(step, (params, tx.init(params)), None, steps)
-        last_loss, last_rms = stats(params)
-        return jnp.append(loss, last_loss), jnp.vstack([rms, last_rms])
+        return record_steps(stats, tx, params, steps)
 
     return jax.vmap(run)(keys)
 
