@@ -197,3 +197,29 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     small, diff-friendly CSVs of aggregates (the sweeps' own tables keep float32 exactly)."""
     res.atomic_write(path, lambda p: df.to_csv(p, index=False, float_format="%.6g"))
     print(f"wrote {path}", file=sys.stderr)
+
+
+def one_row(table: pd.DataFrame, key: dict[str, Any], name: str) -> pd.Series:
+    """The one row of ``table`` matching ``key`` (experiment ``name`` stops if there is not
+    exactly one)."""
+    m = np.ones(len(table), bool)
+    for k, val in key.items():
+        m &= (table[k] == val).to_numpy()
+    rows = table[m]
+    if len(rows) != 1:
+        raise SystemExit(f"{name}: expected one row for {dict(key)}, found {len(rows)}")
+    return rows.iloc[0]
+
+
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def write_readme_block(block: str, text: str) -> None:
+    """Replaces the generated block ``block`` of ``experiments/README.md`` with ``text``."""
+    import headline
+
+    old = README.read_text()
+    new = headline.replace_block(old, block, text)
+    if new != old:
+        README.write_text(new)
+        print(f"rewrote the {block} block of {README}", file=sys.stderr)

@@ -382,22 +382,12 @@ def _alpha_change(t: pd.DataFrame) -> dict[tuple[str, str], float]:
 
 def _row(table: pd.DataFrame, key: Mapping[str, Any]) -> pd.Series:
     """The one row of ``table`` matching ``key``."""
-    m = np.ones(len(table), bool)
-    for k, val in key.items():
-        m &= (table[k] == val).to_numpy()
-    rows = table[m]
-    if len(rows) != 1:
-        raise SystemExit(f"{NAME}: expected one row for {dict(key)}, found {len(rows)}")
-    return rows.iloc[0]
+    return common.one_row(table, dict(key), NAME)
 
 
 def write_readme(out: Path) -> None:
-    """Replaces this experiment's block in ``experiments/README.md`` (only the cpu results)."""
-    text = README.read_text()
-    new = headline.replace_block(text, BLOCK, readme_block(out))
-    if new != text:
-        README.write_text(new)
-        print(f"rewrote the {BLOCK} block of {README}", file=sys.stderr)
+    """Replaces this experiment's block in ``experiments/README.md`` (the cpu results)."""
+    common.write_readme_block(BLOCK, readme_block(out))
 
 
 # ------------------------------------------------------------------------------ estimate
