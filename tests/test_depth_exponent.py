@@ -78,3 +78,23 @@ def test_a_depths_sweep_writes_the_depth_exponent(tmp_path, depths):
     t = pd.read_csv(tmp_path / "sweep" / "depth_exponent.csv")
     assert list(t.columns) == exponent.DEPTH_COLUMNS and list(t["n_depths"]) == [3]
     assert "lr* ∝ depth^β" in outcome.exponent_text
+
+
+def test_a_depths_sweep_in_shards_merges_and_resumes_to_the_same_files(tmp_path):
+    """Two grid shards of a --depths sweep, merged, give the whole sweep's results and depth
+    exponent byte for byte; a --resume of the finished sweep retrains nothing and keeps them."""
+    from jaxlr.merge import merge_runs
+
+    base = dict(widths=(16,), depths=(1, 2, 3), lrs=(0.1, 0.3, 1.0), seeds=(0, 1), epochs=1)
+    whole = tmp_path / "whole"
+    run(SweepConfig(**base, out=str(whole)), progress=False)
+    shards = []
+    for i in range(2):
+        shards.append(tmp_path / f"shard{i}")
+        run(SweepConfig(**base, shard=(i, 2), out=str(shards[i])), progress=False)
+    merge_runs(shards, tmp_path / "merged")
+    for name in ("results.csv", "depth_exponent.csv"):
+        assert (tmp_path / "merged" / name).read_bytes() == (whole / name).read_bytes(), name
+    before = {n: (whole / n).read_bytes() for n in ("results.csv", "depth_exponent.csv")}
+    run(SweepConfig(**base, out=str(whole)), progress=False, resume=True)
+    assert {n: (whole / n).read_bytes() for n in before} == before
