@@ -40,6 +40,7 @@ Nothing here imports JAX at import time (the command line reads the names).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -154,15 +155,23 @@ def estimated_footprint(
     nothing computed): :math:`P` multiply-adds and :math:`P` activations per example, what a
     dense network has to within its widths' sum. Convolutions reuse weights, so their true
     multiply-adds are larger; pass ``footprint=`` to :class:`Family` for a better estimate."""
+    p = _param_count(family_of(cfg), cfg, in_features, tuple(hidden), num_classes)
+    return p, p, p
+
+
+@functools.lru_cache(maxsize=64)
+def _param_count(
+    family: Family, cfg: Any, in_features: int, hidden: tuple[int, ...], num_classes: int
+) -> int:
+    """Parameters of ``family`` at ``hidden`` (the planner asks once per chunk: traced once)."""
     import jax
 
     from jaxlr.engine import RunSpec
 
     spec = RunSpec.create(cfg, _Shapes(in_features, num_classes), hidden, cfg.optimizers[0])
-    _, init = family_of(cfg).build(spec)
+    _, init = family.build(spec)
     shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
-    p = sum(int(x.size) for x in jax.tree.leaves(shapes))
-    return p, p, p
+    return sum(int(x.size) for x in jax.tree.leaves(shapes))
 
 
 @dataclasses.dataclass(frozen=True)
