@@ -49,6 +49,10 @@ if _cpu_only() and os.environ.get("JAXLR_TEST_XLA_OPT", "") != "default":
     # with numpy or PyTorch within its tolerance (the engine, parity, muP and optimizer tests
     # pass unchanged under it). JAXLR_TEST_XLA_OPT=default keeps XLA's default level.
     TEST_XLA_FLAGS["xla_backend_optimization_level"] = "0"
+    # ... and the elemental IR emitters instead of the MLIR fusion emitters: XLA's CPU compile
+    # of a sweep's epoch program takes well under half the time again (the same HLO, the same
+    # fusions, emitted to LLVM IR by XLA's older emitter).
+    TEST_XLA_FLAGS["xla_cpu_use_fusion_emitters"] = "false"
 _given = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = " ".join(
     [
@@ -63,7 +67,9 @@ SHARED = {
     ("test_nothing_lost.py", "shards"),  # the sharded sweeps that are merged
     ("test_benchmarks.py", "grid_run"),  # the benchmark's grid run
     ("test_coord_check.py", "coord_df"),  # the coordinate check's table
-    ("test_coord_check_gpt.py", "coord_df"),  # the GPT coordinate check's table (~95 s)
+    ("test_coord_check_gpt.py", "coord_df"),  # the GPT coordinate check's table
+    ("test_parity_gpt.py", "results"),  # every GPT parity example, both sides
+    ("test_experiment_transformer.py", "tiny"),  # the experiment's tiny scale
 }
 """(test file, module-scoped fixture): the tests using it share one pytest-xdist worker.
 
@@ -98,6 +104,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     _group_suffix(item, f"{file}::{fixture}")
     if hasattr(config, "workerinput"):  # a pytest-xdist worker
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture
+def default_cpu_emitters(monkeypatch):
+    """The sweep's programs compiled with XLA's default CPU emitters, whatever
+    :data:`TEST_XLA_FLAGS` say, for the tests of bitwise equalities between programs of
+    different structure (a block of steps and a whole epoch; one fused program and one per
+    chunk): those hold under the code generation that users run, and under the older emitters
+    an Adam lane may differ from its twin in the last bit."""
+    from jaxlr import blocks, compilation, engine
+
+    def options(spec):
+        return {**compilation.compiler_options(spec), "xla_cpu_use_fusion_emitters": True}
+
+    for module in (engine, blocks):
+        monkeypatch.setattr(module, "compiler_options", options)
+    engine._cached_trainer.cache_clear()  # no program built under the other options
+    blocks.step_blocks.cache_clear()
+    yield
+    engine._cached_trainer.cache_clear()
+    blocks.step_blocks.cache_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -298,7 +298,9 @@ def test_two_processes_equal_two_devices(tmp_path):
 
 
 @pytest.mark.slow  # six sweeps with a refinement round
-def test_fused_programs_equal_separate_programs_and_resume(digits, tmp_path, monkeypatch):
+def test_fused_programs_equal_separate_programs_and_resume(
+    digits, tmp_path, monkeypatch, default_cpu_emitters
+):
     """Every chunk of a round in one program (--fuse on) gives the bytes of one program per
     chunk, checkpoints its chunks together and resumes them, also from unequal checkpoints."""
     from jaxlr import runner

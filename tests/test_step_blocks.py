@@ -23,6 +23,12 @@ from jaxlr.data import device_data, load_dataset
 from jaxlr.engine import RunSpec, train_group, train_lanes
 
 
+@pytest.fixture(autouse=True)
+def _default_emitters(default_cpu_emitters):
+    """A block of steps and a whole epoch are bitwise equal under XLA's default CPU code
+    generation, the one users run (see ``default_cpu_emitters`` in conftest.py)."""
+
+
 @pytest.fixture(scope="module")
 def digits():
     ds = load_dataset("digits", n_train=416, n_test=100)  # 13 steps of 32: a prime count
