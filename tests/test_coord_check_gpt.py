@@ -47,6 +47,7 @@ def _rows(df: pd.DataFrame, par: str, width: int, seed: int) -> pd.DataFrame:
     return g.pivot(index="step", columns="layer", values="rms")[gpt_activations(CC.depth)]
 
 
+@pytest.mark.slow  # the GPT coordinate check's table: 4 GPT programs
 def test_table_layout(coord_df):
     names = gpt_activations(2)
     assert names == [
@@ -63,6 +64,7 @@ def test_table_layout(coord_df):
     assert np.isfinite(coord_df["rms"]).all() and (coord_df["rms"] > 0).all()
 
 
+@pytest.mark.slow  # the GPT coordinate check's table: 4 GPT programs
 def test_step0_at_the_base_width_differs_only_by_the_attention_scale(coord_df):
     """At the base width muP's init is SP's (hidden std sigma / sqrt(m), m = 1): the same
     embedding; the attention logits are scaled by 1/d instead of 1/sqrt(d), so their RMS ratio
@@ -76,6 +78,7 @@ def test_step0_at_the_base_width_differs_only_by_the_attention_scale(coord_df):
                 assert ratio == pytest.approx(1 / math.sqrt(CC.head_dim), rel=1e-5)
 
 
+@pytest.mark.slow  # the GPT coordinate check's table: 4 GPT programs
 def test_mup_logits_are_flat_and_sp_logits_grow(summary):
     """rms(256) / rms(32) of the readout logits after Adam steps 2 and 3: muP measured
     1.03 and 0.93, SP 4.6 and 3.9 (step 1 still shows the init, whose tied logits shrink as n^(-1/2)
@@ -86,6 +89,7 @@ def test_mup_logits_are_flat_and_sp_logits_grow(summary):
         assert summary.loc[("sp", "logits", t), "ratio"] > 3
 
 
+@pytest.mark.slow  # the GPT coordinate check's table: 4 GPT programs
 def test_mup_hidden_activations_stay_flat_while_sp_blows_up(summary):
     """Every block activation at steps 1..3: muP's ratio rms(256) / rms(32) measured 0.66-1.15,
     SP's 6-51 (its residual stream after block 1 25 and 37 at steps 2 and 3, block 0's
@@ -139,6 +143,7 @@ def _twin_rms(twin, tm, x: np.ndarray) -> tuple[np.ndarray, float]:
     return np.array(out), logits
 
 
+@pytest.mark.slow  # the GPT coordinate check's table: 4 GPT programs
 @pytest.mark.parametrize("par", ["sp", "mup"])
 def test_every_activation_equals_the_torch_twins(coord_df, par):
     """The table at width 256 (m = 8), seed 1, steps 0..3 against the PyTorch twin (float64)
@@ -187,6 +192,7 @@ def _layer_norm(h: np.ndarray) -> np.ndarray:
     return (h - mu) / np.sqrt(((h - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
 
 
+@pytest.mark.slow  # the GPT coordinate check's table: 4 GPT programs
 def test_step0_equals_a_numpy_forward(coord_df):
     """Width 256, seed 0, muP, step 0, from init_gpt's params in numpy (float64): the embedding
     RMS, and block 0's attention logits with muP's closed-form scale 1/d_head on the causal
@@ -236,6 +242,7 @@ def test_errors():
         GPTCoordCheckConfig(optimizers=("adam", "adam"))
 
 
+@pytest.mark.slow  # the GPT coordinate check's table: 4 GPT programs
 def test_cli_writes_the_gpt_files(coord_df, tmp_path, capsys):
     assert main(["--out", str(tmp_path), *CC_ARGS]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [

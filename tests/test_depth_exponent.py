@@ -80,6 +80,7 @@ def test_a_depths_sweep_writes_the_depth_exponent(tmp_path, depths):
     assert "lr* ∝ depth^β" in outcome.exponent_text
 
 
+@pytest.mark.slow  # five depth sweeps
 def test_a_depths_sweep_in_shards_merges_and_resumes_to_the_same_files(tmp_path):
     """Two grid shards of a --depths sweep, merged, give the whole sweep's results and depth
     exponent byte for byte; a --resume of the finished sweep retrains nothing and keeps them."""

@@ -181,6 +181,7 @@ def test_engine_matches_torch_sgd(digits, update, lr):
     np.testing.assert_allclose(k, net[2].weight.detach().numpy().T, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # three sweeps
 def test_sweep_is_deterministic_and_chunking_invariant(digits, tmp_path):
     cfg = SweepConfig(widths=(8, 16), lrs=(0.5, 0.05), seeds=(0, 1), epochs=2)
     a = run_sweep(cfg.replace(out=str(tmp_path / "a")), dataset=digits, progress=False)
@@ -243,7 +244,7 @@ def test_lr_rules_in_the_sweep(digits, optimizer):
         assert np.isfinite(df.train_loss).any()
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", pytest.param("adam", marks=pytest.mark.slow)])
 def test_mup_sweep_equals_sp_at_base_width_and_differs_elsewhere(digits, optimizer):
     base = SweepConfig(
         widths=(32,), lrs=(0.05, 0.005), seeds=(0,), epochs=2, optimizers=(optimizer,)

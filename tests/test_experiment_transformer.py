@@ -47,6 +47,7 @@ def tiny(exp, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # the experiment at its tiny scale
 def test_tiny_scale_writes_its_tables(exp, tiny):
     for name in TABLES:
         assert (tiny / name).stat().st_size > 0, name
@@ -61,6 +62,7 @@ def test_tiny_scale_writes_its_tables(exp, tiny):
         assert sweeps.loc[par, "steps"] == s.steps
 
 
+@pytest.mark.slow  # the experiment at its tiny scale
 def test_tiny_summary_is_the_argmin_of_the_seed_mean(tiny):
     """summary.csv's best lr against numpy's argmin of the seed-mean final train loss."""
     final = pd.read_csv(tiny / "final.csv")

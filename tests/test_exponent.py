@@ -323,6 +323,7 @@ def test_write_outputs_writes_the_table_the_plot_and_the_line(tmp_path):
     assert not (out2 / "width_exponent.png").exists()
 
 
+@pytest.mark.slow  # a plot of many groups
 def test_plot_stays_within_4000_pixels_with_many_groups(tmp_path):
     parts = [
         table(widths=(16, 64, 256), optimizer=f"opt{i}", parametrization=p, noise=0.1)

@@ -85,7 +85,13 @@ def _reference(dataset, width: int, depth: int, seed: int, lr: float, epochs: in
     return np.array(train_losses), test_loss, acc
 
 
-@pytest.mark.parametrize("loss", ["cross-entropy", "squared error"])
+@pytest.mark.parametrize(
+    "loss",
+    [
+        pytest.param("cross-entropy", marks=pytest.mark.slow),
+        pytest.param("squared error", marks=pytest.mark.slow),
+    ],
+)
 def test_a_user_cnn_sweeps_and_each_lane_equals_a_plain_optax_loop(cnn, digits, loss):
     loss_fn = _squared_error if loss == "squared error" else None
     if loss_fn is not None:
@@ -112,6 +118,7 @@ def test_a_user_cnn_sweeps_and_each_lane_equals_a_plain_optax_loop(cnn, digits, 
     families.FAMILIES.pop("cnn-mse", None)
 
 
+@pytest.mark.slow  # a CNN sweep over three depths
 def test_depths_sweep_every_width_at_each_depth(cnn, digits):
     cfg = SweepConfig(
         family="cnn", widths=(4, 8), depths=(1, 2), lrs=(0.1,), seeds=(0,), epochs=1,

@@ -41,6 +41,7 @@ def corpus_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # a per-layer GPT lane against a hand-written optax loop
 @pytest.mark.parametrize("tied", [True, False])
 def test_a_per_layer_gpt_lane_equals_adam_with_hand_written_groups(corpus_file, tied):
     cfg = SweepConfig(

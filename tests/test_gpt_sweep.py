@@ -90,6 +90,7 @@ def _reference(spec: RunSpec, ds, seed: int, lr: float, wd: float):
     return params, np.array(losses), val
 
 
+@pytest.mark.slow  # 4 GPT lanes against 4 optax runs
 def test_a_gpt_lane_equals_a_plain_optax_run(corpus_file):
     cfg = _cfg(corpus_file)
     ds = load_text_dataset(cfg)
@@ -110,6 +111,7 @@ def test_a_gpt_lane_equals_a_plain_optax_run(corpus_file):
                     np.testing.assert_allclose(a, b, rtol=2e-4, atol=3e-5)
 
 
+@pytest.mark.slow  # a whole GPT sweep through the CLI
 def test_the_sweep_records_the_corpus_and_answers(corpus_file, tmp_path, capsys):
     out = tmp_path / "gpt"
     code = main(

@@ -152,6 +152,7 @@ def _interrupt_after_first_checkpoint(monkeypatch):
     monkeypatch.setattr(ckpt.ChunkStore, "save", save_then_interrupt)
 
 
+@pytest.mark.slow  # five sweeps each, with --dynamics
 @pytest.mark.parametrize("rule", ["weight-norm", "adagrad-neuron"])
 def test_every_metric_field_survives_resume_and_merge(capsys, tmp_path, monkeypatch, rule):
     args = [*TINY, "--epochs", "3", "--lr-rule", rule, "--checkpoint-every", "1", "--dynamics"]
@@ -252,7 +253,7 @@ def _python_m(*argv: str, **kw) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("after_s", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("after_s", [0.5, 1.0, pytest.param(2.0, marks=pytest.mark.slow)])
 def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path, after_s):
     p = _python_m("jaxlr.sweep", *TINY, "--out", str(tmp_path / "o"))
     time.sleep(after_s)

@@ -145,7 +145,16 @@ def _config(case: dict) -> SweepConfig:
     )
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+SLOW_CASES = {
+    "adam-warmup-linear", "adamw-coupled-wsd", "adamw-independent", "adamw-independent-width",
+    "lion-decay",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW_CASES else []) for n in sorted(CASES)],
+)
 def test_each_lane_equals_a_plain_optax_run(digits, name):
     case = CASES[name]
     cfg = _config(case)
@@ -251,6 +260,7 @@ def test_bad_input_is_one_line_and_exit_2(name, capsys, tmp_path):
     assert not (tmp_path / "out" / "results.csv").exists()
 
 
+@pytest.mark.slow  # three sweeps
 def test_epoch_horizons_of_a_constant_schedule_are_the_shorter_sweeps(digits, tmp_path):
     """``--epochs 1,3`` trains 3 epochs once; its horizon-1 answer is a 1-epoch sweep's."""
     out = tmp_path / "horizons"

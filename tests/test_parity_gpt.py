@@ -62,6 +62,7 @@ def test_the_group_has_the_examples_the_sweep_needs():
     assert mup.parametrization == "mup" and mup.width == 2 * mup.base_width
 
 
+@pytest.mark.slow  # every GPT example, both sides
 @pytest.mark.parametrize("name", NAMES)
 def test_gpt_example_agrees_in_float64(results, name):
     """Same init (ln 256 up to the init's logits), same losses at every step to 1e-10, same
@@ -75,6 +76,7 @@ def test_gpt_example_agrees_in_float64(results, name):
     assert r.torch_losses[-1] < r.torch_losses[0] - 1.0  # the word corpus is being learned
 
 
+@pytest.mark.slow  # every GPT example, both sides
 @pytest.mark.parametrize(
     ("name", "wrong"),
     [
@@ -109,6 +111,7 @@ def test_a_wrong_reference_fails_by_far(results, name, wrong):
     assert diff > 100 * get_example(name).tolerance_for("float64"), diff
 
 
+@pytest.mark.slow  # every GPT example, both sides
 def test_the_clip_has_torchs_epsilon(results):
     """The sweep's --clip-norm scales by torch's c / (||g|| + 1e-6): the twin with that 1e-6
     removed (optax's clip_by_global_norm) misses it by more than 1e-10, the twin as it is

@@ -86,7 +86,14 @@ def test_many_lrs_become_a_heatmap_within_pixel_bound(figures, tmp_path, monkeyp
     assert {(round(x, 6), y) for x, y in marks} >= expected
 
 
-@pytest.mark.parametrize("n_lr,n_groups", [(200, 6), (16, 12), (3, 1)])
+@pytest.mark.parametrize(
+    "n_lr,n_groups",
+    [
+        pytest.param(200, 6, marks=pytest.mark.slow),
+        pytest.param(16, 12, marks=pytest.mark.slow),
+        (3, 1),
+    ],
+)
 def test_every_png_stays_within_4000_px(tmp_path, n_lr, n_groups):
     groups = [(o, r) for o in ("adam", "sgd", "adamw") for r in ("a", "b", "c", "d")][:n_groups]
     df = results(n_lr, groups=groups, seeds=1, epochs=2)

@@ -61,6 +61,7 @@ def test_diverged_flags_and_csv_round_trip(tmp_path):
     pd.testing.assert_frame_equal(back, df.reset_index(drop=True), check_dtype=True)
 
 
+@pytest.mark.slow  # a per-neuron sweep and its plot
 def test_rates_csv_and_plot_for_a_per_neuron_rule(tmp_path):
     """rates.csv: one row per run, epoch and layer with the 5 quantiles, NaN once diverged;
     rates.png beside it. A rule with one rate per layer writes neither."""

@@ -358,6 +358,7 @@ def test_fused_programs_equal_separate_programs_and_resume(
 # programs trained at the same time (--parallel)
 
 
+@pytest.mark.slow  # four sweeps, two programs at a time
 def test_parallel_programs_equal_one_at_a_time_and_resume(digits, tmp_path, monkeypatch):
     """Two programs at a time give the bytes of one at a time, really run two at once, and a
     Ctrl-C while both train stops both; --resume then finishes the same bytes."""

@@ -58,7 +58,12 @@ def _same(a, b) -> None:
 
 @pytest.mark.parametrize(
     ("optimizer", "rule", "size"),
-    [("sgd", "none", 4), ("adam", "none", 5), ("sgd", "weight-norm", 13), ("adam", "none", 1)],
+    [
+        pytest.param("sgd", "none", 4, marks=pytest.mark.slow),
+        ("adam", "none", 5),
+        pytest.param("sgd", "weight-norm", 13, marks=pytest.mark.slow),
+        pytest.param("adam", "none", 1, marks=pytest.mark.slow),
+    ],
 )
 def test_blocks_equal_one_call_per_epoch(digits, optimizer, rule, size):
     ds, data = digits
@@ -79,6 +84,7 @@ def test_blocks_equal_one_call_per_epoch(digits, optimizer, rule, size):
     assert calls == [(e, n) for e in range(3) for n in ends]
 
 
+@pytest.mark.slow  # a fused program stopped after each block
 def test_blocks_resume_mid_epoch_and_fused(digits):
     """Stopping after any block and continuing from its progress changes nothing, for a
     fused program of two buckets as for one."""

@@ -641,7 +641,13 @@ def _stacked_grads(seed):
     return _nest({p: jnp.stack([jnp.asarray(g[p]) for g in seq]) for p in FLAT})
 
 
-@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize(
+    "rule",
+    [
+        pytest.param(r, marks=[pytest.mark.slow] if r == "adagrad_neuron" else [])
+        for r in sorted(RULES)
+    ],
+)
 def test_vmap_over_base_lr_equals_separate_runs(rule):
     params = _nest({p: jnp.asarray(v) for p, v in _random_flat(8).items()})
     grads = _stacked_grads(9)

@@ -95,7 +95,7 @@ def _haiku_run(tx, steps=2):
     return history, state
 
 
-@pytest.mark.parametrize("neurons", ["haiku", "callable"])
+@pytest.mark.parametrize("neurons", ["haiku", pytest.param("callable", marks=pytest.mark.slow)])
 def test_haiku_weight_norm_matches_numpy_with_b_sharing_its_neuron_rate(neurons):
     lr, s = 0.05, 0.3
     if neurons == "callable":  # no layer stack for a per-leaf callable: drop its axis by hand
