@@ -49,9 +49,8 @@ if _cpu_only() and os.environ.get("JAXLR_TEST_XLA_OPT", "") != "default":
     # with numpy or PyTorch within its tolerance (the engine, parity, muP and optimizer tests
     # pass unchanged under it). JAXLR_TEST_XLA_OPT=default keeps XLA's default level.
     TEST_XLA_FLAGS["xla_backend_optimization_level"] = "0"
-    # ... and the elemental IR emitters instead of the MLIR fusion emitters: XLA's CPU compile
-    # of a sweep's epoch program takes well under half the time again (the same HLO, the same
-    # fusions, emitted to LLVM IR by XLA's older emitter).
+    # ... and XLA's elemental IR emitters instead of its MLIR fusion emitters: a sweep's epoch
+    # program compiles in well under half the time again (benchmarks/results/cpu_test_times.md).
     TEST_XLA_FLAGS["xla_cpu_use_fusion_emitters"] = "false"
 _given = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = " ".join(

@@ -22,11 +22,9 @@ from jaxlr import plan as planning
 from jaxlr.data import device_data, load_dataset
 from jaxlr.engine import RunSpec, train_group, train_lanes
 
-
-@pytest.fixture(autouse=True)
-def _default_emitters(default_cpu_emitters):
-    """A block of steps and a whole epoch are bitwise equal under XLA's default CPU code
-    generation, the one users run (see ``default_cpu_emitters`` in conftest.py)."""
+# A block of steps and a whole epoch are bitwise equal under XLA's default CPU code generation,
+# the one users run (see ``default_cpu_emitters`` in conftest.py).
+pytestmark = pytest.mark.usefixtures("default_cpu_emitters")
 
 
 @pytest.fixture(scope="module")
