@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -105,6 +105,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def _sweep_programs_compiled_with(monkeypatch, **options) -> Iterator[None]:
+    """The sweep's programs (``engine``'s and ``blocks``' ``compiler_options``) compiled with
+    these XLA options on top of their own, and no program built under others reused."""
+    from jaxlr import blocks, compilation, engine
+
+    def compiler_options(spec):
+        return {**compilation.compiler_options(spec), **options}
+
+    for module in (engine, blocks):
+        monkeypatch.setattr(module, "compiler_options", compiler_options)
+    engine._cached_trainer.cache_clear()
+    blocks.step_blocks.cache_clear()
+    yield
+    engine._cached_trainer.cache_clear()
+    blocks.step_blocks.cache_clear()
+
+
 @pytest.fixture
 def default_cpu_emitters(monkeypatch):
     """The sweep's programs compiled with XLA's default CPU emitters, whatever
@@ -112,18 +129,17 @@ def default_cpu_emitters(monkeypatch):
     different structure (a block of steps and a whole epoch; one fused program and one per
     chunk): those hold under the code generation that users run, and under the older emitters
     an Adam lane may differ from its twin in the last bit."""
-    from jaxlr import blocks, compilation, engine
+    yield from _sweep_programs_compiled_with(monkeypatch, xla_cpu_use_fusion_emitters=True)
 
-    def options(spec):
-        return {**compilation.compiler_options(spec), "xla_cpu_use_fusion_emitters": True}
 
-    for module in (engine, blocks):
-        monkeypatch.setattr(module, "compiler_options", options)
-    engine._cached_trainer.cache_clear()  # no program built under the other options
-    blocks.step_blocks.cache_clear()
-    yield
-    engine._cached_trainer.cache_clear()
-    blocks.step_blocks.cache_clear()
+@pytest.fixture
+def optimized_cpu_code(monkeypatch):
+    """The sweep's programs compiled at XLA's default LLVM optimization level (3) rather than
+    the tests' 0, for the few tests whose time goes into running their programs rather than
+    compiling them (convolutions, many lanes of a width-256 MLP): there the unoptimized code
+    costs more than its shorter compile saves (the user-model page 18 s -> 7 s, the
+    refinement test 18 s -> 13 s, one process on 2 cores)."""
+    yield from _sweep_programs_compiled_with(monkeypatch, xla_backend_optimization_level=3)
 
 
 @pytest.fixture(autouse=True)

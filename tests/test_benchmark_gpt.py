@@ -1,10 +1,9 @@
-"""``benchmarks/gpt_vs_torch.py``: its closed forms against PyTorch, and the ``--smoke`` run."""
+"""``benchmarks/gpt_vs_torch.py``: its closed forms against PyTorch, its flags, and the plan of the
+gpu_checks command that runs it (the ``--smoke`` run is checked in ``test_benchmarks.py``)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import math
 import sys
 from pathlib import Path
 
@@ -102,33 +101,8 @@ def test_bad_arguments_exit_2_with_one_line(bench, argv, capsys):
     assert err.startswith("python benchmarks/gpt_vs_torch.py: error: ") and err.count("\n") == 1
 
 
-@pytest.mark.slow
-def test_smoke_run_writes_the_table_and_json(bench, tmp_path, capsys):
-    """``--smoke``: both processes run, every width has every method, the rates and FLOP
-    shares are positive, (b) and (c) give the same final losses (same init, batches, update),
-    and every side trained (final losses below the chance level ln 256)."""
-    out = tmp_path / "gpt.md"
-    assert bench.main(["--smoke", "--out", str(out)]) == 0
-    record = json.loads(out.with_suffix(".json").read_text())
-    cfg = bench.BenchConfig(**{**bench.SMOKE, "smoke": True})
-    rows = {(r["width"], r["method"]): r for r in record["rows"]}
-    methods = ("torch_loop", "torch_func", "jaxlr_e2e", "jaxlr")
-    assert set(rows) == {(w, m) for w in (*cfg.widths, "all") for m in methods}
-    for r in rows.values():
-        assert r["runs_steps_per_s"] > 0 and 0 < r["share_of_ceiling"] < 1, r
-        assert len(r["final_val_loss"]) == cfg.lanes * (2 if r["width"] == "all" else 1)
-        assert all(v < math.log(256) for v in r["final_val_loss"]), r
-    for w in cfg.widths:
-        assert rows[w, "torch_loop"]["vs_b"] == 1.0
-        assert rows[w, "jaxlr_e2e"]["compile_s"] > 0
-        np.testing.assert_allclose(
-            rows[w, "torch_func"]["final_val_loss"], rows[w, "torch_loop"]["final_val_loss"],
-            rtol=1e-4,
-        )  # fmt: skip
-    assert bench.b_vs_c_diff(record) < 1e-4
-    md = out.read_text()
-    assert "| all | (a) jaxlr compiled |" in md and "FLOP ceiling" in md
-    assert "(a) jaxlr compiled" in capsys.readouterr().out
+# The --smoke run itself (its JSON, table and printout) is checked in the smoke run of every
+# GPU command, tests/test_benchmarks.py::test_gpu_checks_smoke, whose gpt stage runs it.
 
 
 # --------------------------------------------------- the gpt command of benchmarks/gpu_checks.py
@@ -150,22 +124,3 @@ def test_gpu_checks_gpt_command_fits_its_slot(checks, capsys):
     assert [s.stage for s in checks.STEPS["gpt"]] == ["gpt"]
     assert checks.main(["out", "--second", "--gpt"]) == 2
     assert "--second and --gpt" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_gpu_checks_gpt_stage_smoke(checks, tmp_path):
-    """``gpu_checks.sh OUT --smoke --gpt``: the gpt stage alone on the CPU writes its table,
-    every figure there and none broken."""
-    out = tmp_path / "out"
-    assert checks.main([str(out), "--smoke", "--gpt", "--work", str(tmp_path / "work")]) == 0
-    record = json.loads((out / "gpt.json").read_text())
-    rows = {r["what"]: r for r in record["rows"]}
-    assert record["smoke"] and not any(r["broken"] for r in rows.values()), rows
-    assert rows["fp32 matmul ceiling (the faster of JAX's and torch's)"]["value"] > 0
-    for w in (16, 32, "all"):
-        ratio = rows[f"width {w}: jaxlr compiled vs (b) torch one run at a time"]
-        assert ratio["value"].endswith("x") and isinstance(ratio["ok"], bool)
-    assert (
-        "## gpt" in (out / "gpt.md").read_text()
-        and "| (a) jaxlr compiled |" in (record["gpt_report"])
-    )

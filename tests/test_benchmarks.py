@@ -472,3 +472,42 @@ def test_gpu_checks_smoke(checks, tmp_path, monkeypatch, jax_cache_restored):
     assert any("deterministic" in w for w in rows["steps"])
     summary = (out / "gpu_checks.md").read_text()
     assert all(f"## {s}" in summary for s in stages) and "✓" in summary
+    _check_gpt_stage(out, tmp_path / "work")
+
+
+def _check_gpt_stage(out: Path, work: Path) -> None:
+    """The gpt command's stage of the smoke run (``benchmarks/gpt_vs_torch.py --smoke``, a real
+    subprocess): its table has every figure and none broken; and the benchmark's own JSON has
+    both processes, every method at every width, positive rates and FLOP shares, the same
+    final losses from (b) and (c) (same init, batches and update), and every side trained
+    (final losses below the chance level ln 256)."""
+    stage = json.loads((out / "gpt.json").read_text())
+    rows = {r["what"]: r for r in stage["rows"]}
+    assert stage["smoke"] and not any(r["broken"] for r in rows.values()), rows
+    assert rows["fp32 matmul ceiling (the faster of JAX's and torch's)"]["value"] > 0
+    for w in (16, 32, "all"):
+        ratio = rows[f"width {w}: jaxlr compiled vs (b) torch one run at a time"]
+        assert ratio["value"].endswith("x") and isinstance(ratio["ok"], bool)
+    assert "## gpt" in (out / "gpt.md").read_text()
+    assert "| (a) jaxlr compiled |" in stage["gpt_report"]
+
+    gpt = _load_script("gpt_vs_torch")
+    record = json.loads((work / "gpt.json").read_text())
+    cfg = gpt.BenchConfig(**{**gpt.SMOKE, "smoke": True})
+    by = {(r["width"], r["method"]): r for r in record["rows"]}
+    methods = ("torch_loop", "torch_func", "jaxlr_e2e", "jaxlr")
+    assert set(by) == {(w, m) for w in (*cfg.widths, "all") for m in methods}
+    for r in by.values():
+        assert r["runs_steps_per_s"] > 0 and 0 < r["share_of_ceiling"] < 1, r
+        assert len(r["final_val_loss"]) == cfg.lanes * (2 if r["width"] == "all" else 1)
+        assert all(v < math.log(256) for v in r["final_val_loss"]), r
+    for w in cfg.widths:
+        assert by[w, "torch_loop"]["vs_b"] == 1.0
+        assert by[w, "jaxlr_e2e"]["compile_s"] > 0
+        np.testing.assert_allclose(
+            by[w, "torch_func"]["final_val_loss"], by[w, "torch_loop"]["final_val_loss"],
+            rtol=1e-4,
+        )  # fmt: skip
+    assert gpt.b_vs_c_diff(record) < 1e-4
+    assert "| all | (a) jaxlr compiled |" in (work / "gpt.md").read_text()
+    assert "(a) jaxlr compiled" in (work / "gpt.out").read_text()  # what it printed

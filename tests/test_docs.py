@@ -366,9 +366,16 @@ def test_page_runs(page: Path, tmp_path: Path, docs_env) -> None:
     _run_or_skip(page, tmp_path)
 
 
+RUN_BOUND = {"your-model.md"}
+"""Pages whose time goes into running their programs (the user model's convolutions), compiled
+at XLA's default optimization level (the ``optimized_cpu_code`` fixture of conftest.py)."""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", SLOW, ids=_id)
-def test_slow_page_runs(page: Path, tmp_path: Path, docs_env) -> None:
+def test_slow_page_runs(page: Path, tmp_path: Path, docs_env, request) -> None:
+    if page.name in RUN_BOUND:
+        request.getfixturevalue("optimized_cpu_code")
     _run_or_skip(page, tmp_path)
 
 

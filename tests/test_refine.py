@@ -46,6 +46,7 @@ def test_refine_cannot_be_sharded():
 
 
 @pytest.mark.slow  # 207 + 90 runs up to width 256, 4 epochs
+@pytest.mark.usefixtures("optimized_cpu_code")  # running them, more than compiling
 def test_refine_finds_the_dense_grids_optimum_with_fewer_runs():
     """SP Adam on digits, widths 16/64/256, 3 seeds: a 2-octave grid refined twice finds the
     optimum of a half-octave grid (within half an octave, or a loss within 2%) with at most 60%
