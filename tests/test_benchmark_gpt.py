@@ -124,3 +124,16 @@ def test_gpu_checks_gpt_command_fits_its_slot(checks, capsys):
     assert [s.stage for s in checks.STEPS["gpt"]] == ["gpt"]
     assert checks.main(["out", "--second", "--gpt"]) == 2
     assert "--second and --gpt" in capsys.readouterr().err
+
+
+def test_gpu_checks_smoke_gpt_runs_the_gpt_stage_alone(checks, tmp_path, monkeypatch):
+    """``gpu_checks.sh OUT --smoke --gpt`` runs the gpt command's steps only, without a time
+    budget (the steps themselves run in ``test_benchmarks.py::test_gpu_checks_smoke``)."""
+    ran = []
+    monkeypatch.setattr(checks, "run", lambda which, ctx, budget: ran.append((which, budget)) or 0)
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert checks.main([str(out), "--smoke", "--gpt", "--work", str(work)]) == 0
+    assert ran == [("gpt", float("inf"))]
+    ran.clear()
+    assert checks.main([str(out), "--smoke", "--work", str(work)]) == 0
+    assert ran == [("main", float("inf")), ("second", float("inf")), ("gpt", float("inf"))]
