@@ -356,7 +356,9 @@ def autotune_chunks(
 CALL_S = float(os.environ.get("JAXLR_CALL_S", "3"))
 """The longest device call the plan aims for, in (estimated) seconds: a longer epoch runs in
 step blocks, so a Ctrl-C is honoured and a checkpoint can be taken within about this long
-(``$JAXLR_CALL_S`` overrides it; results do not depend on it)."""
+(``$JAXLR_CALL_S`` overrides it; results do not depend on it under XLA's default code
+generation; ``XLA_FLAGS`` that change it, such as ``--xla_cpu_use_fusion_emitters=false``,
+can move an Adam lane's last bit)."""
 
 
 def call_steps_chunks(
