@@ -432,7 +432,9 @@ def config_from_args(args: argparse.Namespace, base: SweepConfig | None = None) 
             raise ConfigError(
                 "--epochs does not apply to --model gpt: its budget is --steps and --eval-every"
             )
-        fields = {**{k: v for k, v in GPT_DEFAULTS.items() if k not in given}, **fields}
+        # not its default widths beside a given --hidden, which its validation then names
+        skip = set(given) | ({"widths"} if "hidden" in given else set())
+        fields = {**{k: v for k, v in GPT_DEFAULTS.items() if k not in skip}, **fields}
     if fields.get("out") is None:
         fields["out"] = f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}"
     cfg = SweepConfig(**fields)

@@ -132,7 +132,7 @@ def test_the_sweep_records_the_corpus_and_answers(corpus_file, tmp_path, capsys)
 
 BAD = {
     "width not divisible by the head size": (["--widths", "24"], "not divisible"),
-    "--hidden": (["--hidden", "32-32"], "--hidden"),
+    "--hidden": (["--hidden", "32-32"], "--hidden does not apply to --model gpt"),
     "--epochs": (["--epochs", "3"], "--epochs"),
     "--dataset": (["--dataset", "mnist"], "--dataset"),
     "--lr-rule": (["--lr-rule", "weight-norm"], "--lr-rule"),
