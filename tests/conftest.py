@@ -137,8 +137,8 @@ def optimized_cpu_code(monkeypatch):
     """The sweep's programs compiled at XLA's default LLVM optimization level (3) rather than
     the tests' 0, for the few tests whose time goes into running their programs rather than
     compiling them (convolutions, many lanes of a width-256 MLP): there the unoptimized code
-    costs more than its shorter compile saves (the user-model page 18 s -> 7 s, the
-    refinement test 18 s -> 13 s, one process on 2 cores)."""
+    costs more than its shorter compile saves (the user-model page 18 s -> 8 s, the
+    refinement test 18 s -> 15 s, one process on 2 cores)."""
     yield from _sweep_programs_compiled_with(monkeypatch, xla_backend_optimization_level=3)
 
 

@@ -88,7 +88,7 @@ def _reference(dataset, width: int, depth: int, seed: int, lr: float, epochs: in
 @pytest.mark.parametrize(
     "loss",
     [
-        pytest.param("cross-entropy", marks=pytest.mark.slow),
+        "cross-entropy",
         pytest.param("squared error", marks=pytest.mark.slow),
     ],
 )
