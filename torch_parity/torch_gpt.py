@@ -99,8 +99,6 @@ class TorchGPT(nn.Module):
     """The twin. ``TorchGPT(cfg, seed)`` builds and initializes it (muP: with base shapes set)."""
 
     def __init__(self, cfg: TwinConfig, seed: int = 0, *, _base: bool = False):
-        import mup
-
         super().__init__()
         self.cfg = cfg
         with torch.random.fork_rng(devices=[]):  # no global RNG state touched
@@ -108,15 +106,17 @@ class TorchGPT(nn.Module):
             self._build(cfg)
             if _base:
                 return
-            if cfg.parametrization == "mup":
-                base = TorchGPT(dataclasses.replace(cfg, width=cfg.base_width), _base=True)
-                mup.set_base_shapes(self, base)
-            self._init(mup.init.normal_ if cfg.parametrization == "mup" else nn.init.normal_)
+            if cfg.parametrization != "mup":
+                self._init(nn.init.normal_)
+                return
+            import mup  # microsoft/mup: only the muP twin needs it
+
+            base = TorchGPT(dataclasses.replace(cfg, width=cfg.base_width), _base=True)
+            mup.set_base_shapes(self, base)
+            self._init(mup.init.normal_)
 
     def _build(self, cfg: TwinConfig) -> None:
         """The modules (torch's default init, overwritten by :meth:`_init`)."""
-        import mup
-
         w, is_mup = cfg.width, cfg.parametrization == "mup"
         scale = cfg.attn_mult / (cfg.head_dim if is_mup else math.sqrt(cfg.head_dim))
         r = (cfg.depth / cfg.base_depth) ** (-cfg.depth_exponent)
@@ -124,12 +124,14 @@ class TorchGPT(nn.Module):
         self.blocks = nn.ModuleList(Block(w, cfg.head_dim, scale, r) for _ in range(cfg.depth))
         self.ln_f = nn.LayerNorm(w)
         self.lm_head: nn.Module | None = None
-        if is_mup and cfg.tied:
-            self.lm_head = mup.MuSharedReadout(
-                self.wte.weight, bias=False, output_mult=cfg.output_mult
+        if is_mup:
+            import mup
+
+            self.lm_head = (
+                mup.MuSharedReadout(self.wte.weight, bias=False, output_mult=cfg.output_mult)
+                if cfg.tied
+                else mup.MuReadout(w, cfg.vocab, bias=False, output_mult=cfg.output_mult)
             )
-        elif is_mup:
-            self.lm_head = mup.MuReadout(w, cfg.vocab, bias=False, output_mult=cfg.output_mult)
         elif not cfg.tied:
             self.lm_head = nn.Linear(w, cfg.vocab, bias=False)
 
